@@ -14,6 +14,7 @@ unread pipe that would block a chatty server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -144,7 +145,9 @@ class EmbeddedNatsServer:
             *self._extra_args,
         ]
         logger.info("starting nats-server: %s", " ".join(args))
-        self._proc = subprocess.Popen(
+        # Popen returns as soon as the child is forked; readiness is awaited below without
+        # blocking the loop, and kill() must work from sync code (signal handlers, atexit).
+        self._proc = subprocess.Popen(  # noqa: ASYNC220
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
@@ -190,10 +193,8 @@ class EmbeddedNatsServer:
         except (OSError, TimeoutError):
             return False
         writer.close()
-        try:
+        with contextlib.suppress(OSError):
             await writer.wait_closed()
-        except OSError:
-            pass
         return True
 
     def _log_tail(self, lines: int = 5) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import nats
 import pytest
 
-
 from converge.errors import ConfigError
 from events.server import EmbeddedNatsServer, find_nats_server
 

@@ -1,0 +1,219 @@
+"""Signed, immutable agent-to-agent messages, encoded as msgpack."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from converge.core._codec import (
+    canonical,
+    check_bytes,
+    check_mapping,
+    check_number,
+    check_optional_str,
+    check_str,
+    packb,
+    require,
+    unpackb,
+)
+from converge.core.identity import Identity
+from converge.core.topic import Topic
+from converge.errors import DecodeError
+from converge.extensions.crypto.symmetric import decrypt, encrypt
+
+__all__ = ["ENCRYPTED_KEY", "MAX_MESSAGE_BYTES", "Message"]
+
+MAX_MESSAGE_BYTES = 1 << 20
+"""Default largest encoded message :meth:`Message.from_bytes` accepts (1 MiB)."""
+
+ENCRYPTED_KEY = "_encrypted"
+"""Payload key that holds the ciphertext of an encrypted payload."""
+
+_AAD_PREFIX = b"converge.message.payload:"
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _coerce_topics(value: object) -> tuple[Topic, ...]:
+    if isinstance(value, str | bytes | Mapping | Topic) or not isinstance(value, Iterable):
+        raise DecodeError(f"Message.topics must be a list of topics, got {type(value).__name__}")
+    return tuple(Topic.coerce(item) for item in value)
+
+
+@dataclass(frozen=True)
+class Message:
+    """An immutable message from ``sender`` (an agent id) to ``recipient`` or to topics.
+
+    ``timestamp`` is wall-clock Unix seconds (float). ``signature`` is the sender's
+    Ed25519 signature over every other field (see :meth:`signing_bytes`), or ``None``.
+    ``topics`` accepts Topic objects, dicts or namespace strings and is stored as a
+    tuple of :class:`Topic`. Raises ``DecodeError`` (a ``ValueError``) for wrong field
+    types or a payload that msgpack cannot encode.
+    """
+
+    sender: str
+    recipient: str | None = None
+    topics: tuple[Topic, ...] = ()
+    payload: dict[str, Any] = field(default_factory=dict)
+    task_id: str | None = None
+    id: str = field(default_factory=_new_id)
+    timestamp: float = field(default_factory=time.time)
+    signature: bytes | None = None
+
+    def __post_init__(self) -> None:
+        check_str(self.sender, "Message.sender")
+        check_optional_str(self.recipient, "Message.recipient")
+        check_optional_str(self.task_id, "Message.task_id")
+        check_str(self.id, "Message.id", allow_empty=False)
+        check_number(self.timestamp, "Message.timestamp")
+        object.__setattr__(self, "topics", _coerce_topics(self.topics))
+        object.__setattr__(self, "payload", check_mapping(self.payload, "Message.payload"))
+        signature = self.signature
+        if signature is not None:
+            signature = check_bytes(signature, "Message.signature") or None
+        object.__setattr__(self, "signature", signature)
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # -- signing ---------------------------------------------------------------
+
+    def signing_bytes(self) -> bytes:
+        """Return the deterministic msgpack encoding of every field but the signature."""
+        data = {
+            "id": self.id,
+            "sender": self.sender,
+            "recipient": self.recipient,
+            "topics": [t.to_dict() for t in self.topics],
+            "payload": self.payload,
+            "task_id": self.task_id,
+            "timestamp": self.timestamp,
+        }
+        encoded = msgpack.packb({k: canonical(v) for k, v in data.items()}, use_bin_type=True)
+        assert isinstance(encoded, bytes)
+        return encoded
+
+    def sign(self, identity: Identity) -> Message:
+        """Return a copy sent by ``identity.fingerprint`` and signed by ``identity``.
+
+        Raises ``MissingPrivateKeyError`` (a ``VerificationError`` and ``ValueError``)
+        when ``identity`` has no private key.
+        """
+        unsigned = dataclasses.replace(self, sender=identity.fingerprint, signature=None)
+        return dataclasses.replace(unsigned, signature=identity.sign(unsigned.signing_bytes()))
+
+    def verify(self, public_key: bytes | Identity) -> bool:
+        """Return whether the signature is valid for ``public_key`` (32 bytes or an Identity).
+
+        Returns ``False`` for a missing, malformed or forged signature. Raises
+        ``DecodeError`` only when ``public_key`` itself is not a 32-byte key.
+        """
+        if not self.signature:
+            return False
+        identity = (
+            public_key if isinstance(public_key, Identity) else Identity.from_public_key(public_key)
+        )
+        return identity.verify(self.signing_bytes(), self.signature)
+
+    @property
+    def is_signed(self) -> bool:
+        """Whether the message carries a signature (valid or not)."""
+        return self.signature is not None
+
+    # -- encryption ------------------------------------------------------------
+
+    @property
+    def is_encrypted(self) -> bool:
+        """Whether the payload is an encrypted payload made by :meth:`encrypt_payload`."""
+        return set(self.payload) == {ENCRYPTED_KEY} and isinstance(
+            self.payload[ENCRYPTED_KEY], bytes
+        )
+
+    def _aad(self) -> bytes:
+        return _AAD_PREFIX + self.id.encode("utf-8")
+
+    def encrypt_payload(self, key: bytes) -> Message:
+        """Return an unsigned copy whose payload is ``{"_encrypted": ciphertext}``.
+
+        ChaCha20-Poly1305 with a 32-byte ``key``; the ciphertext is bound to the
+        message id. Sign after encrypting. Raises ``DecodeError`` for a bad key length.
+        """
+        ciphertext = encrypt(packb(self.payload), key, associated_data=self._aad())
+        return dataclasses.replace(self, payload={ENCRYPTED_KEY: ciphertext}, signature=None)
+
+    def decrypt_payload(self, key: bytes) -> Message:
+        """Return an unsigned copy with the payload decrypted; ``self`` if not encrypted.
+
+        Raises ``VerificationError`` for a wrong key or tampered ciphertext and
+        ``DecodeError`` for a bad key length or a malformed encrypted payload.
+        """
+        if ENCRYPTED_KEY not in self.payload:
+            return self
+        ciphertext = check_bytes(self.payload[ENCRYPTED_KEY], f"Message.payload[{ENCRYPTED_KEY!r}]")
+        plaintext = decrypt(ciphertext, key, associated_data=self._aad())
+        payload = unpackb(plaintext, max_size=len(plaintext), what="decrypted payload")
+        return dataclasses.replace(
+            self, payload=check_mapping(payload, "decrypted payload"), signature=None
+        )
+
+    # -- encoding --------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the message as plain data (topics as dicts, signature as bytes or None)."""
+        return {
+            "id": self.id,
+            "sender": self.sender,
+            "recipient": self.recipient,
+            "topics": [t.to_dict() for t in self.topics],
+            "payload": dict(self.payload),
+            "task_id": self.task_id,
+            "timestamp": self.timestamp,
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Message:
+        """Build a message from :meth:`to_dict` output; unknown keys are ignored.
+
+        ``sender``, ``id`` and ``timestamp`` are required. Raises ``DecodeError``
+        naming the field for anything missing or of the wrong type.
+        """
+        if not isinstance(data, Mapping):
+            raise DecodeError(f"Invalid message: expected a dict, got {type(data).__name__}")
+        topics = data.get("topics")
+        return cls(
+            sender=require(data, "sender", "Message"),
+            recipient=data.get("recipient"),
+            topics=() if topics is None else topics,
+            payload=data.get("payload") or {},
+            task_id=data.get("task_id"),
+            id=require(data, "id", "Message"),
+            timestamp=require(data, "timestamp", "Message"),
+            signature=data.get("signature"),
+        )
+
+    def to_bytes(self) -> bytes:
+        """Return the message (signature included) as deterministic msgpack."""
+        return packb(self.to_dict())
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Message:
+        """Decode :meth:`to_bytes` output of at most ``max_size`` bytes.
+
+        Raises ``DecodeError`` (message starting "Invalid message") for oversize,
+        truncated or malformed bytes and for wrong field types; nothing else escapes.
+        """
+        value = unpackb(data, max_size=max_size, what="message")
+        if not isinstance(value, dict):
+            raise DecodeError(
+                f"Invalid message bytes: expected a msgpack map, got {type(value).__name__}"
+            )
+        return cls.from_dict(value)
