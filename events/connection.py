@@ -8,6 +8,8 @@ limits and ping intervals are configured once and the nats-py defaults (ping eve
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -135,10 +137,21 @@ async def connect_nats(
     if not isinstance(config, BrokerConfig):
         config = BrokerConfig(servers=config)  # type: ignore[arg-type]
 
+    client: list[NatsClient] = []
+    first_errors: list[Exception] = []
+
     async def _log_error(exc: Exception) -> None:
+        if client and not client[0].is_connected and not client[0].is_reconnecting:
+            first_errors.append(exc)  # still on the first connect: reported once, below
+            logger.debug("nats connect attempt failed: %s", exc)
+            return
         logger.warning("nats connection error: %s", exc)
 
     async def _log_disconnect() -> None:
+        # nats-py also reports the disconnect of a deliberate close(); only warn otherwise.
+        if client and (client[0].is_closed or client[0].is_draining):
+            logger.debug("nats disconnected from %s (closing)", config.servers)
+            return
         logger.warning("nats disconnected from %s", config.servers)
 
     async def _log_reconnect() -> None:
@@ -180,10 +193,20 @@ async def connect_nats(
         options["tls"] = config.tls.context()
         if config.tls.hostname:
             options["tls_hostname"] = config.tls.hostname
+    # With reconnects allowed nats-py retries the *first* connect forever too; bound it so an
+    # unreachable broker fails fast with a clear error instead of hanging the caller.
+    first_connect_sec = config.connect_timeout_sec + config.reconnect_time_wait_sec
+    nc = NatsClient()
+    client.append(nc)
     try:
-        return await nats.connect(**options)
+        async with asyncio.timeout(first_connect_sec):
+            await nc.connect(**options)
+        return nc
     except (OSError, TimeoutError, nats.errors.Error) as exc:
+        with contextlib.suppress(Exception):
+            await nc.close()
         raise EventLogError(
-            f"cannot connect to NATS at {', '.join(config.servers)}: {exc or type(exc).__name__}; "
+            f"cannot connect to NATS at {', '.join(config.servers)}: "
+            f"{first_errors[-1] if first_errors else exc or type(exc).__name__}; "
             "check the URL and credentials, or omit the URL to start an embedded server"
         ) from exc
