@@ -1,0 +1,137 @@
+"""Built-in demo agents of ``converge run``: a submitter and workers doing a real small job.
+
+The job (:func:`analyze_text`) hashes a text with SHA-256 and counts its words; the
+submitter sends ``count`` tasks with generated texts, each worker claims one pending task
+per tick and reports the analysis of each task it holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from converge.core.agent import Agent
+from converge.core.decisions import ClaimTask, Decision, ReportTask, SubmitTask
+from converge.core.identity import Identity
+from converge.core.message import Message
+from converge.core.task import Task, TaskState
+
+__all__ = ["DEMO_CAPABILITY", "DemoSubmitter", "DemoWorker", "analyze_text", "demo_texts"]
+
+logger = logging.getLogger(__name__)
+
+DEMO_CAPABILITY = "text-analysis"
+"""Capability the demo tasks require and the demo workers offer."""
+
+_WORD = re.compile(r"[A-Za-z0-9']+")
+
+_VOCABULARY = (
+    "agent",
+    "event",
+    "stream",
+    "broker",
+    "claim",
+    "report",
+    "pool",
+    "task",
+    "replay",
+    "projection",
+    "cluster",
+    "consensus",
+    "auction",
+    "bid",
+    "vote",
+    "negotiate",
+    "delegate",
+    "identity",
+    "signature",
+    "message",
+    "topic",
+)
+
+
+def analyze_text(text: str, *, top: int = 3) -> dict[str, Any]:
+    """Return the SHA-256 of ``text`` (UTF-8), its word and character counts, top words."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    return {
+        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "words": len(words),
+        "chars": len(text),
+        "top_words": [[w, n] for w, n in Counter(words).most_common(top)],
+    }
+
+
+def demo_texts(count: int, *, seed: int = 7) -> list[str]:
+    """Return ``count`` reproducible pseudo-random sentences."""
+    rng = random.Random(seed)
+    return [
+        " ".join(rng.choice(_VOCABULARY) for _ in range(rng.randint(5, 40))) for _ in range(count)
+    ]
+
+
+class DemoWorker(Agent):
+    """Claim one pending demo task per tick and report the analysis of held tasks."""
+
+    def __init__(self, identity: Identity | None = None, *, pool_id: str | None = None) -> None:
+        super().__init__(identity or Identity.generate(), capabilities=[DEMO_CAPABILITY])
+        self.pool_id = pool_id
+        self.completed = 0
+        self.claim_window = 16
+        self._tried: set[str] = set()
+        self._rng = random.Random(self.id)
+
+    def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        """Report held tasks; claim the oldest pending task not tried yet."""
+        out: list[Decision] = []
+        tm: Any = self.task_manager
+        if tm is not None:
+            for task in tm.tasks():
+                if task.state is TaskState.ASSIGNED and task.assigned_to == self.id:
+                    text = str(task.inputs.get("text", ""))
+                    out.append(ReportTask(task.id, analyze_text(text)))
+                    self.completed += 1
+        untried = [task for task in tasks if task.id not in self._tried]
+        if untried:
+            # A random pick spreads the workers over the backlog instead of all racing
+            # for the oldest task.
+            task = self._rng.choice(untried[: self.claim_window])
+            self._tried.add(task.id)
+            out.append(ClaimTask(task.id))
+        return out
+
+
+class DemoSubmitter(Agent):
+    """Submit the demo tasks once, then nothing; ``task_ids`` lists what it submitted."""
+
+    def __init__(
+        self,
+        count: int,
+        identity: Identity | None = None,
+        *,
+        pool_id: str | None = None,
+        seed: int = 7,
+    ) -> None:
+        super().__init__(identity or Identity.generate())
+        self.tasks_to_submit = [
+            Task(
+                objective="analyze-text",
+                inputs={"text": text},
+                pool_id=pool_id,
+                required_capabilities=[DEMO_CAPABILITY],
+            )
+            for text in demo_texts(count, seed=seed)
+        ]
+        self.task_ids = [t.id for t in self.tasks_to_submit]
+        self._submitted = False
+
+    def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        """Submit every demo task on the first tick."""
+        if self._submitted:
+            return []
+        self._submitted = True
+        return [SubmitTask(task) for task in self.tasks_to_submit]

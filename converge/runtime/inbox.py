@@ -1,0 +1,93 @@
+"""The inbox between a runtime's receive task and its loop."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+from converge.core.message import Message
+from converge.errors import ConfigError, ConvergeTimeoutError
+
+__all__ = ["Inbox"]
+
+logger = logging.getLogger(__name__)
+
+
+class Inbox:
+    """A FIFO of received messages between the receive task and the loop.
+
+    ``maxsize=None`` is unbounded. When full, :meth:`push` drops the new message and
+    returns False if ``drop_when_full``, else waits (up to its ``timeout``) for room.
+    """
+
+    def __init__(self, maxsize: int | None = None, *, drop_when_full: bool = False) -> None:
+        if maxsize is not None and (isinstance(maxsize, bool) or maxsize < 1):
+            raise ConfigError(f"Inbox maxsize must be >= 1 or None, got {maxsize!r}")
+        self.maxsize = maxsize
+        self.drop_when_full = drop_when_full
+        self._items: collections.deque[Message] = collections.deque()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._ready = asyncio.Event()
+        self.dropped = 0
+        self.pushed = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def is_full(self) -> bool:
+        """Whether the inbox holds ``maxsize`` messages."""
+        return self.maxsize is not None and len(self._items) >= self.maxsize
+
+    async def push(self, message: Message, *, timeout: float | None = 30.0) -> bool:  # noqa: ASYNC109
+        """Add ``message``; return False when it was dropped because the inbox is full.
+
+        Raises ``ConvergeTimeoutError`` when waiting for room takes over ``timeout``
+        seconds (only without ``drop_when_full``).
+        """
+        if not isinstance(message, Message):
+            raise ConfigError(f"Inbox.push expects a Message, got {type(message).__name__}")
+        while self.is_full:
+            if self.drop_when_full:
+                self.dropped += 1
+                logger.warning(
+                    "inbox full (%s messages): dropped message %s", self.maxsize, message.id
+                )
+                return False
+            self._room.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._room.wait()
+            except TimeoutError:
+                raise ConvergeTimeoutError(
+                    f"inbox stayed full ({self.maxsize} messages) for {timeout}s"
+                ) from None
+        self._items.append(message)
+        self.pushed += 1
+        self._ready.set()
+        return True
+
+    def poll(self, batch_size: int | None = None) -> list[Message]:
+        """Remove and return up to ``batch_size`` messages (all when None), oldest first."""
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1 or None, got {batch_size!r}")
+        count = len(self._items) if batch_size is None else min(batch_size, len(self._items))
+        out = [self._items.popleft() for _ in range(count)]
+        if out:
+            self._room.set()
+        if not self._items:
+            self._ready.clear()
+        return out
+
+    async def wait_not_empty(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait up to ``timeout`` seconds for a message; return whether one is there."""
+        if self._items:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        except TimeoutError:
+            return False
+        return bool(self._items)
