@@ -25,6 +25,7 @@ from converge.core.decisions import (
 from converge.core.identity import Identity
 from converge.core.message import Message
 from converge.core.pool import Pool
+from converge.core.store import Store
 from converge.core.task import Task, TaskState
 from converge.core.tools import Tool, ToolRegistry
 from converge.core.topic import Topic
@@ -50,6 +51,7 @@ __all__ = [
     "ReportTask",
     "RevokeDelegation",
     "SendMessage",
+    "Store",
     "SubmitBid",
     "SubmitTask",
     "Task",

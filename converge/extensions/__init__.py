@@ -1,0 +1,1 @@
+"""Optional parts: storage backends, symmetric crypto, LLM providers."""
