@@ -1,0 +1,93 @@
+"""The write side of converge: events, their codec, and the event log.
+
+Public names: :class:`Event` and every event type, :class:`EventRegistry`,
+:data:`default_registry`, :func:`encode_event`, :func:`decode_event`,
+:func:`subject`, :class:`RecordedEvent`, :class:`EventLog`,
+:class:`Subscription`, :class:`MemoryEventLog`, :class:`JetStreamEventLog`,
+:class:`~converge.errors.ConcurrencyError`, :class:`EmbeddedNatsServer`,
+:class:`BrokerConfig`, :func:`connect_nats`.
+"""
+
+from __future__ import annotations
+
+from converge.errors import ConcurrencyError
+from events.base import Event
+from events.codec import EventRegistry, decode_event, default_registry, encode_event
+from events.connection import BrokerConfig, connect_nats
+from events.jetstream import JetStreamEventLog
+from events.log import EventLog, RecordedEvent, Subscription
+from events.memory import MemoryEventLog
+from events.server import EmbeddedNatsServer
+from events.streams import StreamSettings, StreamSpec
+from events.subjects import stream_name, subject
+from events.types import (
+    ALL_EVENT_TYPES,
+    AgentJoinedPool,
+    AgentLeftPool,
+    AgentRegistered,
+    AgentUnregistered,
+    AuctionOpened,
+    AuctionResolved,
+    BidSubmitted,
+    DecisionExecuted,
+    DelegationGranted,
+    DelegationRevoked,
+    NegotiationStarted,
+    PoolCreated,
+    ProposalAccepted,
+    ProposalMade,
+    ProposalRejected,
+    TaskCancelled,
+    TaskClaimed,
+    TaskClaimReleased,
+    TaskFailed,
+    TaskReported,
+    TaskSubmitted,
+    TrustUpdated,
+    VoteCast,
+)
+
+__all__ = [
+    "ALL_EVENT_TYPES",
+    "AgentJoinedPool",
+    "AgentLeftPool",
+    "AgentRegistered",
+    "AgentUnregistered",
+    "AuctionOpened",
+    "AuctionResolved",
+    "BidSubmitted",
+    "BrokerConfig",
+    "ConcurrencyError",
+    "DecisionExecuted",
+    "DelegationGranted",
+    "DelegationRevoked",
+    "EmbeddedNatsServer",
+    "Event",
+    "EventLog",
+    "EventRegistry",
+    "JetStreamEventLog",
+    "MemoryEventLog",
+    "NegotiationStarted",
+    "PoolCreated",
+    "ProposalAccepted",
+    "ProposalMade",
+    "ProposalRejected",
+    "RecordedEvent",
+    "StreamSettings",
+    "StreamSpec",
+    "Subscription",
+    "TaskCancelled",
+    "TaskClaimReleased",
+    "TaskClaimed",
+    "TaskFailed",
+    "TaskReported",
+    "TaskSubmitted",
+    "TrustUpdated",
+    "VoteCast",
+    "connect_nats",
+    "decode_event",
+    "default_registry",
+    "encode_event",
+    "stream_name",
+    "subject",
+]

@@ -1,0 +1,331 @@
+"""Every event converge records, one frozen model per fact.
+
+Type names are stable contracts: never rename one; bump ``version`` and
+register an upcaster instead (see :class:`events.codec.EventRegistry`).
+Payload values typed ``Any`` must be JSON-serialisable by orjson.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from events.base import Event
+
+__all__ = [
+    "ALL_EVENT_TYPES",
+    "AgentJoinedPool",
+    "AgentLeftPool",
+    "AgentRegistered",
+    "AgentUnregistered",
+    "AuctionOpened",
+    "AuctionResolved",
+    "BidSubmitted",
+    "DecisionExecuted",
+    "DelegationGranted",
+    "DelegationRevoked",
+    "NegotiationStarted",
+    "PoolCreated",
+    "ProposalAccepted",
+    "ProposalMade",
+    "ProposalRejected",
+    "TaskCancelled",
+    "TaskClaimReleased",
+    "TaskClaimed",
+    "TaskFailed",
+    "TaskReported",
+    "TaskSubmitted",
+    "TrustUpdated",
+    "VoteCast",
+]
+
+
+# -- tasks -------------------------------------------------------------------------------
+
+
+class TaskSubmitted(Event):
+    """A task was submitted; ``task`` is ``Task.to_dict()``."""
+
+    type: ClassVar[str] = "task.submitted"
+    version: ClassVar[int] = 1
+
+    task: dict[str, Any]
+
+
+class TaskClaimed(Event):
+    """An agent claimed a task at ``claimed_at`` (Unix seconds)."""
+
+    type: ClassVar[str] = "task.claimed"
+    version: ClassVar[int] = 1
+
+    task_id: str
+    agent_id: str
+    claimed_at: float
+
+
+class TaskReported(Event):
+    """The assignee reported a task's result."""
+
+    type: ClassVar[str] = "task.reported"
+    version: ClassVar[int] = 1
+
+    task_id: str
+    agent_id: str
+    result: Any = None
+
+
+class TaskFailed(Event):
+    """A task failed."""
+
+    type: ClassVar[str] = "task.failed"
+    version: ClassVar[int] = 1
+
+    task_id: str
+    reason: str
+    agent_id: str | None = None
+
+
+class TaskCancelled(Event):
+    """A task was cancelled."""
+
+    type: ClassVar[str] = "task.cancelled"
+    version: ClassVar[int] = 1
+
+    task_id: str
+    reason: str | None = None
+
+
+class TaskClaimReleased(Event):
+    """A claim on a task was released (by default because it expired)."""
+
+    type: ClassVar[str] = "task.claim_released"
+    version: ClassVar[int] = 1
+
+    task_id: str
+    agent_id: str
+    reason: str = "expired"
+
+
+# -- pools -------------------------------------------------------------------------------
+
+
+class PoolCreated(Event):
+    """A pool was created; ``pool`` is ``Pool.to_dict()``."""
+
+    type: ClassVar[str] = "pool.created"
+    version: ClassVar[int] = 1
+
+    pool: dict[str, Any]
+
+
+class AgentJoinedPool(Event):
+    """An agent joined a pool."""
+
+    type: ClassVar[str] = "pool.agent_joined"
+    version: ClassVar[int] = 1
+
+    pool_id: str
+    agent_id: str
+
+
+class AgentLeftPool(Event):
+    """An agent left a pool."""
+
+    type: ClassVar[str] = "pool.agent_left"
+    version: ClassVar[int] = 1
+
+    pool_id: str
+    agent_id: str
+
+
+# -- decisions ---------------------------------------------------------------------------
+
+
+class DecisionExecuted(Event):
+    """An agent's decision was executed, with its outcome (``"ok"`` or an error)."""
+
+    type: ClassVar[str] = "decision.executed"
+    version: ClassVar[int] = 1
+
+    agent_id: str
+    decision: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+    outcome: str = "ok"
+    error: str | None = None
+
+
+# -- coordination ------------------------------------------------------------------------
+
+
+class AuctionOpened(Event):
+    """An auction was opened."""
+
+    type: ClassVar[str] = "auction.opened"
+    version: ClassVar[int] = 1
+
+    auction_id: str
+    auction_type: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class BidSubmitted(Event):
+    """An agent bid in an auction."""
+
+    type: ClassVar[str] = "bid.submitted"
+    version: ClassVar[int] = 1
+
+    auction_id: str
+    agent_id: str
+    amount: float
+    content: Any = None
+
+
+class AuctionResolved(Event):
+    """An auction was resolved; ``winner`` and ``price`` are ``None`` without bids."""
+
+    type: ClassVar[str] = "auction.resolved"
+    version: ClassVar[int] = 1
+
+    auction_id: str
+    winner: str | None
+    price: float | None
+    auction_type: str
+
+
+class VoteCast(Event):
+    """A voter cast a vote on a ballot."""
+
+    type: ClassVar[str] = "vote.cast"
+    version: ClassVar[int] = 1
+
+    ballot_id: str
+    voter_id: str
+    choice: Any = None
+
+
+class NegotiationStarted(Event):
+    """A negotiation session started between participants."""
+
+    type: ClassVar[str] = "negotiation.started"
+    version: ClassVar[int] = 1
+
+    session_id: str
+    participants: list[str]
+    subject: Any = None
+
+
+class ProposalMade(Event):
+    """A participant made a proposal in a negotiation session."""
+
+    type: ClassVar[str] = "proposal.made"
+    version: ClassVar[int] = 1
+
+    session_id: str
+    proposal_id: str
+    proposer_id: str
+    content: Any = None
+
+
+class ProposalAccepted(Event):
+    """A participant accepted a proposal."""
+
+    type: ClassVar[str] = "proposal.accepted"
+    version: ClassVar[int] = 1
+
+    session_id: str
+    proposal_id: str
+    agent_id: str
+
+
+class ProposalRejected(Event):
+    """A participant rejected a proposal."""
+
+    type: ClassVar[str] = "proposal.rejected"
+    version: ClassVar[int] = 1
+
+    session_id: str
+    proposal_id: str
+    agent_id: str
+    reason: str | None = None
+
+
+class DelegationGranted(Event):
+    """A delegator granted a delegatee a scope of authority."""
+
+    type: ClassVar[str] = "delegation.granted"
+    version: ClassVar[int] = 1
+
+    delegation_id: str
+    delegator_id: str
+    delegatee_id: str
+    scope: dict[str, Any]
+
+
+class DelegationRevoked(Event):
+    """A delegation was revoked."""
+
+    type: ClassVar[str] = "delegation.revoked"
+    version: ClassVar[int] = 1
+
+    delegation_id: str
+
+
+# -- agents ------------------------------------------------------------------------------
+
+
+class AgentRegistered(Event):
+    """An agent registered with discovery; ``descriptor`` is plain data with an ``"id"``."""
+
+    type: ClassVar[str] = "agent.registered"
+    version: ClassVar[int] = 1
+
+    descriptor: dict[str, Any]
+
+
+class AgentUnregistered(Event):
+    """An agent unregistered from discovery."""
+
+    type: ClassVar[str] = "agent.unregistered"
+    version: ClassVar[int] = 1
+
+    agent_id: str
+
+
+class TrustUpdated(Event):
+    """An agent's trust changed to ``trust`` (by ``delta``; as seen by ``subject_id``)."""
+
+    type: ClassVar[str] = "trust.updated"
+    version: ClassVar[int] = 1
+
+    agent_id: str
+    trust: float
+    delta: float | None = None
+    subject_id: str | None = None
+
+
+ALL_EVENT_TYPES: tuple[type[Event], ...] = (
+    TaskSubmitted,
+    TaskClaimed,
+    TaskReported,
+    TaskFailed,
+    TaskCancelled,
+    TaskClaimReleased,
+    PoolCreated,
+    AgentJoinedPool,
+    AgentLeftPool,
+    DecisionExecuted,
+    AuctionOpened,
+    BidSubmitted,
+    AuctionResolved,
+    VoteCast,
+    NegotiationStarted,
+    ProposalMade,
+    ProposalAccepted,
+    ProposalRejected,
+    DelegationGranted,
+    DelegationRevoked,
+    AgentRegistered,
+    AgentUnregistered,
+    TrustUpdated,
+)

@@ -1,0 +1,68 @@
+"""A three-node JetStream cluster on loopback: R3 streams survive the loss of one node."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+import events
+from converge.errors import ConvergeTimeoutError, EventLogError
+from events.jetstream import JetStreamEventLog
+from events.server import EmbeddedNatsServer
+from events.testing import collect, task_event
+
+pytestmark = [pytest.mark.nats, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _connect_when_ready(urls: list[str]) -> JetStreamEventLog:
+    config = events.BrokerConfig(servers=urls)
+    last: Exception | None = None
+    for _ in range(60):  # the cluster elects its meta leader after the nodes start
+        try:
+            return await JetStreamEventLog.connect(
+                config=config, namespace="cluster", replicas=3, api_timeout_sec=2.0
+            )
+        except (ConvergeTimeoutError, EventLogError) as exc:
+            last = exc
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"the cluster never became ready: {last}")
+
+
+async def test_r3_streams_survive_a_node_loss(tmp_path: Path) -> None:
+    cluster_ports = [_free_port() for _ in range(3)]
+    servers = []
+    for i, port in enumerate(cluster_ports):
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports if p != port)
+        args = ["--server_name", f"n{i}", "--cluster_name", "c1"]
+        args += ["--cluster", f"nats://127.0.0.1:{port}", "--routes", routes]
+        servers.append(
+            EmbeddedNatsServer(data_dir=tmp_path / f"n{i}", extra_args=args, start_timeout_sec=20)
+        )
+    try:
+        await asyncio.gather(*(s.start() for s in servers))
+        log = await _connect_when_ready([s.url for s in servers])
+        try:
+            info = await log.connection.jsm().stream_info("CLUSTER_TASKS")  # type: ignore[union-attr]
+            assert info.config.num_replicas == 3
+            batch = [(task_event(f"t{i}"), f"tasks.t{i}", 0) for i in range(50)]
+            assert [r.sequence for r in await log.append_many(batch)] == list(range(1, 51))
+            await servers[2].stop()
+            for i in range(50, 60):
+                await log.append(task_event(f"t{i}"), subject=f"tasks.t{i}", expected_version=0)
+            with pytest.raises(events.ConcurrencyError):
+                await log.append(task_event(), subject="tasks.t0", expected_version=0)
+            assert [r.sequence for r in await collect(log, stream="tasks")] == list(range(1, 61))
+        finally:
+            await log.close()
+    finally:
+        for server in servers:
+            await server.stop()

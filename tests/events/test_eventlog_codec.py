@@ -1,0 +1,264 @@
+"""Event envelope, codec, registry/upcasters and subjects."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import events
+from converge.errors import ConfigError, DecodeError
+from events.codec import (
+    HDR_EVENT_TYPE,
+    HDR_EVENT_VERSION,
+    HDR_MSG_ID,
+    HDR_TRACEPARENT,
+    current_traceparent,
+)
+from events.subjects import decode_token, stream_name, subject, subject_matches
+
+
+class ItemRenamed(events.Event):
+    type: ClassVar[str] = "test.item_renamed"
+    version: ClassVar[int] = 3
+
+    item_id: str
+    title: str
+    tags: list[str] = []
+
+
+def _rename_name_to_title(data: dict[str, Any]) -> dict[str, Any]:
+    data = dict(data)
+    data["title"] = data.pop("name")
+    return data
+
+
+def _registry_with_upcasters() -> events.EventRegistry:
+    reg = events.default_registry.copy()
+    reg.register(ItemRenamed)
+    reg.register_upcaster("test.item_renamed", 1, _rename_name_to_title)
+    reg.register_upcaster("test.item_renamed", 2, lambda d: {**d, "tags": ["upcast"]})
+    return reg
+
+
+def test_public_names_are_exported() -> None:
+    for name in (
+        "Event",
+        "EventRegistry",
+        "default_registry",
+        "encode_event",
+        "decode_event",
+        "subject",
+        "RecordedEvent",
+        "EventLog",
+        "Subscription",
+        "MemoryEventLog",
+        "JetStreamEventLog",
+        "ConcurrencyError",
+        "EmbeddedNatsServer",
+        "BrokerConfig",
+        "connect_nats",
+        "TaskSubmitted",
+        "TrustUpdated",
+    ):
+        assert hasattr(events, name), name
+    from converge.errors import ConcurrencyError
+
+    assert events.ConcurrencyError is ConcurrencyError
+
+
+def test_every_event_type_round_trips() -> None:
+    samples: list[events.Event] = [
+        events.TaskSubmitted(task={"id": "t", "objective": "o"}),
+        events.TaskClaimed(task_id="t", agent_id="a", claimed_at=1.5),
+        events.TaskReported(task_id="t", agent_id="a", result={"ok": [1, 2]}),
+        events.TaskFailed(task_id="t", reason="r"),
+        events.TaskCancelled(task_id="t"),
+        events.TaskClaimReleased(task_id="t", agent_id="a"),
+        events.PoolCreated(pool={"id": "p"}),
+        events.AgentJoinedPool(pool_id="p", agent_id="a"),
+        events.AgentLeftPool(pool_id="p", agent_id="a"),
+        events.DecisionExecuted(agent_id="a", decision="ClaimTask", detail={"task_id": "t"}),
+        events.AuctionOpened(auction_id="x", auction_type="english"),
+        events.BidSubmitted(auction_id="x", agent_id="a", amount=3.0, content="c"),
+        events.AuctionResolved(auction_id="x", winner=None, price=None, auction_type="dutch"),
+        events.VoteCast(ballot_id="b", voter_id="v", choice=["a", 1]),
+        events.NegotiationStarted(session_id="s", participants=["a", "b"], subject={"k": 1}),
+        events.ProposalMade(session_id="s", proposal_id="p", proposer_id="a", content=1),
+        events.ProposalAccepted(session_id="s", proposal_id="p", agent_id="b"),
+        events.ProposalRejected(session_id="s", proposal_id="p", agent_id="b", reason="no"),
+        events.DelegationGranted(delegation_id="d", delegator_id="a", delegatee_id="b", scope={}),
+        events.DelegationRevoked(delegation_id="d"),
+        events.AgentRegistered(descriptor={"id": "a", "topics": []}),
+        events.AgentUnregistered(agent_id="a"),
+        events.TrustUpdated(agent_id="a", trust=0.7, delta=0.1),
+    ]
+    assert {type(s) for s in samples} == set(events.ALL_EVENT_TYPES)
+    for sample in samples:
+        body, headers = events.encode_event(sample)
+        assert headers[HDR_MSG_ID] == sample.id
+        assert headers[HDR_EVENT_TYPE] == sample.type
+        assert headers[HDR_EVENT_VERSION] == "1"
+        assert headers["Content-Type"] == "application/json"
+        assert orjson.loads(body)["id"] == sample.id
+        assert events.decode_event(body, headers) == sample
+
+
+def test_envelope_headers_and_traceparent() -> None:
+    event = events.TaskCancelled(task_id="t", actor="a1", correlation_id="c", causation_id="z")
+    _, headers = events.encode_event(event, traceparent="00-abc-def-01")
+    assert headers["Converge-Actor"] == "a1"
+    assert headers["Converge-Correlation-Id"] == "c"
+    assert headers["Converge-Causation-Id"] == "z"
+    assert headers[HDR_TRACEPARENT] == "00-abc-def-01"
+    token = current_traceparent.set("00-ctx-ctx-01")
+    try:
+        _, headers = events.encode_event(event)
+    finally:
+        current_traceparent.reset(token)
+    assert headers[HDR_TRACEPARENT] == "00-ctx-ctx-01"
+    _, plain = events.encode_event(events.TaskCancelled(task_id="t"))
+    assert "Converge-Actor" not in plain and HDR_TRACEPARENT not in plain
+    first, second = events.encode_event(event)[1], events.encode_event(event)[1]
+    assert first is not second  # a fresh dict per call: nats-py mutates it
+
+
+def test_event_is_frozen_and_strict() -> None:
+    event = events.TaskCancelled(task_id="t")
+    with pytest.raises(ValueError):
+        event.task_id = "u"  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        events.TaskCancelled(task_id="t", unknown=1)  # type: ignore[call-arg]
+    assert event.type == "task.cancelled" and event.version == 1
+    assert events.TaskCancelled(task_id="t").id != event.id
+    child = events.TaskCancelled(task_id="u").caused(event)
+    assert child.causation_id == event.id and child.correlation_id == event.id
+
+
+def test_upcasters_apply_step_by_step() -> None:
+    reg = _registry_with_upcasters()
+    v1 = orjson.dumps({"id": "e1", "occurred_at": 1.0, "item_id": "i", "name": "old"})
+    headers = {HDR_EVENT_TYPE: "test.item_renamed", HDR_EVENT_VERSION: "1"}
+    event = events.decode_event(v1, headers, reg)
+    assert isinstance(event, ItemRenamed)
+    assert (event.title, event.tags, event.id) == ("old", ["upcast"], "e1")
+    v2 = orjson.dumps({"id": "e2", "occurred_at": 1.0, "item_id": "i", "title": "t"})
+    event2 = events.decode_event(v2, {**headers, HDR_EVENT_VERSION: "2"}, reg)
+    assert event2.tags == ["upcast"]  # type: ignore[attr-defined]
+
+
+def test_decode_errors_name_the_problem() -> None:
+    reg = _registry_with_upcasters()
+    good_body, good_headers = events.encode_event(events.TaskCancelled(task_id="t"))
+    cases: list[tuple[bytes, dict[str, str] | None, str]] = [
+        (good_body, None, "no headers"),
+        (good_body, {HDR_EVENT_VERSION: "1"}, HDR_EVENT_TYPE),
+        (good_body, {HDR_EVENT_TYPE: "task.cancelled"}, HDR_EVENT_VERSION),
+        (good_body, {**good_headers, HDR_EVENT_TYPE: "no.such"}, "unknown event type"),
+        (good_body, {**good_headers, HDR_EVENT_VERSION: "x"}, "not a positive int"),
+        (good_body, {**good_headers, HDR_EVENT_VERSION: "0"}, "not a positive int"),
+        (good_body, {**good_headers, HDR_EVENT_VERSION: "2"}, "newer"),
+        (b"\xff garbage", good_headers, "not valid JSON"),
+        (b"[1, 2]", good_headers, "JSON object"),
+        (b'{"task_id": 5}', good_headers, "does not validate"),
+    ]
+    for body, headers, words in cases:
+        with pytest.raises(DecodeError, match=words):
+            events.decode_event(body, headers, reg)
+    v1_headers = {HDR_EVENT_TYPE: "test.item_renamed", HDR_EVENT_VERSION: "1"}
+    with pytest.raises(DecodeError, match="upcaster"):
+        events.decode_event(b'{"id": "x", "item_id": "i"}', v1_headers, reg)  # no "name"
+
+
+def test_encode_rejects_non_json_payload() -> None:
+    with pytest.raises(DecodeError, match="JSON-serialisable"):
+        events.encode_event(events.TaskReported(task_id="t", agent_id="a", result=object()))
+
+
+def test_registry_rejects_conflicts() -> None:
+    reg = events.EventRegistry()
+    reg.register(ItemRenamed)
+    reg.register(ItemRenamed)  # same class again is fine
+
+    class Other(events.Event):
+        type: ClassVar[str] = "test.item_renamed"
+
+    with pytest.raises(ConfigError, match="already registered"):
+        reg.register(Other)
+
+    class NoType(events.Event):
+        pass
+
+    with pytest.raises(ConfigError, match="no `type`"):
+        reg.register(NoType)
+    reg.register_upcaster("test.item_renamed", 1, lambda d: d)
+    with pytest.raises(ConfigError, match="exists"):
+        reg.register_upcaster("test.item_renamed", 1, lambda d: d)
+
+
+_header_values = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["task.cancelled", "test.item_renamed", "1", "2", "3", "0", "-1", "1e3"]),
+)
+_headers = st.one_of(
+    st.none(),
+    st.dictionaries(
+        st.sampled_from([HDR_EVENT_TYPE, HDR_EVENT_VERSION, HDR_MSG_ID, "X", ""]) | st.text(),
+        _header_values,
+        max_size=5,
+    ),
+)
+_json_values: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+_bodies = st.one_of(
+    st.binary(max_size=64),
+    _json_values.map(orjson.dumps),
+    st.dictionaries(
+        st.sampled_from(["id", "occurred_at", "task_id", "reason", "name", "item_id", "title"]),
+        _json_values,
+    ).map(orjson.dumps),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=_bodies, headers=_headers)
+def test_decode_raises_only_decode_error(body: bytes, headers: dict[str, str] | None) -> None:
+    reg = _registry_with_upcasters()
+    try:
+        event = events.decode_event(body, headers, reg)
+    except DecodeError:
+        return
+    assert isinstance(event, events.Event)
+
+
+def test_subjects_and_tokens() -> None:
+    assert subject("tasks", "abc-1_2") == "tasks.abc-1_2"
+    odd = ["a.b", "a b", "*", ">", "ü", "~x", "", "a\tb"]
+    for value in odd:
+        token = subject("tasks", value).split(".", 1)[1]
+        assert "." not in token and " " not in token and token not in ("*", ">")
+        assert decode_token(token) == value
+    assert subject("coord", "auction", "a.1") == "coord.auction.~YS4x"
+    assert stream_name("converge", "tasks") == "CONVERGE_TASKS"
+    assert stream_name("converge", "coord") == "CONVERGE_COORDINATION"
+    assert stream_name("ns1", "widgets") == "NS1_WIDGETS"
+    with pytest.raises(ConfigError, match="kind"):
+        subject("Bad Kind", "x")
+    with pytest.raises(ConfigError, match="at least one id"):
+        subject("tasks")
+    with pytest.raises(ConfigError, match="strings"):
+        subject("tasks", 5)  # type: ignore[arg-type]
+    assert subject_matches("tasks.>", "tasks.a.b")
+    assert subject_matches("tasks.*", "tasks.a")
+    assert not subject_matches("tasks.*", "tasks.a.b")
+    assert not subject_matches("tasks.>", "tasks")
