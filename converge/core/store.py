@@ -1,8 +1,11 @@
 """Key-value stores: the sync :class:`Store` ABC and its async twin :class:`AsyncStore`.
 
 Stores hold snapshots, checkpoints and registrations. Keys are non-empty strings
-(see :func:`check_key`); values are bytes, which callers encode themselves
-(converge uses orjson). Backends live in :mod:`converge.extensions.storage`:
+(see :func:`check_key`); values are bytes or plain data (``None``, bools, numbers,
+strings, bytes, lists and dicts of those), stored with a one-byte tag so ``get``
+returns what ``put`` was given: bytes as bytes, plain data through msgpack (tuples
+come back as lists). Anything else is refused with ``DecodeError``.
+Backends live in :mod:`converge.extensions.storage`:
 ``MemoryStore``, ``FileStore`` (sync) and ``NatsKVStore`` (async, JetStream KV).
 Every backend passes the contract suite in ``converge.extensions.storage.testing``.
 """
@@ -12,7 +15,9 @@ from __future__ import annotations
 import builtins
 from abc import ABC, abstractmethod
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+import msgpack
 
 from converge.errors import ConfigError, DecodeError
 
@@ -25,6 +30,7 @@ __all__ = [
     "check_key",
     "check_prefix",
     "check_value",
+    "decode_value",
 ]
 
 MAX_KEY_LENGTH = 256
@@ -63,24 +69,49 @@ def check_prefix(prefix: object) -> str:
     return prefix
 
 
-def check_value(value: object, key: str = "?") -> bytes:
-    """Return ``value`` as ``bytes`` (bytes, bytearray or memoryview accepted).
+_RAW = b"\x00"  # tag: the value is bytes, stored as is
+_PACKED = b"\x01"  # tag: the value is plain data, msgpack-encoded
 
-    Raises ``DecodeError`` naming ``key`` for any other type: encode values first,
-    for example with ``orjson.dumps``.
+
+def check_value(value: object, key: str = "?") -> bytes:
+    """Return ``value`` encoded for storage (a tag byte, then bytes or msgpack).
+
+    Accepts bytes (also bytearray and memoryview) and plain data. Raises
+    ``DecodeError`` naming ``key`` for anything msgpack cannot encode (sets, objects).
     """
     if isinstance(value, bytes):
-        return value
+        return _RAW + value
     if isinstance(value, bytearray | memoryview):
-        return bytes(value)
+        return _RAW + bytes(value)
+    try:
+        return _PACKED + msgpack.packb(value, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DecodeError(
+            f"store value for key {key!r} cannot be stored: {type(value).__name__} is not "
+            f"bytes or plain data (None, bool, number, str, list, dict) ({exc})"
+        ) from exc
+
+
+def decode_value(data: bytes, key: str = "?") -> Any:
+    """Return the value :func:`check_value` encoded into ``data``.
+
+    Raises ``DecodeError`` naming ``key`` when ``data`` was not written by a converge store.
+    """
+    tag, body = data[:1], data[1:]
+    if tag == _RAW:
+        return bytes(body)
+    if tag == _PACKED:
+        try:
+            return msgpack.unpackb(body, raw=False, strict_map_key=False)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise DecodeError(f"store value for key {key!r} is corrupt: {exc}") from exc
     raise DecodeError(
-        f"store value for key {key!r} must be bytes, got {type(value).__name__}; "
-        "encode it first (for example with orjson.dumps)"
+        f"store value for key {key!r} was not written by a converge store (tag {tag!r})"
     )
 
 
 class Store(ABC):
-    """A synchronous key-value store of bytes.
+    """A synchronous key-value store of bytes and plain data.
 
     Guarantees every backend keeps: ``put`` replaces the whole value atomically (a
     reader sees the old or the new value, never a mix); ``put_if_absent`` stores only
@@ -91,11 +122,11 @@ class Store(ABC):
     """
 
     @abstractmethod
-    def put(self, key: str, value: bytes) -> None:
+    def put(self, key: str, value: object) -> None:
         """Store ``value`` under ``key``, replacing any previous value."""
 
     @abstractmethod
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> Any:
         """Return the value under ``key``, or ``None`` when there is none."""
 
     @abstractmethod
@@ -107,7 +138,7 @@ class Store(ABC):
         """Return the keys that start with ``prefix``, sorted."""
 
     @abstractmethod
-    def put_if_absent(self, key: str, value: bytes) -> bool:
+    def put_if_absent(self, key: str, value: object) -> bool:
         """Store ``value`` only if ``key`` has no value; return whether it was stored."""
 
     def close(self) -> None:  # noqa: B027  # optional hook, no-op by default
@@ -126,7 +157,7 @@ class Store(ABC):
 
 
 class AsyncStore(ABC):
-    """An asynchronous key-value store of bytes, with an explicit lifecycle.
+    """An asynchronous key-value store of bytes and plain data, with an explicit lifecycle.
 
     Same methods and guarantees as :class:`Store`, awaited. ``start()`` returns when
     the store is usable, ``stop()`` is idempotent, ``async with`` does both. A method
@@ -153,11 +184,11 @@ class AsyncStore(ABC):
         await self.stop()
 
     @abstractmethod
-    async def put(self, key: str, value: bytes) -> None:
+    async def put(self, key: str, value: object) -> None:
         """Store ``value`` under ``key``, replacing any previous value."""
 
     @abstractmethod
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str) -> Any:
         """Return the value under ``key``, or ``None`` when there is none."""
 
     @abstractmethod
@@ -169,7 +200,7 @@ class AsyncStore(ABC):
         """Return the keys that start with ``prefix``, sorted."""
 
     @abstractmethod
-    async def put_if_absent(self, key: str, value: bytes) -> bool:
+    async def put_if_absent(self, key: str, value: object) -> bool:
         """Store ``value`` only if ``key`` has no value; return whether it was stored."""
 
 
@@ -184,10 +215,10 @@ class SyncStoreAdapter(AsyncStore):
             raise ConfigError(f"SyncStoreAdapter wraps a Store, got {type(store).__name__}")
         self.store = store
 
-    async def put(self, key: str, value: bytes) -> None:
+    async def put(self, key: str, value: object) -> None:
         self.store.put(key, value)
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str) -> Any:
         return self.store.get(key)
 
     async def delete(self, key: str) -> None:
@@ -196,7 +227,7 @@ class SyncStoreAdapter(AsyncStore):
     async def list(self, prefix: str = "") -> builtins.list[str]:
         return self.store.list(prefix)
 
-    async def put_if_absent(self, key: str, value: bytes) -> bool:
+    async def put_if_absent(self, key: str, value: object) -> bool:
         return self.store.put_if_absent(key, value)
 
     def __repr__(self) -> str:

@@ -19,8 +19,9 @@ import string
 import tempfile
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
-from converge.core.store import Store, check_key, check_prefix, check_value
+from converge.core.store import Store, check_key, check_prefix, check_value, decode_value
 from converge.errors import ConfigError
 
 __all__ = ["CHUNK", "FileStore", "decode_key", "encode_key"]
@@ -137,7 +138,7 @@ class FileStore(Store):
 
     # -- Store -------------------------------------------------------------------
 
-    def put(self, key: str, value: bytes) -> None:
+    def put(self, key: str, value: object) -> None:
         key = check_key(key)
         data = check_value(value, key)
         target = self._target(key)
@@ -151,12 +152,13 @@ class FileStore(Store):
             raise
         self._sync_dir(target.parent)
 
-    def get(self, key: str) -> bytes | None:
-        target = self._target(check_key(key))
+    def get(self, key: str) -> Any:
+        key = check_key(key)
         try:
-            return target.read_bytes()
+            data = self._target(key).read_bytes()
         except FileNotFoundError:
             return None
+        return decode_value(data, key)
 
     def delete(self, key: str) -> None:
         target = self._target(check_key(key))
@@ -185,7 +187,7 @@ class FileStore(Store):
         keys.sort()
         return keys
 
-    def put_if_absent(self, key: str, value: bytes) -> bool:
+    def put_if_absent(self, key: str, value: object) -> bool:
         key = check_key(key)
         data = check_value(value, key)
         target = self._target(key)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import builtins
+from typing import Any
 
-from converge.core.store import Store, check_key, check_prefix, check_value
+from converge.core.store import Store, check_key, check_prefix, check_value, decode_value
 
 __all__ = ["MemoryStore"]
 
@@ -18,12 +19,14 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._data: dict[str, bytes] = {}
 
-    def put(self, key: str, value: bytes) -> None:
+    def put(self, key: str, value: object) -> None:
         key = check_key(key)
         self._data[key] = check_value(value, key)
 
-    def get(self, key: str) -> bytes | None:
-        return self._data.get(check_key(key))
+    def get(self, key: str) -> Any:
+        key = check_key(key)
+        data = self._data.get(key)
+        return None if data is None else decode_value(data, key)
 
     def delete(self, key: str) -> None:
         self._data.pop(check_key(key), None)
@@ -32,7 +35,7 @@ class MemoryStore(Store):
         prefix = check_prefix(prefix)
         return sorted(k for k in self._data if k.startswith(prefix))
 
-    def put_if_absent(self, key: str, value: bytes) -> bool:
+    def put_if_absent(self, key: str, value: object) -> bool:
         key = check_key(key)
         data = check_value(value, key)
         if key in self._data:

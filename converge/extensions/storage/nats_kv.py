@@ -22,7 +22,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import StorageType
 
-from converge.core.store import AsyncStore, check_key, check_prefix, check_value
+from converge.core.store import AsyncStore, check_key, check_prefix, check_value, decode_value
 from converge.errors import (
     ClosedError,
     ConfigError,
@@ -251,14 +251,14 @@ class NatsKVStore(AsyncStore):
 
     # -- AsyncStore --------------------------------------------------------------
 
-    async def put(self, key: str, value: bytes) -> None:
+    async def put(self, key: str, value: object) -> None:
         key = check_key(key)
         data = check_value(value, key)
         kv = await self._ready()
         with self._mapped("put", key):
             await kv.put(encode_kv_key(key), data)
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str) -> Any:
         key = check_key(key)
         kv = await self._ready()
         with self._mapped("get", key):
@@ -266,8 +266,7 @@ class NatsKVStore(AsyncStore):
                 entry = await kv.get(encode_kv_key(key))
             except nats.js.errors.KeyNotFoundError:
                 return None
-        value = entry.value
-        return b"" if value is None else bytes(value)
+        return decode_value(b"" if entry.value is None else bytes(entry.value), key)
 
     async def delete(self, key: str) -> None:
         key = check_key(key)
@@ -294,7 +293,7 @@ class NatsKVStore(AsyncStore):
         keys.sort()
         return keys
 
-    async def put_if_absent(self, key: str, value: bytes) -> bool:
+    async def put_if_absent(self, key: str, value: object) -> bool:
         key = check_key(key)
         data = check_value(value, key)
         kv = await self._ready()

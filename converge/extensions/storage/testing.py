@@ -87,7 +87,7 @@ class StoreContract:
         await kv.put("empty", b"")
         await kv.put("binary", bytes(range(256)))
         await kv.put("big", b"x" * 200_000)
-        await kv.put("array", bytearray(b"\x00\x01"))  # type: ignore[arg-type]
+        await kv.put("array", bytearray(b"\x00\x01"))
         assert await kv.get("empty") == b""
         assert await kv.get("binary") == bytes(range(256))
         assert await kv.get("big") == b"x" * 200_000
@@ -173,13 +173,32 @@ class StoreContract:
             await kv.put_if_absent(key, b"v")  # type: ignore[arg-type]
         assert await kv.list() == []
 
-    @pytest.mark.parametrize("value", ["text", None, 42, {"a": 1}])
-    async def test_non_bytes_values_refused(self, kv: AsyncStore, value: object) -> None:
-        with pytest.raises(DecodeError, match="must be bytes"):
-            await kv.put("k", value)  # type: ignore[arg-type]
-        with pytest.raises(DecodeError, match="must be bytes"):
-            await kv.put_if_absent("k", value)  # type: ignore[arg-type]
+    @pytest.mark.parametrize(
+        "value",
+        ["text", 42, 1.5, True, [1, "two", b"3"], {"a": {"b": [None, 2.5]}, "n": -7}],
+    )
+    async def test_plain_data_round_trips(self, kv: AsyncStore, value: object) -> None:
+        await kv.put("k", value)
+        assert await kv.get("k") == value
+        assert await kv.put_if_absent("k", value) is False
+        assert await kv.put_if_absent("k2", value) is True
+        assert await kv.get("k2") == value
+
+    async def test_none_value_is_stored(self, kv: AsyncStore) -> None:
+        await kv.put("k", None)
+        assert await kv.list() == ["k"]
         assert await kv.get("k") is None
+
+    @pytest.mark.parametrize("value", [{1, 2}, object(), 2**70, {"a": object()}])
+    async def test_values_that_are_not_plain_data_refused(
+        self, kv: AsyncStore, value: object
+    ) -> None:
+        with pytest.raises(DecodeError, match="cannot be stored"):
+            await kv.put("k", value)
+        with pytest.raises(DecodeError, match="cannot be stored"):
+            await kv.put_if_absent("k", value)
+        assert await kv.get("k") is None
+        assert await kv.list() == []
 
     async def test_bad_prefix_refused(self, kv: AsyncStore) -> None:
         with pytest.raises(DecodeError, match="prefix"):
