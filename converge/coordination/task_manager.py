@@ -1,0 +1,353 @@
+"""TaskManager: submit, claim, report, fail and cancel tasks as events on stream ``tasks``.
+
+Every change is an event on the task's subject ``tasks.<task_id>``, appended with the
+subject's last sequence as ``expected_version``: when two agents (in one process or
+many) race to claim a task, the log accepts exactly one claim and the loser's
+:meth:`TaskManager.claim` returns ``False``. Queries read a
+:class:`~projections.TaskProjection` that follows the stream; commands apply their own
+acknowledgement at once, so a process reads its writes; :meth:`TaskManager.sync`
+brings in what other processes wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from converge.core._codec import check_str
+from converge.core.store import AsyncStore, Store
+from converge.core.task import Task, TaskState
+from converge.core.topic import Topic
+from converge.errors import (
+    ConcurrencyError,
+    ConvergeError,
+    DecodeError,
+    InvalidStateError,
+    NotAuthorizedError,
+    NotFoundError,
+)
+from events import (
+    Event,
+    EventLog,
+    TaskCancelled,
+    TaskClaimed,
+    TaskClaimReleased,
+    TaskFailed,
+    TaskReported,
+    TaskSubmitted,
+    subject,
+)
+from projections import TASKS_STREAM, TaskProjection
+from projections.service import ProjectedService
+
+__all__ = ["TaskManager"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_ATTEMPTS = 64
+_SWEEP_CONCURRENCY = 64
+
+
+def _check_id(value: object, what: str) -> str:
+    return check_str(value, what, allow_empty=False)
+
+
+def _capability_names(capabilities: Iterable[object]) -> set[str]:
+    names: set[str] = set()
+    for item in capabilities:
+        if isinstance(item, str):
+            names.add(item)
+            continue
+        name = getattr(item, "name", None)
+        if not isinstance(name, str):
+            raise DecodeError(f"capabilities must be names or Capability objects, got {item!r}")
+        names.add(name)
+    return names
+
+
+class TaskManager(ProjectedService[TaskProjection]):
+    """Task lifecycle on an event log; the state is a projection of stream ``tasks``.
+
+    ``event_log=None`` uses a private in-process ``MemoryEventLog``. ``snapshot_store``
+    keeps projection snapshots so a restart resumes (every ``snapshot_every`` events and
+    on ``stop()``). Commands start a manager that was not started. Task objects returned
+    by queries belong to the projection: read them, do not mutate them.
+    """
+
+    def __init__(
+        self,
+        event_log: EventLog | None = None,
+        *,
+        snapshot_store: Store | AsyncStore | None = None,
+        snapshot_every: int = 10_000,
+        sync_timeout_sec: float = 10.0,
+    ) -> None:
+        super().__init__(
+            TaskProjection(),
+            event_log,
+            snapshot_store=snapshot_store,
+            snapshot_every=snapshot_every,
+            sync_timeout_sec=sync_timeout_sec,
+        )
+
+    # -- queries -------------------------------------------------------------------------
+
+    def get_task(self, task_id: str) -> Task | None:
+        """Return the task, or ``None`` when the projection does not know it."""
+        return self.projection.tasks.get(task_id)
+
+    def tasks(self) -> list[Task]:
+        """Return every known task, in submission order."""
+        return list(self.projection.tasks.values())
+
+    def list_pending_tasks(self) -> list[Task]:
+        """Return the PENDING tasks, oldest first."""
+        return self.projection.pending()
+
+    def list_pending_tasks_for_agent(
+        self,
+        agent_id: str,
+        pool_ids: Iterable[str] | None = None,
+        capabilities: Iterable[object] | None = None,
+        *,
+        topics: Iterable[Topic] | None = None,
+    ) -> list[Task]:
+        """Return the PENDING tasks ``agent_id`` may take, oldest first.
+
+        With ``pool_ids``, a task bound to a pool is visible only when its pool is one
+        of them; with ``capabilities`` (names or ``Capability`` objects), a task is
+        visible only when every required capability is among them; with ``topics``, a
+        task with a topic is visible only when one of them equals or matches it. A
+        filter given as ``None`` is not applied.
+        """
+        pools = None if pool_ids is None else set(pool_ids)
+        caps = None if capabilities is None else _capability_names(capabilities)
+        wanted = None if topics is None else [Topic.coerce(t) for t in topics]
+        result: list[Task] = []
+        for task in self.projection.pending():
+            if pools is not None and task.pool_id is not None and task.pool_id not in pools:
+                continue
+            if (
+                caps is not None
+                and task.required_capabilities
+                and not caps.issuperset(task.required_capabilities)
+            ):
+                continue
+            if (
+                wanted is not None
+                and task.topic is not None
+                and not any(t == task.topic or t.matches(task.topic) for t in wanted)
+            ):
+                continue
+            result.append(task)
+        return result
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def submit(self, task: Task) -> str:
+        """Record ``task`` (a ``task.submitted`` event) and return its id.
+
+        Raises ``InvalidStateError`` when a task with this id exists already and
+        ``DecodeError`` for something that is not a ``Task``.
+        """
+        if not isinstance(task, Task):
+            raise DecodeError(f"submit() takes a Task, got {type(task).__name__}")
+        await self._ensure_started()
+        projection = self.projection
+        if task.id in projection.tasks:
+            raise InvalidStateError(f"task {task.id!r} was already submitted")
+        event = TaskSubmitted(task=task.to_dict())
+        try:
+            await self._append(event, subject(TASKS_STREAM, task.id), 0)
+        except ConcurrencyError as exc:
+            raise InvalidStateError(
+                f"task {task.id!r} was already submitted (by another writer)"
+            ) from exc
+        return task.id
+
+    async def claim(self, agent_id: str, task_id: str) -> bool:
+        """Assign a PENDING task to ``agent_id``; return whether this call won it.
+
+        ``False`` for an unknown task, a task that is not PENDING, and a lost race
+        against another claimer (the log accepted exactly one claim).
+        """
+        agent_id = _check_id(agent_id, "agent_id")
+        task_id = _check_id(task_id, "task_id")
+        await self._ensure_started()
+        projection = self.projection
+        subj = subject(TASKS_STREAM, task_id)
+        async with self._entity(subj):
+            for _ in range(_MAX_ATTEMPTS):
+                task = await self._find(task_id)
+                if task is None or task.state is not TaskState.PENDING:
+                    return False
+                event = TaskClaimed(
+                    task_id=task_id, agent_id=agent_id, claimed_at=time.time(), actor=agent_id
+                )
+                try:
+                    await self._append(event, subj, projection.task_version(task_id))
+                except ConcurrencyError as exc:
+                    logger.debug("claim of %s by %s lost a race", task_id, agent_id)
+                    await self._catch_up_after(TASKS_STREAM, exc)
+                    continue
+                return True
+            return False
+
+    async def report(self, agent_id: str, task_id: str, result: Any) -> None:
+        """Complete a task assigned to ``agent_id`` with ``result`` (JSON-able).
+
+        Raises ``NotFoundError`` for an unknown task, ``NotAuthorizedError`` when the
+        task is not assigned to ``agent_id``, ``InvalidStateError`` when it is finished.
+        """
+        agent_id = _check_id(agent_id, "agent_id")
+        task_id = _check_id(task_id, "task_id")
+
+        def make() -> Event:
+            return TaskReported(task_id=task_id, agent_id=agent_id, result=result, actor=agent_id)
+
+        await self._assignee_command(agent_id, task_id, "report", make)
+
+    async def fail_task(self, task_id: str, reason: str, *, agent_id: str | None = None) -> None:
+        """Mark a task FAILED with ``reason`` (kept as the task's result).
+
+        With ``agent_id``, only the assignee may fail it (else ``NotAuthorizedError``);
+        without, anyone may (a system-level failure). Raises ``NotFoundError`` for an
+        unknown task and ``InvalidStateError`` when it is finished already.
+        """
+        task_id = _check_id(task_id, "task_id")
+        if agent_id is not None:
+            agent_id = _check_id(agent_id, "agent_id")
+        text = reason if isinstance(reason, str) else str(reason)
+
+        def make() -> Event:
+            return TaskFailed(task_id=task_id, reason=text, agent_id=agent_id, actor=agent_id)
+
+        await self._assignee_command(agent_id, task_id, "fail", make)
+
+    async def cancel_task(self, task_id: str, *, reason: str | None = None) -> bool:
+        """Cancel a task that is not finished; return ``False`` when unknown or finished."""
+        task_id = _check_id(task_id, "task_id")
+        await self._ensure_started()
+        projection = self.projection
+        subj = subject(TASKS_STREAM, task_id)
+        async with self._entity(subj):
+            for _ in range(_MAX_ATTEMPTS):
+                task = await self._find(task_id)
+                if task is None or task.state.is_terminal:
+                    return False
+                try:
+                    await self._append(
+                        TaskCancelled(task_id=task_id, reason=reason),
+                        subj,
+                        projection.task_version(task_id),
+                    )
+                except ConcurrencyError as exc:
+                    await self._catch_up_after(TASKS_STREAM, exc)
+                    continue
+                return True
+            return False
+
+    async def release_expired_claims(self, now: float | None = None) -> list[str]:
+        """Put ASSIGNED tasks whose claim outlived ``claim_ttl_sec`` back to PENDING.
+
+        ``now`` is wall-clock Unix seconds (default: now), so sweepers in several
+        processes agree; when they race, each task is released once, by one of them.
+        Returns the ids this call released.
+        """
+        now = time.time() if now is None else float(now)
+        await self._ensure_started()
+        expired = [
+            (task.id, task.assigned_to)
+            for task in self.projection.tasks.values()
+            if task.is_claim_expired(now) and task.assigned_to is not None
+        ]
+        if not expired:
+            return []
+        gate = asyncio.Semaphore(_SWEEP_CONCURRENCY)
+        projection = self.projection
+
+        async def release(task_id: str, agent_id: str) -> str | None:
+            subj = subject(TASKS_STREAM, task_id)
+            async with gate, self._entity(subj):
+                task = projection.tasks.get(task_id)
+                if task is None or task.assigned_to != agent_id or not task.is_claim_expired(now):
+                    return None
+                event = TaskClaimReleased(task_id=task_id, agent_id=agent_id, reason="expired")
+                try:
+                    await self._append(event, subj, projection.task_version(task_id))
+                except ConcurrencyError:
+                    logger.debug("release of %s lost a race; another writer changed it", task_id)
+                    return None
+                return task_id
+
+        outcomes = await asyncio.gather(
+            *(release(task_id, agent_id) for task_id, agent_id in expired)
+        )
+        released = [task_id for task_id in outcomes if task_id is not None]
+        if released:
+            logger.info("released %d expired claims", len(released))
+        return released
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _find(self, task_id: str) -> Task | None:
+        """Return the task, syncing once with the log when the projection lacks it."""
+        task = self.projection.tasks.get(task_id)
+        if task is None:
+            await self.sync()
+            task = self.projection.tasks.get(task_id)
+        return task
+
+    async def _assignee_command(
+        self,
+        agent_id: str | None,
+        task_id: str,
+        verb: str,
+        make: Callable[[], Event],
+    ) -> None:
+        await self._ensure_started()
+        projection = self.projection
+        subj = subject(TASKS_STREAM, task_id)
+        async with self._entity(subj):
+            synced = False
+            last: ConcurrencyError | None = None
+            for _ in range(_MAX_ATTEMPTS):
+                task = await self._find(task_id)
+                if task is None:
+                    raise NotFoundError(f"unknown task {task_id!r}: cannot {verb} it")
+                problem = self._refusal(task, agent_id, verb)
+                if problem is not None:
+                    if not synced:  # the projection may lag another process: look again
+                        synced = True
+                        await self.sync()
+                        continue
+                    raise problem
+                try:
+                    await self._append(make(), subj, projection.task_version(task_id))
+                except ConcurrencyError as exc:
+                    last = exc
+                    await self._catch_up_after(TASKS_STREAM, exc)
+                    continue
+                return
+        raise ConcurrencyError(
+            f"{verb} of task {task_id!r} lost {_MAX_ATTEMPTS} races in a row; try again",
+            subject=subj,
+        ) from last
+
+    @staticmethod
+    def _refusal(task: Task, agent_id: str | None, verb: str) -> ConvergeError | None:
+        if task.state.is_terminal:
+            return InvalidStateError(
+                f"task {task.id!r} is {task.state.value}: cannot {verb} it any more"
+            )
+        if agent_id is None:
+            return None
+        if task.state is not TaskState.ASSIGNED or task.assigned_to != agent_id:
+            holder = "nobody" if task.assigned_to is None else repr(task.assigned_to)
+            return NotAuthorizedError(
+                f"agent {agent_id!r} may not {verb} task {task.id!r}: it is assigned to {holder}"
+            )
+        return None
