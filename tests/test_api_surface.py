@@ -161,4 +161,4 @@ def test_argument_orders() -> None:
         "pool_ids",
         "capabilities",
     ]
-    assert _params(PoolManager.join_pool)[1:] == ["agent_id", "pool_id"]
+    assert _params(PoolManager.join_pool)[1:3] == ["agent_id", "pool_id"]
