@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from converge.coordination import TaskManager
-
 from converge.core import Identity, Task, TaskState
 from events import JetStreamEventLog
 from events.server import EmbeddedNatsServer
@@ -97,7 +96,7 @@ async def main() -> int:
                 elapsed = time.perf_counter() - started
                 for name in sorted(k for k in stats if k.startswith("worker")):
                     print(f"  {name}: {stats[name]} tasks")
-                print(f"  claims lost to another worker (refused by the broker): {stats['lost']}")
+                print(f"  claims lost to another worker: {stats['lost']}")
                 print(f"{TASKS} tasks in {elapsed:.2f}s")
             async with TaskManager(log) as rebuilt:
                 same = all(rebuilt.get_task(i) == tm.get_task(i) for i in ids)
