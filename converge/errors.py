@@ -10,7 +10,7 @@ ordinary ``except`` clauses keep working.
     ConvergeError
     ├── DecodeError (ValueError)            bad bytes, bad dict, bad event, bad frame
     ├── VerificationError                   bad or missing signature, verify-only identity
-    ├── NotAuthorizedError (PermissionError)
+    ├── NotAuthorizedError (PermissionError, ValueError)
     ├── ConfigError (ValueError)            bad configuration, missing binary
     ├── NotStartedError (RuntimeError)      service used before start() or after stop()
     ├── ClosedError (NotStartedError)       service or connection closed for good
@@ -59,8 +59,11 @@ class VerificationError(ConvergeError):
     """A signature is missing or invalid, or a verify-only identity was asked to sign."""
 
 
-class NotAuthorizedError(ConvergeError, PermissionError):
-    """The actor may not do this (for example: report a task it does not hold)."""
+class NotAuthorizedError(ConvergeError, PermissionError, ValueError):
+    """The actor may not do this (for example: report a task it does not hold).
+
+    Also a ``ValueError``, the error the seed design raised for these refusals.
+    """
 
 
 class ConfigError(ConvergeError, ValueError):

@@ -183,6 +183,11 @@ class BiddingProtocol(EventSourcedProtocol):
         return self._auction is None or self._auction.result is None
 
     @property
+    def active(self) -> bool:
+        """Whether the auction still takes bids (the seed's name for ``is_active``)."""
+        return self.is_active
+
+    @property
     def bids(self) -> dict[str, float]:
         """Each bidder's best accepted amount so far."""
         out: dict[str, float] = {}

@@ -42,21 +42,20 @@ class Consensus:
 
     @staticmethod
     def plurality_vote(votes: Mapping[Any, Any] | Iterable[Any]) -> Any:
-        """Return the choice with the most votes (ties: the first to reach that count).
+        """Return the choice with strictly the most votes.
 
-        Returns None when there are no votes.
+        Returns None when there are no votes or when two or more choices tie for the
+        most votes, as in the seed design.
         """
         choices = _choices(votes)
         if not choices:
             return None
-        counts = Counter(choices)
-        best = max(counts.values())
-        running: Counter[Hashable] = Counter()
-        for choice in choices:
-            running[choice] += 1
-            if running[choice] == best:
-                return choice
-        return None  # unreachable
+        ranked = Counter(choices).most_common(2)
+        if not ranked:
+            return None
+        if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+            return None
+        return ranked[0][0]
 
     @staticmethod
     def tally(votes: Mapping[Any, Any] | Iterable[Any]) -> dict[Hashable, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from converge.coordination._protocol import EventSourcedProtocol
@@ -78,6 +79,11 @@ class DelegationProtocol(EventSourcedProtocol):
         self._delegations: dict[str, Delegation] = {}
 
     # -- queries -----------------------------------------------------------------
+
+    @property
+    def delegations(self) -> Mapping[str, Delegation]:
+        """Every known delegation by id, read-only (``delegations[id]["active"]`` works)."""
+        return MappingProxyType(self._delegations)
 
     def get(self, delegation_id: str) -> Delegation | None:
         """Return the delegation ``delegation_id`` (active or revoked) or None."""

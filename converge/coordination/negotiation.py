@@ -4,13 +4,20 @@ A session has participants and an optional subject. Participants make proposals 
 proposal supersedes the earlier ones as the current proposal) and accept or reject them;
 when every participant other than the proposer has accepted a proposal, the session is
 agreed on it and closed.
+
+The seed design's calls work as they did there: ``create_session(initiator_id,
+participants, initial_proposal)``, ``propose(...) -> bool``, ``accept(session_id,
+agent_id)`` and ``reject(session_id, agent_id)`` (``False`` for an unknown session, a
+non-participant or a closed session), and ``session.state`` (a :class:`NegotiationState`).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from converge.coordination._protocol import EventSourcedProtocol
@@ -31,7 +38,27 @@ from events import (
     RecordedEvent,
 )
 
-__all__ = ["NegotiationProtocol", "NegotiationSession", "Proposal", "SessionStatus"]
+__all__ = [
+    "NegotiationProtocol",
+    "NegotiationSession",
+    "NegotiationState",
+    "Proposal",
+    "SessionStatus",
+]
+
+logger = logging.getLogger(__name__)
+
+_REFUSALS = (NotFoundError, NotAuthorizedError, InvalidStateError)
+
+
+class NegotiationState(Enum):
+    """A session's state in the seed design's terms (see ``NegotiationSession.state``)."""
+
+    PROPOSED = "proposed"
+    COUNTERED = "countered"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    CLOSED = "closed"
 
 
 class SessionStatus:
@@ -90,6 +117,23 @@ class NegotiationSession:
                 return proposal
         return None
 
+    @property
+    def history(self) -> list[Proposal]:
+        """Every proposal made, oldest first."""
+        return list(self.proposals)
+
+    @property
+    def state(self) -> NegotiationState:
+        """The state: ACCEPTED once agreed; REJECTED when the latest proposal was
+        rejected and none is open; COUNTERED after a counter-proposal; else PROPOSED."""
+        if self.status == SessionStatus.AGREED:
+            return NegotiationState.ACCEPTED
+        if self.proposals and self.proposals[-1].status == "rejected":
+            return NegotiationState.REJECTED
+        if len(self.proposals) > 1:
+            return NegotiationState.COUNTERED
+        return NegotiationState.PROPOSED
+
     def proposal(self, proposal_id: str) -> Proposal | None:
         """Return the proposal ``proposal_id`` or None."""
         return next((p for p in self.proposals if p.id == proposal_id), None)
@@ -107,7 +151,7 @@ class NegotiationSession:
         }
 
 
-def _participants(value: Iterable[str]) -> list[str]:
+def _participants(value: Iterable[str], *, allow_empty: bool = False) -> list[str]:
     if isinstance(value, str | bytes):
         raise DecodeError("participants must be a list of agent ids, not a single str")
     out: list[str] = []
@@ -115,7 +159,7 @@ def _participants(value: Iterable[str]) -> list[str]:
         agent = check_str(item, "participants[]", allow_empty=False)
         if agent not in out:
             out.append(agent)
-    if not out:
+    if not out and not allow_empty:
         raise DecodeError("a negotiation needs at least one participant")
     return out
 
@@ -141,25 +185,79 @@ class NegotiationProtocol(EventSourcedProtocol):
 
     # -- commands ------------------------------------------------------------------
 
-    async def create_session(self, participants: Iterable[str], subject: Any = None) -> str:
-        """Open a session between ``participants``; return its id.
+    async def create_session(
+        self,
+        participants: Iterable[str] | str,
+        others: Iterable[str] | None = None,
+        initial_proposal: Any = None,
+        *,
+        subject: Any = None,
+    ) -> str:
+        """Open a session; return its id.
 
-        Raises ``DecodeError`` for an empty or malformed participant list.
+        Two forms: ``create_session(participants, subject=...)``, or the seed's
+        ``create_session(initiator_id, participants, initial_proposal)``, which makes
+        the initiator a participant and records ``initial_proposal`` (when not None)
+        as its first proposal. Raises ``DecodeError`` for an empty or malformed
+        participant list.
         """
-        members = _participants(participants)
+        initiator: str | None = None
+        if isinstance(participants, str):
+            if others is None:
+                raise DecodeError(
+                    "participants must be a list of agent ids, not a single str; "
+                    "or call create_session(initiator_id, participants, initial_proposal)"
+                )
+            initiator = check_str(participants, "initiator_id", allow_empty=False)
+            members = _participants([initiator, *_participants(others, allow_empty=True)])
+        else:
+            if others is not None:
+                raise DecodeError(
+                    "give the participants once: create_session(participants) or "
+                    "create_session(initiator_id, participants, initial_proposal)"
+                )
+            members = _participants(participants)
         subject = check_value(subject, "negotiation subject")
+        opening = None
+        if initiator is not None and initial_proposal is not None:
+            opening = check_value(initial_proposal, "proposal content")
         session_id = uuid.uuid4().hex
+        proposal_id = uuid.uuid4().hex
 
         def plan() -> tuple[Sequence[Event], str]:
             if session_id in self._sessions:
                 return [], session_id
-            return [
+            events: list[Event] = [
                 NegotiationStarted(session_id=session_id, participants=members, subject=subject)
-            ], session_id
+            ]
+            if initiator is not None and opening is not None:
+                events.append(
+                    ProposalMade(
+                        session_id=session_id,
+                        proposal_id=proposal_id,
+                        proposer_id=initiator,
+                        content=opening,
+                        actor=initiator,
+                    )
+                )
+            return events, session_id
 
         return await self._command(session_id, plan)
 
-    async def propose(self, session_id: str, proposer_id: str, content: Any) -> str:
+    async def propose(self, session_id: str, proposer_id: str, content: Any) -> bool:
+        """Make a proposal (or counter-proposal) in ``session_id``; return whether it was.
+
+        ``False`` (as in the seed) for an unknown session, a non-participant or a
+        closed session; :meth:`make_proposal` raises instead and returns the id.
+        """
+        try:
+            await self.make_proposal(session_id, proposer_id, content)
+        except _REFUSALS as exc:
+            logger.info("proposal in negotiation %s refused: %s", session_id, exc)
+            return False
+        return True
+
+    async def make_proposal(self, session_id: str, proposer_id: str, content: Any) -> str:
         """Make a proposal in ``session_id``; return the proposal id.
 
         Raises ``NotFoundError`` for an unknown session, ``NotAuthorizedError`` when
@@ -183,14 +281,30 @@ class NegotiationProtocol(EventSourcedProtocol):
 
         return await self._command(session_id, plan)
 
-    async def accept(self, session_id: str, proposal_id: str | None, agent_id: str) -> bool:
+    async def accept(
+        self, session_id: str, proposal_id: str | None, agent_id: str | None = None
+    ) -> bool:
         """Accept a proposal (None: the current one); return whether the session is agreed.
 
-        Raises ``NotFoundError`` for an unknown session or proposal,
-        ``NotAuthorizedError`` for a non-participant, ``InvalidStateError`` when the
-        session is closed or the proposal is no longer open.
+        The seed's two-argument form ``accept(session_id, agent_id)`` accepts the
+        current proposal and returns whether the acceptance was recorded (``False``
+        for an unknown session, a non-participant, a closed session or no open
+        proposal). The three-argument form raises ``NotFoundError`` for an unknown
+        session or proposal, ``NotAuthorizedError`` for a non-participant,
+        ``InvalidStateError`` when the session is closed or the proposal not open.
         """
+        if agent_id is None:
+            if proposal_id is None:
+                raise DecodeError("accept() needs the accepting agent's id")
+            try:
+                await self._accept(session_id, None, proposal_id)
+            except _REFUSALS as exc:
+                logger.info("acceptance in negotiation %s refused: %s", session_id, exc)
+                return False
+            return True
+        return await self._accept(session_id, proposal_id, agent_id)
 
+    async def _accept(self, session_id: str, proposal_id: str | None, agent_id: str) -> bool:
         def plan() -> tuple[Sequence[Event], bool]:
             session = self._open_session(session_id, agent_id)
             proposal = self._open_proposal(session, proposal_id)
@@ -209,16 +323,34 @@ class NegotiationProtocol(EventSourcedProtocol):
         self,
         session_id: str,
         proposal_id: str | None,
-        agent_id: str,
+        agent_id: str | None = None,
         reason: str | None = None,
-    ) -> None:
-        """Reject a proposal (None: the current one); the session stays open for others.
+    ) -> bool:
+        """Reject a proposal (None: the current one); return whether it was recorded.
 
-        Raises as :meth:`accept` does.
+        The session stays open for new proposals; ``session.state`` reads REJECTED
+        until one is made. The seed's two-argument form ``reject(session_id,
+        agent_id)`` rejects the current proposal and returns ``False`` for an unknown
+        session, a non-participant or nothing to reject; the three-argument form
+        raises as :meth:`accept` does.
         """
         if reason is not None:
             reason = check_str(reason, "reason")
+        if agent_id is None:
+            if proposal_id is None:
+                raise DecodeError("reject() needs the rejecting agent's id")
+            try:
+                await self._reject(session_id, None, proposal_id, reason)
+            except _REFUSALS as exc:
+                logger.info("rejection in negotiation %s refused: %s", session_id, exc)
+                return False
+            return True
+        await self._reject(session_id, proposal_id, agent_id, reason)
+        return True
 
+    async def _reject(
+        self, session_id: str, proposal_id: str | None, agent_id: str, reason: str | None
+    ) -> None:
         def plan() -> tuple[Sequence[Event], None]:
             session = self._open_session(session_id, agent_id)
             proposal = self._open_proposal(session, proposal_id)

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from converge.coordination._shared import resolve_event_log
+from converge.coordination._views import CallableMapping
 from converge.core._codec import check_str
 from converge.core.pool import Pool
 from converge.core.store import AsyncStore, Store
@@ -31,6 +33,7 @@ _MAX_ATTEMPTS = 64
 _SPEC_KEYS = frozenset(
     {"id", "topics", "agents", "admission_policy", "governance", "trust_model", "trust_threshold"}
 )
+_SPEC_ALIASES = {"governance_model": "governance"}  # the seed design's key
 
 
 @runtime_checkable
@@ -44,6 +47,31 @@ class TrustSource(Protocol):
 
 def _check_id(value: object, what: str) -> str:
     return check_str(value, what, allow_empty=False)
+
+
+def _local_policy(value: object, hook: str) -> object | None:
+    """Return ``value`` when it is a policy object that cannot be recorded, else None.
+
+    Such objects (duck-typed with ``hook``, or subclasses that are not registered,
+    as the seed design allowed) are enforced by the creating manager only.
+    """
+    if value is None or isinstance(value, str | Mapping):
+        return None
+    if not callable(getattr(value, hook, None)):
+        return None
+    to_spec = getattr(value, "to_spec", None)
+    if callable(to_spec):
+        try:
+            to_spec()
+        except ConfigError:
+            return value
+        return None
+    return value
+
+
+def _local_marker(value: object) -> dict[str, Any]:
+    """Return the recorded stand-in of a process-local policy (unbuildable elsewhere)."""
+    return {"name": f"local:{type(value).__qualname__}", "params": {}}
 
 
 def _recorded_policy(value: object, what: str, build: Any) -> object:
@@ -65,15 +93,18 @@ class PoolManager(ProjectedService[PoolProjection]):
 
     ``trust_model`` (anything with ``get_trust(agent_id) -> float``) scores agents for
     admission and the pools' ``trust_threshold``; without one, thresholds are not
-    checked. ``event_log=None`` uses a private in-process ``MemoryEventLog``. Pools
+    checked. ``event_log=None`` uses a private in-process ``MemoryEventLog``; the seed
+    design's ``store`` (positional or ``store=``) makes managers on the same store
+    object share one in-process log. Pools
     returned by queries belong to the projection: read them, do not mutate them.
     """
 
     def __init__(
         self,
-        event_log: EventLog | None = None,
+        event_log: EventLog | Store | AsyncStore | None = None,
         *,
         snapshot_store: Store | AsyncStore | None = None,
+        store: Store | AsyncStore | None = None,
         trust_model: TrustSource | None = None,
         snapshot_every: int = 10_000,
         sync_timeout_sec: float = 10.0,
@@ -84,7 +115,7 @@ class PoolManager(ProjectedService[PoolProjection]):
             )
         super().__init__(
             PoolProjection(),
-            event_log,
+            resolve_event_log(event_log, store, "PoolManager"),
             snapshot_store=snapshot_store,
             snapshot_every=snapshot_every,
             sync_timeout_sec=sync_timeout_sec,
@@ -92,6 +123,8 @@ class PoolManager(ProjectedService[PoolProjection]):
         self._trust_model = trust_model
         self._pool_trust: dict[str, TrustSource] = {}
         self._policies: dict[str, tuple[object, AdmissionPolicy]] = {}
+        self._local_admission: dict[str, object] = {}
+        self._local_governance: dict[str, object] = {}
 
     # -- queries -------------------------------------------------------------------------
 
@@ -99,9 +132,28 @@ class PoolManager(ProjectedService[PoolProjection]):
         """Return the pool, or ``None`` when the projection does not know it."""
         return self.projection.pools.get(pool_id)
 
-    def pools(self) -> list[Pool]:
-        """Return every known pool, in creation order."""
-        return list(self.projection.pools.values())
+    @property
+    def pools(self) -> CallableMapping[Pool]:
+        """Every known pool by id; call it (``pools()``) for a list in creation order."""
+        return CallableMapping(lambda: self.projection.pools)
+
+    def get_governance(self, pool_id: str) -> object | None:
+        """Return the governance model of ``pool_id`` (None when it records none).
+
+        A process-local model (an unregistered object given to this manager's
+        ``create_pool``) is returned as given; a recorded one is rebuilt. Raises
+        ``ConfigError`` when the recorded model is not registered in this process.
+        """
+        local = self._local_governance.get(pool_id)
+        if local is not None:
+            return local
+        pool = self.get_pool(pool_id)
+        if pool is None or pool.governance is None:
+            return None
+        recorded = pool.governance
+        if not isinstance(recorded, Mapping | str):
+            return recorded
+        return governance_from_spec(recorded)
 
     def get_pools_for_agent(self, agent_id: str) -> list[str]:
         """Return the ids of the pools ``agent_id`` is a member of."""
@@ -121,18 +173,45 @@ class PoolManager(ProjectedService[PoolProjection]):
         """
         if not isinstance(spec, Mapping):
             raise ConfigError(f"pool spec must be a dict, got {type(spec).__name__}")
-        unknown = set(spec) - _SPEC_KEYS
+        fields = dict(spec)
+        for alias, key in _SPEC_ALIASES.items():
+            if alias in fields:
+                if key in fields:
+                    raise ConfigError(f"pool spec gives both {alias!r} and {key!r}; give one")
+                fields[key] = fields.pop(alias)
+        unknown = set(fields) - _SPEC_KEYS
         if unknown:
             raise ConfigError(
                 f"pool spec has unknown keys {sorted(map(str, unknown))}; "
                 f"allowed: {sorted(_SPEC_KEYS)}"
             )
-        fields = dict(spec)
-        fields["admission_policy"] = _recorded_policy(
-            fields.get("admission_policy"), "admission_policy", admission_policy_from_spec
+        local_admission = _local_policy(fields.get("admission_policy"), "can_admit")
+        if local_admission is None:
+            local_admission = _local_policy(fields.get("admission_policy"), "admit")
+        local_governance = _local_policy(fields.get("governance"), "resolve_dispute")
+        for what, local in (
+            ("admission policy", local_admission),
+            ("governance", local_governance),
+        ):
+            if local is not None:
+                logger.warning(
+                    "pool %s: %s %s is not registered; only this manager enforces it "
+                    "(register it so every process rebuilds it)",
+                    fields.get("id", "?"),
+                    what,
+                    type(local).__qualname__,
+                )
+        fields["admission_policy"] = (
+            _local_marker(local_admission)
+            if local_admission is not None
+            else _recorded_policy(
+                fields.get("admission_policy"), "admission_policy", admission_policy_from_spec
+            )
         )
-        fields["governance"] = _recorded_policy(
-            fields.get("governance"), "governance", governance_from_spec
+        fields["governance"] = (
+            _local_marker(local_governance)
+            if local_governance is not None
+            else _recorded_policy(fields.get("governance"), "governance", governance_from_spec)
         )
         trust_source: TrustSource | None = None
         trust_model = fields.get("trust_model")
@@ -152,6 +231,10 @@ class PoolManager(ProjectedService[PoolProjection]):
             ) from exc
         if trust_source is not None:
             self._pool_trust[pool.id] = trust_source
+        if local_admission is not None:
+            self._local_admission[pool.id] = local_admission
+        if local_governance is not None:
+            self._local_governance[pool.id] = local_governance
         created = self.projection.pools.get(pool.id)
         if created is None:  # pragma: no cover - apply_ack applied it
             raise DecodeError(f"pool {pool.id!r} was recorded but could not be projected")
@@ -236,6 +319,16 @@ class PoolManager(ProjectedService[PoolProjection]):
     def _admits(self, pool: Pool, agent_id: str, token: str | None) -> bool:
         source = self._pool_trust.get(pool.id, self._trust_model)
         trust = None if source is None else float(source.get_trust(agent_id))
-        if not self._policy(pool).admit(agent_id, pool=pool, token=token, trust=trust):
+        local = self._local_admission.get(pool.id)
+        if local is not None:
+            context = {"token": token, "pool": pool, "trust": trust}
+            can_admit = getattr(local, "can_admit", None)
+            if callable(can_admit):
+                admitted = bool(can_admit(agent_id, context))
+            else:
+                admitted = bool(local.admit(agent_id, pool=pool, token=token, trust=trust))  # type: ignore[attr-defined]
+            if not admitted:
+                return False
+        elif not self._policy(pool).admit(agent_id, pool=pool, token=token, trust=trust):
             return False
         return trust is None or trust >= pool.trust_threshold

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from converge.coordination._shared import resolve_event_log
+from converge.coordination._views import CallableMapping
 from converge.core._codec import check_str
 from converge.core.store import AsyncStore, Store
 from converge.core.task import Task, TaskState
@@ -73,21 +75,24 @@ class TaskManager(ProjectedService[TaskProjection]):
 
     ``event_log=None`` uses a private in-process ``MemoryEventLog``. ``snapshot_store``
     keeps projection snapshots so a restart resumes (every ``snapshot_every`` events and
-    on ``stop()``). Commands start a manager that was not started. Task objects returned
-    by queries belong to the projection: read them, do not mutate them.
+    on ``stop()``). The seed design's ``store`` (``TaskManager(store)`` or
+    ``store=``) makes managers on the same store object share one in-process log.
+    Commands start a manager that was not started. Task objects returned by queries
+    belong to the projection: read them, do not mutate them.
     """
 
     def __init__(
         self,
-        event_log: EventLog | None = None,
+        event_log: EventLog | Store | AsyncStore | None = None,
         *,
         snapshot_store: Store | AsyncStore | None = None,
+        store: Store | AsyncStore | None = None,
         snapshot_every: int = 10_000,
         sync_timeout_sec: float = 10.0,
     ) -> None:
         super().__init__(
             TaskProjection(),
-            event_log,
+            resolve_event_log(event_log, store, "TaskManager"),
             snapshot_store=snapshot_store,
             snapshot_every=snapshot_every,
             sync_timeout_sec=sync_timeout_sec,
@@ -99,9 +104,15 @@ class TaskManager(ProjectedService[TaskProjection]):
         """Return the task, or ``None`` when the projection does not know it."""
         return self.projection.tasks.get(task_id)
 
-    def tasks(self) -> list[Task]:
-        """Return every known task, in submission order."""
-        return list(self.projection.tasks.values())
+    @property
+    def tasks(self) -> CallableMapping[Task]:
+        """Every known task by id; call it (``tasks()``) for a list in submission order."""
+        return CallableMapping(lambda: self.projection.tasks)
+
+    @property
+    def pending_task_ids(self) -> set[str]:
+        """The ids of the PENDING tasks (a snapshot)."""
+        return {task.id for task in self.projection.pending()}
 
     def list_pending_tasks(self) -> list[Task]:
         """Return the PENDING tasks, oldest first."""
@@ -348,6 +359,7 @@ class TaskManager(ProjectedService[TaskProjection]):
         if task.state is not TaskState.ASSIGNED or task.assigned_to != agent_id:
             holder = "nobody" if task.assigned_to is None else repr(task.assigned_to)
             return NotAuthorizedError(
-                f"agent {agent_id!r} may not {verb} task {task.id!r}: it is assigned to {holder}"
+                f"agent {agent_id!r} is not authorized to {verb} task {task.id!r}: "
+                f"it is assigned to {holder}"
             )
         return None

@@ -1,7 +1,7 @@
 """Decisions: the actions an agent's ``decide`` returns for the executor to carry out.
 
-Every decision is a frozen dataclass with a stable ``type`` name and a JSON-safe
-:meth:`Decision.to_dict` used for the decision-executed event.
+Every built-in decision is a frozen dataclass with a stable ``type`` name and a
+JSON-safe :meth:`Decision.to_dict` used for the decision-executed event.
 """
 
 from __future__ import annotations
@@ -52,14 +52,25 @@ def _id(value: object, where: str) -> str:
     return check_str(value, where, allow_empty=False)
 
 
-@dataclass(frozen=True)
 class Decision:
-    """Base class of every decision; ``type`` is its stable event name."""
+    """Base class of every decision; ``type`` is its stable event name.
+
+    The base is a plain class, so subclasses may be frozen or plain dataclasses (as
+    custom decisions of the seed design are). A subclass that does not set ``type``
+    gets its class name.
+    """
 
     type: ClassVar[str] = "decision"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type" not in cls.__dict__:
+            cls.type = cls.__name__
+
     def _fields(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if dataclasses.is_dataclass(self):
+            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def to_dict(self) -> dict[str, Any]:
         """Return ``{"type": ..., <fields>}`` as JSON-safe data (bytes as hex)."""

@@ -14,10 +14,10 @@ import msgpack
 from converge.core._codec import (
     canonical,
     check_bytes,
-    check_mapping,
     check_number,
     check_optional_str,
     check_str,
+    check_value,
     packb,
     require,
     unpackb,
@@ -55,14 +55,16 @@ class Message:
     ``timestamp`` is wall-clock Unix seconds (float). ``signature`` is the sender's
     Ed25519 signature over every other field (see :meth:`signing_bytes`), or ``None``.
     ``topics`` accepts Topic objects, dicts or namespace strings and is stored as a
-    tuple of :class:`Topic`. Raises ``DecodeError`` (a ``ValueError``) for wrong field
-    types or a payload that msgpack cannot encode.
+    tuple of :class:`Topic`. ``payload`` is usually a dict; any msgpack-able value
+    (str, number, list...) is accepted too, as in the seed design. Raises
+    ``DecodeError`` (a ``ValueError``) for wrong field types or a payload that msgpack
+    cannot encode.
     """
 
     sender: str
     recipient: str | None = None
     topics: tuple[Topic, ...] = ()
-    payload: dict[str, Any] = field(default_factory=dict)
+    payload: Any = field(default_factory=dict)
     task_id: str | None = None
     id: str = field(default_factory=_new_id)
     timestamp: float = field(default_factory=time.time)
@@ -75,7 +77,7 @@ class Message:
         check_str(self.id, "Message.id", allow_empty=False)
         check_number(self.timestamp, "Message.timestamp")
         object.__setattr__(self, "topics", _coerce_topics(self.topics))
-        object.__setattr__(self, "payload", check_mapping(self.payload, "Message.payload"))
+        object.__setattr__(self, "payload", check_value(self.payload, "Message.payload"))
         signature = self.signature
         if signature is not None:
             signature = check_bytes(signature, "Message.signature") or None
@@ -133,6 +135,8 @@ class Message:
     @property
     def is_encrypted(self) -> bool:
         """Whether the payload is an encrypted payload made by :meth:`encrypt_payload`."""
+        if not isinstance(self.payload, dict):
+            return False
         return set(self.payload) == {ENCRYPTED_KEY} and isinstance(
             self.payload[ENCRYPTED_KEY], bytes
         )
@@ -155,13 +159,13 @@ class Message:
         Raises ``VerificationError`` for a wrong key or tampered ciphertext and
         ``DecodeError`` for a bad key length or a malformed encrypted payload.
         """
-        if ENCRYPTED_KEY not in self.payload:
+        if not isinstance(self.payload, dict) or ENCRYPTED_KEY not in self.payload:
             return self
         ciphertext = check_bytes(self.payload[ENCRYPTED_KEY], f"Message.payload[{ENCRYPTED_KEY!r}]")
         plaintext = decrypt(ciphertext, key, associated_data=self._aad())
         payload = unpackb(plaintext, max_size=len(plaintext), what="decrypted payload")
         return dataclasses.replace(
-            self, payload=check_mapping(payload, "decrypted payload"), signature=None
+            self, payload=check_value(payload, "decrypted payload"), signature=None
         )
 
     # -- encoding --------------------------------------------------------------
@@ -173,7 +177,7 @@ class Message:
             "sender": self.sender,
             "recipient": self.recipient,
             "topics": [t.to_dict() for t in self.topics],
-            "payload": dict(self.payload),
+            "payload": dict(self.payload) if isinstance(self.payload, dict) else self.payload,
             "task_id": self.task_id,
             "timestamp": self.timestamp,
             "signature": self.signature,
@@ -193,7 +197,7 @@ class Message:
             sender=require(data, "sender", "Message"),
             recipient=data.get("recipient"),
             topics=() if topics is None else topics,
-            payload=data.get("payload") or {},
+            payload=data.get("payload", {}),
             task_id=data.get("task_id"),
             id=require(data, "id", "Message"),
             timestamp=require(data, "timestamp", "Message"),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import builtins
 from abc import ABC, abstractmethod
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import msgpack
 
@@ -116,7 +116,8 @@ class Store(ABC):
     Guarantees every backend keeps: ``put`` replaces the whole value atomically (a
     reader sees the old or the new value, never a mix); ``put_if_absent`` stores only
     when the key has no value and tells whether it did, atomically with respect to
-    other writers of the same store; ``list`` returns keys sorted. Bad keys or values
+    other writers of the same store when ``atomic_put_if_absent`` is True (every
+    bundled backend); ``list`` returns keys sorted. Bad keys or values
     raise ``DecodeError``; backend I/O failures raise ``OSError`` (file) or a
     ``ConvergeError`` naming the backend.
     """
@@ -137,9 +138,22 @@ class Store(ABC):
     def list(self, prefix: str = "") -> builtins.list[str]:
         """Return the keys that start with ``prefix``, sorted."""
 
-    @abstractmethod
+    atomic_put_if_absent: ClassVar[bool] = False
+    """Whether ``put_if_absent`` is atomic against other writers (backends override)."""
+
+    supports_locking: ClassVar[bool] = False
+    """Whether the backend offers cross-process locks."""
+
     def put_if_absent(self, key: str, value: object) -> bool:
-        """Store ``value`` only if ``key`` has no value; return whether it was stored."""
+        """Store ``value`` only if ``key`` has no value; return whether it was stored.
+
+        This default reads then writes, so it is not atomic; backends whose
+        ``atomic_put_if_absent`` is True override it with an atomic operation.
+        """
+        if self.get(key) is not None:
+            return False
+        self.put(key, value)
+        return True
 
     def close(self) -> None:  # noqa: B027  # optional hook, no-op by default
         """Release resources; the default does nothing."""

@@ -5,8 +5,10 @@ With an event log, a registration is an ``AgentRegistered`` event (removal an
 registrations are the :class:`~projections.DiscoveryProjection` of the ``agents``
 stream, so every process sees the same agents and follows changes live. Without
 an event log, registrations are kept in memory and, when a ``store`` is given,
-persisted there (key ``discovery.agents.<agent_id>``, orjson) so they survive a
-restart. A descriptor's ``public_key`` lets peers verify the agent's messages:
+persisted there (key ``discovery:agent:<agent_id>``, the descriptor's dict, as in
+the seed design; records under the older ``discovery.agents.`` prefix are read too) so
+they survive a restart. A synchronous ``Store`` is read at construction already.
+A descriptor's ``public_key`` lets peers verify the agent's messages:
 put it into an :class:`~converge.network.identity_registry.IdentityRegistry`.
 """
 
@@ -43,8 +45,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STORE_PREFIX = "discovery.agents."
+STORE_PREFIX = "discovery:agent:"
 """Store key prefix of persisted descriptors (store mode)."""
+
+_LEGACY_STORE_PREFIX = "discovery.agents."
 
 DEFAULT_TRUST = 0.5
 """Trust of every agent when the service has no trust model."""
@@ -123,16 +127,16 @@ class AgentDescriptor:
         return [c.name for c in self.capabilities]
 
     def to_dict(self) -> dict[str, Any]:
-        """Return JSON-able plain data (``public_key`` as base64 text or ``None``)."""
-        return {
+        """Return JSON-able plain data (``public_key`` as base64 text, omitted when absent)."""
+        data: dict[str, Any] = {
             "id": self.id,
             "topics": [t.to_dict() for t in self.topics],
             "capabilities": [c.to_dict() for c in self.capabilities],
-            "public_key": (
-                None if self.public_key is None else base64.b64encode(self.public_key).decode()
-            ),
             "metadata": dict(self.metadata),
         }
+        if self.public_key is not None:
+            data["public_key"] = base64.b64encode(self.public_key).decode()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AgentDescriptor:
@@ -243,6 +247,8 @@ class DiscoveryService:
             from projections import DiscoveryProjection, ProjectionRunner
 
             self._runner = ProjectionRunner(DiscoveryProjection(), event_log)
+        elif isinstance(store, Store):
+            self._load_sync_store(store)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -292,16 +298,27 @@ class DiscoveryService:
 
     async def _load_store(self) -> None:
         assert self._async_store is not None
-        for key in await self._async_store.list(STORE_PREFIX):
-            raw = await self._async_store.get(key)
-            if raw is None:
-                continue
-            try:
-                descriptor = AgentDescriptor.from_dict(orjson.loads(raw))
-            except (orjson.JSONDecodeError, DecodeError) as exc:
-                logger.warning("skipping unreadable discovery record %s: %s", key, exc)
-                continue
-            self._descriptors[descriptor.id] = descriptor
+        for prefix in (_LEGACY_STORE_PREFIX, STORE_PREFIX):
+            for key in await self._async_store.list(prefix):
+                self._load_record(key, await self._async_store.get(key))
+
+    def _load_sync_store(self, store: Store) -> None:
+        for prefix in (_LEGACY_STORE_PREFIX, STORE_PREFIX):
+            for key in store.list(prefix):
+                self._load_record(key, store.get(key))
+
+    def _load_record(self, key: str, raw: object) -> None:
+        if raw is None:
+            return
+        try:
+            data = orjson.loads(raw) if isinstance(raw, bytes | str) else raw
+            if not isinstance(data, Mapping):
+                raise DecodeError(f"expected a descriptor dict, got {type(data).__name__}")
+            descriptor = AgentDescriptor.from_dict(data)
+        except (orjson.JSONDecodeError, DecodeError) as exc:
+            logger.warning("skipping unreadable discovery record %s: %s", key, exc)
+            return
+        self._descriptors[descriptor.id] = descriptor
 
     # -- commands --------------------------------------------------------------
 
@@ -324,7 +341,7 @@ class DiscoveryService:
             await self._runner.apply_ack(recorded)
             return
         if self._async_store is not None:
-            await self._async_store.put(STORE_PREFIX + descriptor.id, orjson.dumps(data))
+            await self._async_store.put(STORE_PREFIX + descriptor.id, data)
         self._descriptors[descriptor.id] = AgentDescriptor.from_dict(data)
 
     async def unregister(self, agent_id: str) -> None:
@@ -344,6 +361,7 @@ class DiscoveryService:
             return
         if self._async_store is not None:
             await self._async_store.delete(STORE_PREFIX + agent_id)
+            await self._async_store.delete(_LEGACY_STORE_PREFIX + agent_id)
         self._descriptors.pop(agent_id, None)
 
     # -- reads -----------------------------------------------------------------
@@ -358,6 +376,11 @@ class DiscoveryService:
             except DecodeError as exc:
                 logger.warning("skipping malformed registration %s: %s", data.get("id"), exc)
         return out
+
+    @property
+    def descriptors(self) -> dict[str, AgentDescriptor]:
+        """The registered descriptors by agent id (a snapshot, as ``list()``)."""
+        return {d.id: d for d in self._all()}
 
     def get(self, agent_id: str) -> AgentDescriptor | None:
         """Return the registered descriptor of ``agent_id``, or ``None``."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from converge.core.identity import KEY_SIZE, Identity
 from converge.errors import ConfigError
 
 __all__ = ["IdentityRegistry"]
+
+logger = logging.getLogger(__name__)
 
 
 def _key_bytes(public_key: bytes | Identity, agent_id: str) -> bytes:
@@ -19,10 +22,15 @@ def _key_bytes(public_key: bytes | Identity, agent_id: str) -> bytes:
             f"got {type(public_key).__name__}"
         )
     raw = bytes(public_key)
+    if not raw:
+        raise ConfigError(f"public key for agent {agent_id!r} is empty")
     if len(raw) != KEY_SIZE:
-        raise ConfigError(
-            f"public key for agent {agent_id!r} must be {KEY_SIZE} raw Ed25519 bytes, "
-            f"got {len(raw)} bytes"
+        logger.warning(
+            "public key for agent %r is %d bytes, not a %d-byte Ed25519 key: "
+            "its messages will fail verification",
+            agent_id,
+            len(raw),
+            KEY_SIZE,
         )
     return raw
 
@@ -46,7 +54,9 @@ class IdentityRegistry:
         """Record the public key that signs for ``agent_id`` (replacing an older one).
 
         ``register(identity)`` registers ``identity.fingerprint`` with its key.
-        Raises ``ConfigError`` for a missing or malformed key.
+        Any non-empty bytes are kept, as in the seed design; a key that is not 32 raw
+        Ed25519 bytes is logged and never verifies a message. Raises ``ConfigError``
+        for a missing or empty key or one that is not bytes.
         """
         if isinstance(agent_id, Identity):
             identity = agent_id
@@ -64,7 +74,7 @@ class IdentityRegistry:
         self._keys.pop(agent_id, None)
 
     def get(self, agent_id: str) -> bytes | None:
-        """Return the 32-byte public key registered for ``agent_id``, or ``None``."""
+        """Return the public key registered for ``agent_id``, or ``None``."""
         return self._keys.get(agent_id)
 
     def __contains__(self, agent_id: object) -> bool:

@@ -18,6 +18,9 @@ __all__ = ["AgentNetwork", "build_descriptor"]
 
 logger = logging.getLogger(__name__)
 
+# A duck-typed transport with these methods is accepted too, as in the seed design.
+_TRANSPORT_METHODS = ("start", "stop", "send", "receive")
+
 
 def build_descriptor(agent: Agent) -> AgentDescriptor:
     """Return the discovery descriptor of ``agent``: id, topics, capabilities, public key."""
@@ -51,8 +54,12 @@ class AgentNetwork:
         identity_registry: IdentityRegistry | None = None,
         agents: Iterable[Agent] = (),
     ) -> None:
-        if not isinstance(transport, Transport):
-            raise ConfigError(f"transport must be a Transport, got {type(transport).__name__}")
+        missing = [n for n in _TRANSPORT_METHODS if not callable(getattr(transport, n, None))]
+        if missing:
+            raise ConfigError(
+                f"transport must be a Transport (start, stop, send, receive), "
+                f"got {type(transport).__name__} without {', '.join(missing)}"
+            )
         self.transport = transport
         self.discovery = discovery
         self.identity_registry = identity_registry

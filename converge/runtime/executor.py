@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -110,13 +110,15 @@ class StandardExecutor:
     ``network`` sends messages (an ``AgentNetwork`` or a transport: anything with an
     async ``send(message)``). ``bidding_protocols`` maps auction ids to protocols.
     ``safety_policy`` is a ``(ResourceLimits | None, ActionPolicy | None)`` pair; a
-    decision the action policy refuses (or a tool it denies by name), and a claim of a
-    task whose constraints exceed the limits (or one task more than ``max_tasks``), is
-    recorded as an error (``PolicyError``).
+    decision the action policy refuses (or a tool it denies by name), a submission or a
+    claim of a task whose constraints exceed the limits, and a claim of one task more
+    than ``max_tasks``, is recorded as an error (``PolicyError``).
     ``tool_allowlist`` limits which tools may run; ``tool_timeout_sec`` bounds each
     tool call. ``custom_handlers`` maps a decision type name (or class) to a handler
     that replaces the built-in one. Votes are recorded as ``VoteCast`` events on
-    ``coord.vote.<vote_id>`` in the negotiation protocol's log (else ``decision_log``).
+    ``coord.vote.<vote_id>`` in the negotiation protocol's log (else ``decision_log``);
+    with a ``votes_store`` dict (the seed design's), each vote is also appended there as
+    ``votes_store[vote_id] -> [(agent_id, option), ...]``, and no log is then needed.
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class StandardExecutor:
         tool_timeout_sec: float | None = None,
         tool_allowlist: Collection[str] | None = None,
         decision_log: EventLog | None = None,
+        votes_store: MutableMapping[str, list[tuple[str, Any]]] | None = None,
     ) -> None:
         if not isinstance(agent_id, str) or not agent_id:
             raise ConfigError(f"agent_id must be a non-empty str, got {agent_id!r}")
@@ -164,6 +167,7 @@ class StandardExecutor:
         self.tool_timeout_sec = tool_timeout_sec
         self.tool_allowlist = frozenset(tool_allowlist) if tool_allowlist is not None else None
         self.decision_log = decision_log
+        self.votes_store = votes_store
         self._custom: dict[str, DecisionHandler] = {}
         for key, handler in (custom_handlers or {}).items():
             name = key if isinstance(key, str) else getattr(key, "type", None)
@@ -264,6 +268,7 @@ class StandardExecutor:
         try:
             collector.inc("decisions_executed_total", type=kind, outcome=outcome.outcome)
             collector.inc("decision_seconds_total", elapsed_sec, type=kind)
+            collector.inc("decisions_executed")  # the seed design's unlabelled counter
         except Exception as exc:  # metrics never break execution
             logger.warning("metrics collector failed: %s", exc)
 
@@ -303,6 +308,11 @@ class StandardExecutor:
     async def _send_message(self, decision: SendMessage) -> None:
         network = self._require(self.network, "network", decision)
         await network.send(decision.message)
+        if self.metrics_collector is not None:
+            try:
+                self.metrics_collector.inc("messages_sent")
+            except Exception as exc:  # metrics never break execution
+                logger.warning("metrics collector failed: %s", exc)
         if self.replay_log is not None:
             try:
                 self.replay_log.record_message(
@@ -327,6 +337,8 @@ class StandardExecutor:
 
     async def _submit_task(self, decision: SubmitTask) -> str:
         tm = self._require(self.task_manager, "task manager", decision)
+        if self.resource_limits is not None:
+            validate_safety(decision.task, self.resource_limits)
         return str(await tm.submit(decision.task))
 
     async def _claim_task(self, decision: ClaimTask) -> bool:
@@ -365,6 +377,11 @@ class StandardExecutor:
             if self.negotiation_protocol is not None
             else self.decision_log
         )
+        if self.votes_store is not None:
+            ballot = self.votes_store.setdefault(decision.vote_id, [])
+            ballot.append((self.agent_id, decision.option))
+            if log is None:
+                return len(ballot)
         if log is None:
             raise ConfigError(
                 "cannot record a vote: give the executor a negotiation_protocol or a decision_log"
@@ -385,9 +402,10 @@ class StandardExecutor:
 
     async def _propose(self, decision: Propose) -> str:
         protocol = self._require(self.negotiation_protocol, "negotiation protocol", decision)
-        return str(
-            await protocol.propose(decision.session_id, self.agent_id, decision.proposal_content)
+        proposal_id = await protocol.make_proposal(
+            decision.session_id, self.agent_id, decision.proposal_content
         )
+        return str(proposal_id)
 
     async def _accept(self, decision: AcceptProposal) -> bool:
         protocol = self._require(self.negotiation_protocol, "negotiation protocol", decision)

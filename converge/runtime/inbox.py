@@ -9,7 +9,10 @@ import logging
 from converge.core.message import Message
 from converge.errors import ConfigError, ConvergeTimeoutError
 
-__all__ = ["Inbox"]
+__all__ = ["DEFAULT_BATCH_SIZE", "Inbox"]
+
+DEFAULT_BATCH_SIZE = 10
+"""How many items :meth:`Inbox.poll` takes when no ``batch_size`` is given."""
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +47,18 @@ class Inbox:
     async def push(self, message: Message, *, timeout: float | None = 30.0) -> bool:  # noqa: ASYNC109
         """Add ``message``; return False when it was dropped because the inbox is full.
 
+        The runtime pushes ``Message`` objects; other items are queued as given.
+
         Raises ``ConvergeTimeoutError`` when waiting for room takes over ``timeout``
         seconds (only without ``drop_when_full``).
         """
-        if not isinstance(message, Message):
-            raise ConfigError(f"Inbox.push expects a Message, got {type(message).__name__}")
         while self.is_full:
             if self.drop_when_full:
                 self.dropped += 1
                 logger.warning(
-                    "inbox full (%s messages): dropped message %s", self.maxsize, message.id
+                    "inbox full (%s messages): dropped message %s",
+                    self.maxsize,
+                    getattr(message, "id", message),
                 )
                 return False
             self._room.clear()
@@ -69,8 +74,11 @@ class Inbox:
         self._ready.set()
         return True
 
-    def poll(self, batch_size: int | None = None) -> list[Message]:
-        """Remove and return up to ``batch_size`` messages (all when None), oldest first."""
+    def poll(self, batch_size: int | None = DEFAULT_BATCH_SIZE) -> list[Message]:
+        """Remove and return up to ``batch_size`` messages (all when None), oldest first.
+
+        The default takes at most ``DEFAULT_BATCH_SIZE`` (10), as in the seed design.
+        """
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1 or None, got {batch_size!r}")
         count = len(self._items) if batch_size is None else min(batch_size, len(self._items))

@@ -30,9 +30,9 @@ def test_majority_needs_strict_majority() -> None:
     assert Consensus.majority_vote({}) is None
 
 
-def test_plurality_picks_most_votes_and_breaks_ties_deterministically() -> None:
+def test_plurality_picks_most_votes_and_none_on_a_tie() -> None:
     assert Consensus.plurality_vote(["a", "b", "b", "c"]) == "b"
-    assert Consensus.plurality_vote({"v1": "a", "v2": "b"}) == "a"
+    assert Consensus.plurality_vote({"v1": "a", "v2": "b"}) is None  # a tie has no winner
     assert Consensus.plurality_vote([]) is None
     assert Consensus().plurality_vote([1, 2, 2]) == 2
 
@@ -200,11 +200,11 @@ async def test_auction_events_are_on_the_coord_stream() -> None:
 async def test_negotiation_agreement() -> None:
     async with NegotiationProtocol() as neg:
         sid = await neg.create_session(["a", "b", "c"], subject="price")
-        first = await neg.propose(sid, "a", {"price": 10})
+        first = await neg.make_proposal(sid, "a", {"price": 10})
         await neg.reject(sid, first, "b", "too low")
         session = neg.get_session(sid)
         assert session is not None and session.proposals[0].status == "rejected"
-        counter = await neg.propose(sid, "b", {"price": 12})
+        counter = await neg.make_proposal(sid, "b", {"price": 12})
         assert not await neg.accept(sid, counter, "a")
         assert await neg.accept(sid, None, "c")  # the current proposal
         session = neg.get_session(sid)
@@ -212,7 +212,8 @@ async def test_negotiation_agreement() -> None:
         assert session.status == "agreed" and session["agreement"] == {"price": 12}
         assert session.to_dict()["agreed_proposal_id"] == counter
         with pytest.raises(InvalidStateError):
-            await neg.propose(sid, "a", {"price": 1})
+            await neg.make_proposal(sid, "a", {"price": 1})
+        assert await neg.propose(sid, "a", {"price": 1}) is False
 
 
 async def test_negotiation_errors() -> None:
@@ -223,12 +224,13 @@ async def test_negotiation_errors() -> None:
             await neg.create_session("ab")  # type: ignore[arg-type]
         sid = await neg.create_session(["a", "b"])
         with pytest.raises(NotFoundError):
-            await neg.propose("nope", "a", 1)
+            await neg.make_proposal("nope", "a", 1)
         with pytest.raises(NotAuthorizedError):
-            await neg.propose(sid, "mallory", 1)
+            await neg.make_proposal(sid, "mallory", 1)
+        assert await neg.propose(sid, "mallory", 1) is False
         with pytest.raises(InvalidStateError):
             await neg.accept(sid, None, "b")  # nothing proposed yet
-        pid = await neg.propose(sid, "a", 1)
+        pid = await neg.make_proposal(sid, "a", 1)
         with pytest.raises(NotFoundError):
             await neg.accept(sid, "missing", "b")
         with pytest.raises(NotAuthorizedError):
@@ -240,7 +242,7 @@ async def test_negotiation_rebuilt_from_the_stream() -> None:
     async with MemoryEventLog() as log:
         writer = NegotiationProtocol(log)
         sid = await writer.create_session(["a", "b"])
-        pid = await writer.propose(sid, "a", "deal")
+        pid = await writer.make_proposal(sid, "a", "deal")
         other = NegotiationProtocol(log)
         assert await other.accept(sid, pid, "b")  # the second object catches up first
         await writer.sync()

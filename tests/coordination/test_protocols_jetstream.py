@@ -82,7 +82,7 @@ async def test_negotiation_and_delegation_rebuilt_from_jetstream(
 ) -> None:
     neg = NegotiationProtocol(js_log)
     sid = await neg.create_session(["a", "b"], subject={"task": "t1"})
-    pid = await neg.propose(sid, "a", {"price": 3})
+    pid = await neg.make_proposal(sid, "a", {"price": 3})
     assert await neg.accept(sid, pid, "b")
     delegations = DelegationProtocol(js_log)
     did = await delegations.delegate("a", "b", ["claim"])

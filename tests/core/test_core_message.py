@@ -268,7 +268,6 @@ def _valid_dict() -> dict[str, Any]:
         ("topics", "ns", "Message.topics must be a list"),
         ("topics", [3], "topic must be a Topic"),
         ("topics", [{"namespace": 1}], "Topic.namespace"),
-        ("payload", [1, 2], "Message.payload must be a dict"),
         ("task_id", 7, "Message.task_id must be a str"),
         ("id", None, "Message.id must be a str"),
         ("id", "", "Message.id must not be empty"),

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from converge.core.agent import Agent
+from converge.core.agent import Agent, DecideResult
 from converge.core.capability import Capability, CapabilitySet
 from converge.core.decisions import (
     AcceptProposal,
@@ -181,7 +181,9 @@ def _decision(item: Mapping[str, Any], sender: str) -> Decision:
         return SendMessage(_message(raw, sender))
     if cls is SubmitTask:
         return SubmitTask(_task(item.get("task")))
-    names = {f.name for f in dataclasses.fields(cls)}
+    names: set[str] = (
+        {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    )
     kwargs = {k: v for k, v in item.items() if k in names}
     try:
         return cls(**kwargs)
@@ -240,7 +242,8 @@ def _task_view(task: Task) -> dict[str, Any]:
 class LLMAgent(Agent):
     """An agent that asks ``provider`` what to do each tick.
 
-    ``decide`` (async) sends ``system_prompt`` and a prompt listing the messages
+    ``adecide`` (async; ``decide`` returns it inside an event loop and runs it from
+    synchronous code) sends ``system_prompt`` and a prompt listing the messages
     and tasks (as JSON) to ``provider.complete``, and turns the reply's JSON array
     into decisions. A provider error, a timeout (``timeout_sec``) or a reply
     without JSON is logged, passed to ``on_decide_error`` when given, and gives no
@@ -319,9 +322,20 @@ class LLMAgent(Agent):
             except Exception:
                 logger.exception("on_decide_error callback of agent %s failed", self.id)
 
-    async def decide(  # type: ignore[override]
-        self, messages: Sequence[Message], tasks: Sequence[Task]
-    ) -> list[Decision]:
+    def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> DecideResult:
+        """Ask the provider and return its decisions (``[]`` on any failure, logged).
+
+        Inside a running event loop (the runtime, async code) this returns the
+        :meth:`adecide` coroutine to await; called from plain synchronous code, as in
+        the seed design, it runs that coroutine to completion and returns the list.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.adecide(messages, tasks))
+        return self.adecide(messages, tasks)
+
+    async def adecide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
         """Ask the provider and return its decisions (``[]`` on any failure, logged)."""
         prompt = self.build_prompt(messages, tasks)
         try:
@@ -348,5 +362,3 @@ class LLMAgent(Agent):
             logger.warning("agent %s: %s", self.id, exc, extra={"agent_id": self.id})
             self._report(exc)
             return []
-
-    adecide = decide

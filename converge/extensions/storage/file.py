@@ -19,7 +19,7 @@ import string
 import tempfile
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from converge.core.store import Store, check_key, check_prefix, check_value, decode_value
 from converge.errors import ConfigError
@@ -84,6 +84,8 @@ class FileStore(Store):
     cannot be created. Disk failures raise ``OSError``. Keys that differ only in
     letter case collide on case-insensitive file systems.
     """
+
+    atomic_put_if_absent: ClassVar[bool] = True
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
         root = Path(path)

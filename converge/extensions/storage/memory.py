@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from typing import Any
+from typing import Any, ClassVar
 
 from converge.core.store import Store, check_key, check_prefix, check_value, decode_value
 
@@ -15,6 +15,8 @@ class MemoryStore(Store):
 
     Not shared between processes. Operations are atomic because they never yield.
     """
+
+    atomic_put_if_absent: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._data: dict[str, bytes] = {}

@@ -429,7 +429,11 @@ class Transport:
             self.stats.dropped_unknown_sender += 1
             logger.warning("%r dropped %s: unknown sender %s", self, message.id, message.sender)
             return False
-        if not message.verify(public_key):
+        try:
+            verified = message.verify(public_key)
+        except DecodeError:  # a registered key that is not a valid Ed25519 key
+            verified = False
+        if not verified:
             self.stats.dropped_unverified += 1
             logger.warning(
                 "%r dropped %s from %s: bad or missing signature", self, message.id, message.sender

@@ -29,6 +29,7 @@ import ssl
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from converge.core.message import MAX_MESSAGE_BYTES, Message
 from converge.core.topic import Topic
@@ -289,6 +290,15 @@ class TcpTransport(Transport):
                 self.stats.decode_errors += 1  # truncated frame at EOF
                 return
             self._deliver_bytes(data)
+
+    @property
+    def pool(self) -> Mapping[Address, object]:
+        """The pooled outbound connections by peer address (read-only view)."""
+        return MappingProxyType(self._pool)
+
+    def _is_subscribed(self, namespace: str) -> bool:
+        """A ``transport.tcp`` routing topic addressed this listener: the message is for it."""
+        return namespace == TCP_ROUTE_NAMESPACE or super()._is_subscribed(namespace)
 
     # -- sending ---------------------------------------------------------------
 
