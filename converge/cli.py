@@ -242,7 +242,8 @@ def run(
         typer.Option("--duration", "-d", help="Stop after this many seconds.", min=0.0),
     ] = None,
     transport: Annotated[
-        str | None, typer.Option("--transport", help="Agent messaging: local or nats.")
+        str | None,
+        typer.Option("--transport", help="Agent messaging: local, nats, tcp or websocket."),
     ] = None,
     pool_id: Annotated[str | None, typer.Option("--pool-id", help="Pool of the agents.")] = None,
     namespace: NamespaceOpt = None,
@@ -300,6 +301,7 @@ async def _run_agents(
     await tm.start()
     await pm.start()
     runtimes: list[AgentRuntime] = []
+    transports: list[Any] = []
     try:
         if pm.get_pool(cfg.pool_id) is None:
             with contextlib.suppress(ConvergeError):  # created concurrently by another process
@@ -311,7 +313,7 @@ async def _run_agents(
         submitter = DemoSubmitter(cfg.tasks, pool_id=cfg.pool_id, seed=int(time.time()))
         for worker in workers:
             await pm.join_pool(worker.id, cfg.pool_id)
-        transports = _transports(cfg, url, [*workers, submitter])
+        transports = await _transports(cfg, url, [*workers, submitter])
         for agent, transport in zip([*workers, submitter], transports, strict=True):
             runtimes.append(
                 AgentRuntime(
@@ -375,6 +377,8 @@ async def _run_agents(
     finally:
         for runtime in reversed(runtimes):
             await runtime.stop()
+        for transport in transports:  # those no runtime started (idempotent for the rest)
+            await transport.stop()
         await pm.stop()
         await tm.stop()
 
@@ -398,16 +402,50 @@ def _checkpoint_store(cfg: ConvergeConfig) -> Any:
     return MemoryStore()
 
 
-def _transports(cfg: ConvergeConfig, url: str, agents: list[Any]) -> list[Any]:
+LOOPBACK = "127.0.0.1"
+
+
+async def _transports(cfg: ConvergeConfig, url: str, agents: list[Any]) -> list[Any]:
+    """Return one transport per agent, as ``cfg.transport`` says.
+
+    ``tcp`` and ``websocket`` transports listen on loopback ephemeral ports: they are
+    started here (the runtime's ``start()`` is then a no-op) and every one knows every
+    other one's address. On an error the ones started already are stopped.
+    """
     if cfg.transport == "nats":
         from converge.network.transport.nats import NatsTransport
 
         broker = cfg.broker_config(url)
         return [NatsTransport(a.id, broker, namespace=cfg.namespace) for a in agents]
-    from converge.network.transport.local import LocalTransport, LocalTransportRegistry
+    if cfg.transport == "local":
+        from converge.network.transport.local import LocalTransport, LocalTransportRegistry
 
-    registry = LocalTransportRegistry()
-    return [LocalTransport(a.id, registry) for a in agents]
+        registry = LocalTransportRegistry()
+        return [LocalTransport(a.id, registry) for a in agents]
+    transports: list[Any]
+    if cfg.transport == "tcp":
+        from converge.network.transport.tcp import TcpTransport
+
+        transports = [TcpTransport(LOOPBACK, 0, agent_id=a.id) for a in agents]
+    else:
+        try:
+            from converge.network.transport.websocket import WebSocketTransport
+        except ImportError as exc:
+            raise ConfigError(f"transport websocket: {exc}") from None
+        transports = [WebSocketTransport(a.id, host=LOOPBACK, port=0) for a in agents]
+    try:
+        for transport in transports:
+            await transport.start()
+        for transport in transports:
+            for other in transports:
+                if other is not transport:
+                    address = other.address if cfg.transport == "tcp" else other.url
+                    transport.add_peer(other.agent_id, address)
+    except BaseException:
+        for transport in transports:
+            await transport.stop()
+        raise
+    return transports
 
 
 # -- replay ----------------------------------------------------------------------

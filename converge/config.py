@@ -32,7 +32,8 @@ class ConvergeConfig(BaseModel):
     """What ``converge run`` and the other commands need.
 
     ``transport`` carries agent-to-agent messages (``local``: in-process, ``nats``: the
-    broker). ``host``/``port`` are where the embedded NATS server listens when no
+    broker, ``tcp`` or ``websocket``: loopback listeners on ephemeral ports).
+    ``host``/``port`` are where the embedded NATS server listens when no
     ``nats_url`` is given (port 0: any free port). ``agents`` is the number of worker
     agents, ``tasks`` the number of demo tasks the submitter sends. ``store_backend``
     (``memory``/``file``) keeps runtime checkpoints, in ``store_path`` for ``file``;
@@ -44,7 +45,7 @@ class ConvergeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    transport: Literal["local", "nats"] = "local"
+    transport: Literal["local", "nats", "tcp", "websocket"] = "local"
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
     agents: int = Field(default=2, ge=1, le=256)

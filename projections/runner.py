@@ -299,9 +299,12 @@ class ProjectionRunner(Generic[P]):
         try:
             async with asyncio.timeout(timeout):
                 for stream in self._projection.streams:
+                    # The position before the query: the subscription may apply newer
+                    # events while it runs, which must not look like a shorter stream.
+                    position = self._projection.position[stream]
                     last = await self._log.last_sequence(stream=stream)
-                    if last < self._projection.position[stream]:
-                        raise self._mismatch(stream, last)
+                    if last < position:
+                        raise self._mismatch(stream, last, position)
                     await self.wait_for(stream, last, timeout=None)
         except TimeoutError as exc:
             self._raise_failure()
@@ -410,10 +413,10 @@ class ProjectionRunner(Generic[P]):
     def _name(self) -> str:
         return f"projection {self._projection.name!r}"
 
-    def _mismatch(self, stream: str, last: int) -> StreamMismatchError:
+    def _mismatch(self, stream: str, last: int, position: int) -> StreamMismatchError:
         return StreamMismatchError(
             f"stream {stream!r} of namespace {self._log.namespace!r} ends at sequence {last} "
-            f"but {self._name} is at {self._projection.position[stream]} "
+            f"but {self._name} is at {position} "
             f"(snapshot {self._snapshot_key!r}): the stream was purged or recreated; delete "
             "the snapshot or rebuild() the projection"
         )
@@ -421,8 +424,10 @@ class ProjectionRunner(Generic[P]):
     async def _check_streams(self) -> None:
         for stream in self._projection.streams:
             position = self._projection.position[stream]
-            if position and await self._log.last_sequence(stream=stream) < position:
-                raise self._mismatch(stream, await self._log.last_sequence(stream=stream))
+            if position:
+                last = await self._log.last_sequence(stream=stream)
+                if last < position:
+                    raise self._mismatch(stream, last, position)
 
     def _bounds(self, as_of: AsOf) -> tuple[dict[str, int], float | None]:
         streams = self._projection.streams

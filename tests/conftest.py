@@ -32,7 +32,8 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
         if _nats_required():
             pytest.fail(f"nats-server is required here: {exc}", pytrace=False)
         pytest.skip(str(exc))
-    server = EmbeddedNatsServer(data_dir=tmp_path_factory.mktemp("nats"))
+    # A loaded machine (two workers, benchmarks) can take seconds to start a server.
+    server = EmbeddedNatsServer(data_dir=tmp_path_factory.mktemp("nats"), start_timeout_sec=60)
     asyncio.run(server.start())
     try:
         yield server
@@ -42,6 +43,23 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 
 @pytest.fixture
 def nats_url(nats_server: EmbeddedNatsServer) -> str:
+    """The session server's URL; a server that died is reported here, then restarted.
+
+    Without this, every later NATS test of the process would fail with a connection
+    error that hides the cause; the server's log (in its data directory) names it.
+    """
+    if not nats_server.is_running:
+        log_path = nats_server.log_path
+        try:
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+        except OSError:
+            tail = ["(no log)"]
+        asyncio.run(nats_server.start())  # the same data directory, a new port
+        pytest.fail(
+            f"the session nats-server died before this test (restarted at {nats_server.url}); "
+            f"last lines of {log_path}:\n" + "\n".join(tail),
+            pytrace=False,
+        )
     return nats_server.url
 
 

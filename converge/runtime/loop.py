@@ -185,6 +185,11 @@ class AgentRuntime:
         return self._state
 
     @property
+    def running(self) -> bool:
+        """Whether the runtime is started and not stopped (the seed design's flag)."""
+        return self._state is RuntimeState.RUNNING
+
+    @property
     def agent_id(self) -> str:
         """The agent's id."""
         return self.agent.id
@@ -239,7 +244,11 @@ class AgentRuntime:
         logger.info("runtime of agent %s started", self.agent.id, extra={"agent_id": self.agent.id})
 
     async def stop(self) -> None:
-        """Stop the loop and receive tasks, unregister, stop the transport; idempotent."""
+        """Stop the loop and receive tasks, unregister, stop the transport; idempotent.
+
+        A tick in progress finishes first (cancelled after ``stop_timeout_sec``), so a
+        decision it executed is also recorded.
+        """
         if self._state in (RuntimeState.NEW, RuntimeState.STOPPED, RuntimeState.STOPPING):
             return
         self._state = RuntimeState.STOPPING
@@ -253,6 +262,15 @@ class AgentRuntime:
     async def _teardown(self) -> None:
         self.scheduler.notify()
         tasks, self._tasks = self._tasks, []
+        # The loop task returns by itself once its current tick is done (the state is no
+        # longer running): cancelling it mid-tick could lose the record of a decision
+        # already executed. It is cancelled only when it overruns stop_timeout_sec.
+        current = asyncio.current_task()
+        looping = [
+            t for t in tasks if t.get_name().startswith("converge-loop-") and t is not current
+        ]
+        if looping:
+            await asyncio.wait(looping, timeout=self.stop_timeout_sec)
         for task in tasks:
             task.cancel()
         if tasks:

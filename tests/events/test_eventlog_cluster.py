@@ -6,6 +6,7 @@ import asyncio
 import socket
 from pathlib import Path
 
+import nats.errors
 import pytest
 
 import events
@@ -37,6 +38,26 @@ async def _connect_when_ready(urls: list[str]) -> JetStreamEventLog:
     raise AssertionError(f"the cluster never became ready: {last}")
 
 
+async def _wait_for_leaders(log: JetStreamEventLog, stream: str, lost: str) -> None:
+    """Wait until the cluster has a meta leader and ``stream`` a leader other than ``lost``.
+
+    Losing a node may cost the cluster its meta leader and the stream its leader; until
+    the survivors elect new ones (seconds on a loaded machine) JetStream answers nothing.
+    """
+    assert log.connection is not None
+    jsm = log.connection.jsm(timeout=2.0)
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                await jsm.account_info()  # answered by the meta leader only
+                info = await jsm.stream_info(stream)
+                if info.cluster is not None and info.cluster.leader not in (None, lost):
+                    return
+            except nats.errors.Error:
+                pass
+            await asyncio.sleep(0.2)
+
+
 async def test_r3_streams_survive_a_node_loss(tmp_path: Path) -> None:
     cluster_ports = [_free_port() for _ in range(3)]
     servers = []
@@ -56,6 +77,7 @@ async def test_r3_streams_survive_a_node_loss(tmp_path: Path) -> None:
             batch = [(task_event(f"t{i}"), f"tasks.t{i}", 0) for i in range(50)]
             assert [r.sequence for r in await log.append_many(batch)] == list(range(1, 51))
             await servers[2].stop()
+            await _wait_for_leaders(log, "CLUSTER_TASKS", lost="n2")
             for i in range(50, 60):
                 await log.append(task_event(f"t{i}"), subject=f"tasks.t{i}", expected_version=0)
             with pytest.raises(events.ConcurrencyError):

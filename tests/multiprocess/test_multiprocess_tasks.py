@@ -7,6 +7,7 @@ session's nats-server; the stream's history is the judge.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -62,7 +63,9 @@ class Worker:
             env=env,
             limit=64 * 1024 * 1024,  # the final snapshot is one long line
         )
-        return cls(proc)
+        worker = cls(proc)
+        _SPAWNED.append(worker)
+        return worker
 
     async def line(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -97,6 +100,22 @@ class Worker:
         self.proc.send_signal(signal.SIGKILL)
         async with asyncio.timeout(LINE_TIMEOUT_SEC):
             await self.proc.wait()
+
+
+_SPAWNED: list[Worker] = []
+
+
+@pytest.fixture(autouse=True)
+async def _reap_workers() -> AsyncIterator[None]:
+    """Kill the workers a failing test leaves behind, so none outlives its test."""
+    yield
+    while _SPAWNED:
+        worker = _SPAWNED.pop()
+        if worker.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                worker.proc.kill()
+        async with asyncio.timeout(LINE_TIMEOUT_SEC):
+            await worker.proc.wait()
 
 
 @pytest.fixture

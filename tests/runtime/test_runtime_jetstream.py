@@ -23,60 +23,62 @@ async def test_workers_on_two_connections_complete_each_task_once(
     logs: list[EventLog] = [
         await JetStreamEventLog.connect(nats_url, namespace=namespace) for _ in range(2)
     ]
-    managers = [TaskManager(log) for log in logs]
-    registry = LocalTransportRegistry()
-    runtimes: list[AgentRuntime] = []
     try:
-        for tm in managers:
-            await tm.start()
-        texts = [f"text number {i} " * (i + 1) for i in range(12)]
-        submitted = [
-            await managers[0].submit(
-                Task(
-                    objective="analyze-text",
-                    inputs={"text": t},
-                    required_capabilities=[DEMO_CAPABILITY],
+        managers = [TaskManager(log) for log in logs]
+        registry = LocalTransportRegistry()
+        runtimes: list[AgentRuntime] = []
+        try:
+            for tm in managers:
+                await tm.start()
+            texts = [f"text number {i} " * (i + 1) for i in range(12)]
+            submitted = [
+                await managers[0].submit(
+                    Task(
+                        objective="analyze-text",
+                        inputs={"text": t},
+                        required_capabilities=[DEMO_CAPABILITY],
+                    )
                 )
-            )
-            for t in texts
-        ]
-        for i in range(4):
-            worker = DemoWorker()
-            runtimes.append(
-                AgentRuntime(
-                    worker,
-                    LocalTransport(worker.id, registry),
-                    task_manager=managers[i % 2],
-                    decision_log=logs[i % 2],
-                    tick_interval_sec=0.01,
+                for t in texts
+            ]
+            for i in range(4):
+                worker = DemoWorker()
+                runtimes.append(
+                    AgentRuntime(
+                        worker,
+                        LocalTransport(worker.id, registry),
+                        task_manager=managers[i % 2],
+                        decision_log=logs[i % 2],
+                        tick_interval_sec=0.01,
+                    )
                 )
-            )
-        for runtime in runtimes:
-            await runtime.start()
-        async with asyncio.timeout(60):
-            while True:
-                # managers[1] follows the stream live (no sync(): writes race with it).
-                states = [managers[1].get_task(t) for t in submitted]
-                if all(s is not None and s.state is TaskState.COMPLETED for s in states):
-                    break
-                await runtimes[0].scheduler.wait_for_work(0.05)
-        for task_id, text in zip(submitted, texts, strict=True):
-            task = managers[1].get_task(task_id)
-            assert task is not None and task.result == analyze_text(text)
-    finally:
-        for runtime in runtimes:
-            await runtime.stop()
-        for tm in managers:
-            await tm.stop()
-    reports = Counter()
-    claims_won = 0
-    async for recorded in logs[0].read(stream="decisions"):
-        event = recorded.event
-        if event.decision == "report_task" and event.outcome == "ok":  # type: ignore[attr-defined]
-            reports[event.detail["task_id"]] += 1  # type: ignore[attr-defined]
-        if event.decision == "claim_task" and event.detail.get("result") is True:  # type: ignore[attr-defined]
-            claims_won += 1
-    assert claims_won == len(submitted)
-    assert sorted(reports) == sorted(submitted) and set(reports.values()) == {1}
-    for log in logs:
-        await log.close()
+            for runtime in runtimes:
+                await runtime.start()
+            async with asyncio.timeout(60):
+                while True:
+                    # managers[1] follows the stream live (no sync(): writes race with it).
+                    states = [managers[1].get_task(t) for t in submitted]
+                    if all(s is not None and s.state is TaskState.COMPLETED for s in states):
+                        break
+                    await runtimes[0].scheduler.wait_for_work(0.05)
+            for task_id, text in zip(submitted, texts, strict=True):
+                task = managers[1].get_task(task_id)
+                assert task is not None and task.result == analyze_text(text)
+        finally:
+            for runtime in runtimes:
+                await runtime.stop()
+            for tm in managers:
+                await tm.stop()
+        reports = Counter()
+        claims_won = 0
+        async for recorded in logs[0].read(stream="decisions"):
+            event = recorded.event
+            if event.decision == "report_task" and event.outcome == "ok":  # type: ignore[attr-defined]
+                reports[event.detail["task_id"]] += 1  # type: ignore[attr-defined]
+            if event.decision == "claim_task" and event.detail.get("result") is True:  # type: ignore[attr-defined]
+                claims_won += 1
+        assert claims_won == len(submitted)
+        assert sorted(reports) == sorted(submitted) and set(reports.values()) == {1}
+    finally:  # closed also when an assertion fails: no connection outlives the test
+        for log in logs:
+            await log.close()
