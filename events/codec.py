@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
+import annotated_types
 import orjson
 from pydantic import ValidationError
 
@@ -78,6 +80,9 @@ class EventRegistry:
     def __init__(self, event_types: tuple[type[Event], ...] = ()) -> None:
         self._types: dict[str, type[Event]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        # (type, version header) -> the class and its fast builder (see _fast_builder),
+        # for events stored at the registered version
+        self._current: dict[tuple[str, str], tuple[type[Event], _Builder | None]] = {}
         for cls in event_types:
             self.register(cls)
 
@@ -101,6 +106,7 @@ class EventRegistry:
                 "event type names must be unique"
             )
         self._types[name] = cls
+        self._current[(name, str(cls.version))] = (cls, _fast_builder(cls))
         return cls
 
     def register_upcaster(self, event_type: str, from_version: int, fn: Upcaster) -> None:
@@ -127,6 +133,7 @@ class EventRegistry:
         clone = EventRegistry()
         clone._types = dict(self._types)
         clone._upcasters = dict(self._upcasters)
+        clone._current = dict(self._current)
         return clone
 
     def upcast(self, event_type: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +164,36 @@ class EventRegistry:
             version += 1
         return data
 
+    def decode_current(self, data: bytes, headers: dict[str, str]) -> Event | None:
+        """Return the event of a message stored at its type's registered version, or ``None``.
+
+        The fast path of :func:`decode_event`: ``None`` (never an error) when the type
+        is unknown or old, the body is not a JSON object, or a field is not already
+        of its exact type; :func:`decode_event` then checks the message in full.
+        """
+        event_type = headers.get(HDR_EVENT_TYPE)
+        version = headers.get(HDR_EVENT_VERSION)
+        if type(event_type) is not str or type(version) is not str:
+            return None
+        current = self._current.get((event_type, version))
+        if current is None:
+            return None
+        try:
+            fields = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        if type(fields) is not dict:
+            return None
+        cls, build = current
+        if build is not None:
+            return build(fields)
+        if "id" not in fields:
+            return None
+        try:
+            return cls.model_validate(fields)
+        except ValidationError:
+            return None
+
     def decode(self, event_type: str, version: int, payload: Mapping[str, Any]) -> Event:
         """Build the event of ``event_type`` stored at ``version`` from its flat dict.
 
@@ -174,6 +211,130 @@ class EventRegistry:
                 f"event {event_type!r} v{cls.version} does not validate: "
                 f"{exc.error_count()} error(s): {_first_error(exc)}"
             ) from exc
+
+
+_Builder = Callable[[dict[str, Any]], Event | None]
+
+_NONE_TYPE = type(None)
+_LIST_OF_STR = "list[str]"
+_ANY = "any"
+_SAFE_CONFIG = frozenset({"frozen", "extra"})
+
+
+def _field_check(annotation: Any) -> tuple[type, ...] | str | None:
+    """Return the exact types a JSON value may have to pass ``annotation`` unchanged.
+
+    Or ``_ANY``, ``_LIST_OF_STR``, or ``None`` when the field needs pydantic.
+    """
+    if annotation is Any:
+        return _ANY
+    if annotation in (str, float, int, bool):
+        return (annotation,)
+    if annotation is dict or annotation == dict[str, Any]:
+        return (dict,)
+    if annotation == list[str]:
+        return _LIST_OF_STR
+    if get_origin(annotation) in (Union, UnionType):
+        args = get_args(annotation)
+        if len(args) == 2 and _NONE_TYPE in args:
+            inner = _field_check(next(a for a in args if a is not _NONE_TYPE))
+            if isinstance(inner, tuple):
+                return (*inner, _NONE_TYPE)
+    return None
+
+
+def _fast_builder(cls: type[Event]) -> _Builder | None:
+    """Return a builder of ``cls`` from a decoded JSON dict that skips pydantic, or ``None``.
+
+    The builder returns the event only when the dict has exactly the class's fields
+    and every value already has the exact type the field keeps (``str``, ``float``,
+    ``str | None``, ``dict[str, Any]``, ``list[str]``, ``Any``...), which is when
+    ``cls.model_validate`` would return the same values; otherwise it returns
+    ``None`` and the caller validates. Classes with validators, private attributes,
+    aliases, constraints other than a minimum length, or a config beyond
+    ``frozen``/``extra`` get no builder.
+    """
+    if (
+        not set(cls.model_config) <= _SAFE_CONFIG
+        or cls.__private_attributes__
+        or any(getattr(cls.__pydantic_decorators__, kind) for kind in _DECORATOR_KINDS)
+    ):
+        return None
+    typed: list[tuple[str, tuple[type, ...]]] = []
+    str_lists: list[str] = []
+    min_lengths: list[tuple[str, int]] = []
+    for name, info in cls.model_fields.items():
+        check = _field_check(info.annotation)
+        if check is None or info.alias is not None or info.validation_alias is not None:
+            return None
+        for meta in info.metadata:
+            if not isinstance(meta, annotated_types.MinLen) or check != (str,):
+                return None
+            min_lengths.append((name, meta.min_length))
+        if check == _LIST_OF_STR:
+            str_lists.append(name)
+        elif check != _ANY:
+            typed.append((name, check))  # type: ignore[arg-type]
+    # the envelope as Event declares it is checked inline, the rest in loops
+    envelope = set(_ENVELOPE_CHECKS) <= set(typed) and ("id", 1) in min_lengths
+    if envelope:
+        typed = [item for item in typed if item not in _ENVELOPE_CHECKS]
+        min_lengths.remove(("id", 1))
+    names = frozenset(cls.model_fields)
+    new = object.__new__
+    setattr_ = object.__setattr__
+
+    def build(data: dict[str, Any]) -> Event | None:
+        if data.keys() != names:
+            return None
+        if envelope:
+            value = data["id"]
+            if type(value) is not str or not value or type(data["occurred_at"]) is not float:
+                return None
+            value = data["actor"]
+            if value is not None and type(value) is not str:
+                return None
+            value = data["correlation_id"]
+            if value is not None and type(value) is not str:
+                return None
+            value = data["causation_id"]
+            if value is not None and type(value) is not str:
+                return None
+        for name, types in typed:
+            if type(data[name]) not in types:
+                return None
+        for name, min_length in min_lengths:
+            if len(data[name]) < min_length:
+                return None
+        for name in str_lists:
+            value = data[name]
+            if type(value) is not list or not all(type(item) is str for item in value):
+                return None
+        event = new(cls)
+        setattr_(event, "__dict__", data)
+        setattr_(event, "__pydantic_fields_set__", set(names))
+        setattr_(event, "__pydantic_extra__", None)
+        setattr_(event, "__pydantic_private__", None)
+        return event
+
+    return build
+
+
+_OPTIONAL_STR = (str, _NONE_TYPE)
+_ENVELOPE_CHECKS = (
+    ("id", (str,)),
+    ("occurred_at", (float,)),
+    ("actor", _OPTIONAL_STR),
+    ("correlation_id", _OPTIONAL_STR),
+    ("causation_id", _OPTIONAL_STR),
+)
+
+_DECORATOR_KINDS = (
+    "validators",
+    "field_validators",
+    "root_validators",
+    "model_validators",
+)
 
 
 def _exc_name(exc: BaseException) -> str:
@@ -244,6 +405,13 @@ def decode_event(
     a JSON object, or fields that do not validate.
     """
     reg = registry if registry is not None else default_registry
+    if type(headers) is dict and type(data) is bytes:
+        # Fast path: a registered type at its current version (no upcasting) with a
+        # well-formed body. Anything else takes the checked path below, which gives
+        # the same event or the DecodeError naming the problem.
+        event = reg.decode_current(data, headers)
+        if event is not None:
+            return event
     if not headers:
         raise DecodeError(
             f"message has no headers; {HDR_EVENT_TYPE} and {HDR_EVENT_VERSION} are required"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -246,7 +247,11 @@ class JetStreamEventLog:
             if self._owns_nc:
                 assert self._config is not None
                 if self._nc is None or self._nc.is_closed:
-                    self._nc = await connect_nats(self._config, disconnected_cb=self._on_disconnect)
+                    self._nc = await connect_nats(
+                        self._config,
+                        disconnected_cb=self._on_disconnect,
+                        closed_cb=self._on_closed,
+                    )
             nc = self._nc
             assert nc is not None
             if nc.is_closed:
@@ -265,6 +270,7 @@ class JetStreamEventLog:
                 await self._ensure_kind(kind)
         except BaseException:
             await self.stop()
+            self._state = _State.NEW  # not started, but not closed by its owner either
             raise
         logger.info("event log %s started on JetStream", self.namespace)
 
@@ -272,9 +278,32 @@ class JetStreamEventLog:
         if self._state is _State.STARTED:
             logger.warning("event log %s disconnected from NATS", self.namespace)
 
+    async def _on_closed(self) -> None:
+        """Fail what waits on an owned connection that nats-py closed for good."""
+        if self._state is not _State.STARTED or self._nc is None or not self._nc.is_closed:
+            return  # closed by stop(), or an older connection
+        logger.warning(
+            "event log %s: the NATS connection closed; %s", self.namespace, self._reconnect_hint()
+        )
+        self._fail_pending(self._closed_error())
+        for sub in list(self._subscriptions):
+            sub._fail(self._closed_error())
+
+    def _fail_pending(self, error: BaseException) -> None:
+        """Fail every append waiting for an acknowledgement with ``error``."""
+        for fut in self._acks.values():
+            if not fut.done():
+                fut.set_exception(error)
+                fut.exception()  # retrieved: nobody may await it any more
+        self._acks.clear()
+
     async def stop(self) -> None:
-        """Stop subscriptions, fail pending appends, close an owned connection; idempotent."""
+        """Stop subscriptions, fail pending appends, close an owned connection; idempotent.
+
+        Until :meth:`start` is called again, every operation raises :class:`ClosedError`.
+        """
         if self._state is not _State.STARTED:
+            self._state = _State.STOPPED
             return
         self._state = _State.STOPPED
         for sub in list(self._subscriptions):
@@ -284,11 +313,7 @@ class JetStreamEventLog:
                 logger.warning("subscription on %s had failed before stop", sub.stream)
         for psub in list(self._reads):
             await unsubscribe(psub)
-        for fut in self._acks.values():
-            if not fut.done():
-                fut.set_exception(ClosedError(f"event log {self.namespace} stopped"))
-                fut.exception()  # retrieved: nobody may await it any more
-        self._acks.clear()
+        self._fail_pending(self._closed_error())
         ack_sub, self._ack_sub = self._ack_sub, None
         if ack_sub is not None:
             await unsubscribe(ack_sub)
@@ -316,23 +341,43 @@ class JetStreamEventLog:
     ) -> None:
         await self.stop()
 
+    def _check_open(self) -> None:
+        """Raise :class:`ClosedError` when the log was stopped or its connection closed."""
+        if self._state is _State.STOPPED or (
+            self._state is _State.STARTED and (self._nc is None or self._nc.is_closed)
+        ):
+            raise self._closed_error()
+
     async def _ready(self) -> NatsClient:
-        if self._state is not _State.STARTED:
+        """Return the live connection: start a new log, refuse a stopped or closed one."""
+        self._check_open()
+        if self._state is _State.NEW:
             await self.start()
         nc = self._nc
         if nc is None or nc.is_closed:
-            raise ClosedError(
-                f"the NATS connection of event log {self.namespace} is closed; "
-                + self._reconnect_hint()
-            )
+            raise self._closed_error()
         return nc
 
     def _is_closed(self) -> bool:
         return self._state is not _State.STARTED or self._nc is None or self._nc.is_closed
 
+    def _closed_error_if_closed(self) -> ClosedError | None:
+        return self._closed_error() if self._is_closed() else None
+
+    def _closed_error(self) -> ClosedError:
+        if self._state is _State.STOPPED:
+            return ClosedError(
+                f"event log {self.namespace!r} is closed; call start() (or use `async with`) "
+                "to open it again"
+            )
+        return ClosedError(
+            f"the NATS connection of event log {self.namespace!r} is closed; "
+            + self._reconnect_hint()
+        )
+
     def _reconnect_hint(self) -> str:
         if self._owns_nc:
-            return "stop() and start() the log to reconnect"
+            return "call stop() and start() on the log to reconnect"
         return "open a new connection and build a new JetStreamEventLog on it"
 
     async def _ensure_kind(self, kind: str) -> str:
@@ -371,10 +416,7 @@ class JetStreamEventLog:
         except BaseException as exc:
             self._acks.pop(token, None)
             if isinstance(exc, nats.errors.ConnectionClosedError):
-                raise ClosedError(
-                    f"the NATS connection of event log {self.namespace} is closed; "
-                    + self._reconnect_hint()
-                ) from exc
+                raise self._closed_error() from exc
             if isinstance(exc, nats.errors.MaxPayloadError):
                 raise EventLogError(
                     f"event on {subject!r} is {len(body)} bytes, above the server's max_payload "
@@ -400,6 +442,7 @@ class JetStreamEventLog:
         append it again, it will not be stored twice), :class:`EventLogError` when
         JetStream refuses it, :class:`ClosedError` on a closed connection.
         """
+        self._check_open()
         event = check_event(event, self.registry)
         expected = check_expected(expected_version)
         validate_subject(subject)
@@ -418,6 +461,7 @@ class JetStreamEventLog:
         raised after every item settled; the others may be stored. Items that
         needed a retry may land after later items of the batch.
         """
+        self._check_open()
         triples = normalize_items(items)
         prepared: list[tuple[Event, str, str, bytes, dict[str, str], int | None]] = []
         for event, subj, expected in triples:
@@ -494,6 +538,8 @@ class JetStreamEventLog:
                         msg = await fut
                 except TimeoutError:
                     self._forget(token, fut)
+                    if self._is_closed():
+                        raise self._closed_error() from None
                     timeouts += 1
                     if timeouts > self.publish_retries:
                         raise ConvergeTimeoutError(
@@ -604,6 +650,10 @@ class JetStreamEventLog:
         data: bytes,
         headers: Mapping[str, str] | None,
     ) -> RecordedEvent | None:
+        """Decode one stored message; ``None`` (skipped, logged, counted) when undecodable.
+
+        ``headers`` is kept as the record's headers (nats-py builds a new dict per message).
+        """
         try:
             event = decode_event(data, headers, self.registry)
         except DecodeError as exc:
@@ -616,15 +666,36 @@ class JetStreamEventLog:
                 extra={"stream": kind, "seq": seq},
             )
             return None
-        prefix_len = len(self.namespace) + 1
         return RecordedEvent(
-            event=event,
-            stream=kind,
-            subject=full_subject[prefix_len:],
-            sequence=seq,
-            time=when,
-            headers=dict(headers) if headers else None,
+            event, kind, full_subject[len(self.namespace) + 1 :], seq, when, headers or None
         )
+
+    def _decode_batch(
+        self, kind: str, msgs: list[Msg], seqs: list[int], times: list[float]
+    ) -> list[RecordedEvent]:
+        """Decode deliveries of ``kind``; undecodable ones are skipped (see :meth:`_decode_msg`).
+
+        Events stored at their registered version take
+        :meth:`EventRegistry.decode_current`; the others the checked path.
+        """
+        decode_current = self.registry.decode_current
+        cut = len(self.namespace) + 1
+        records: list[RecordedEvent] = []
+        append = records.append
+        for msg, seq, when in zip(msgs, seqs, times, strict=True):
+            headers = msg.headers
+            data = msg.data
+            if type(headers) is dict and type(data) is bytes:
+                event = decode_current(data, headers)
+            else:
+                event = None
+            if event is not None:
+                append(RecordedEvent(event, kind, msg.subject[cut:], seq, when, headers))
+            else:
+                recorded = self._decode_msg(kind, msg.subject, seq, when, data, headers)
+                if recorded is not None:
+                    append(recorded)
+        return records
 
     # -- reading -------------------------------------------------------------------------
 
@@ -670,7 +741,12 @@ class JetStreamEventLog:
         start_time: float | None = None,
         end_time: float | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        """Iterate stored events (see :meth:`events.log.EventLog.read`)."""
+        """Iterate stored events (see :meth:`events.log.EventLog.read`).
+
+        Raises :class:`ClosedError` when the log is stopped or its connection closes,
+        also in the middle of the iteration.
+        """
+        self._check_open()
         if subject is not None:
             validate_filter(subject)
             if stream is not None and validate_kind(stream) != kind_of(subject):
@@ -683,10 +759,13 @@ class JetStreamEventLog:
             kinds = await self._all_kinds()
         await self._ready()
         for kind in kinds:
-            async for recorded in self._read_kind(
+            async for batch in self._read_kind(
                 kind, subject, start_seq, end_seq, start_time, end_time
             ):
-                yield recorded
+                for recorded in batch:
+                    if self._state is not _State.STARTED:
+                        raise self._closed_error()
+                    yield recorded
 
     async def _read_kind(
         self,
@@ -696,7 +775,8 @@ class JetStreamEventLog:
         end_seq: int | None,
         start_time: float | None,
         end_time: float | None,
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """Yield ``kind``'s matching records in batches, in stream order."""
         state = await self._stream_state(kind)
         if state is None or state.messages == 0:
             return
@@ -705,30 +785,21 @@ class JetStreamEventLog:
         if end < first:
             return
 
-        def decode(
-            full_subject: str,
-            seq: int,
-            when: float,
-            data: bytes,
-            headers: Mapping[str, str] | None,
-        ) -> RecordedEvent | None:
-            return self._decode_msg(kind, full_subject, seq, when, data, headers)
-
-        async for recorded in read_ordered(
+        async for batch in read_ordered(
             self._js,
             f"{self.namespace}.{subject or kind + '.>'}",
             stream_name=self.stream_spec(kind).name,
             first=first,
             end=end,
-            decode=decode,
+            decode=functools.partial(self._decode_batch, kind),
             idle_heartbeat_sec=self.idle_heartbeat_sec,
-            is_closed=self._is_closed,
+            closed_error=self._closed_error_if_closed,
             active=self._reads,
             start_seq=start_seq,
             start_time=start_time,
             end_time=end_time,
         ):
-            yield recorded
+            yield batch
 
     async def subscribe(
         self,
@@ -740,8 +811,11 @@ class JetStreamEventLog:
     ) -> Subscription:
         """Catch up from ``start_seq`` then follow live (see :class:`~events.log.Subscription`).
 
-        Do not call the subscription's ``stop()`` from its own handler.
+        Do not call the subscription's ``stop()`` from its own handler. When the
+        connection closes under it, the subscription fails with :class:`ClosedError`
+        (raised by ``wait_caught_up()`` and ``stop()``).
         """
+        self._check_open()
         validate_kind(stream)
         if subject is not None:
             validate_filter(subject)
@@ -753,22 +827,14 @@ class JetStreamEventLog:
         name = await self._ensure_kind(stream)
         target = await self.last_sequence(stream=stream, subject=subject)
 
-        def decode(
-            full_subject: str,
-            seq: int,
-            when: float,
-            data: bytes,
-            headers: Mapping[str, str] | None,
-        ) -> RecordedEvent | None:
-            return self._decode_msg(stream, full_subject, seq, when, data, headers)
-
         sub = JetStreamSubscription(
             handler,
             stream=stream,
             subject=subject,
             start_seq=start_seq,
-            decode=decode,
+            decode=functools.partial(self._decode_msg, stream),
             on_close=self._subscriptions.discard,
+            closed_error=self._closed_error_if_closed,
         )
         sub._set_target(target)
         sub.psub = await open_ordered(
@@ -784,6 +850,7 @@ class JetStreamEventLog:
 
     async def last_sequence(self, *, stream: str, subject: str | None = None) -> int:
         """Return the last sequence of ``stream`` or of ``subject`` in it (0 if none)."""
+        self._check_open()
         validate_kind(stream)
         await self._ready()
         if subject is None:

@@ -41,6 +41,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_POLL_SEC = 0.5  # how often a waiter checks that the log behind a subscription is open
+
 
 @dataclass(frozen=True, slots=True)
 class RecordedEvent:
@@ -109,18 +111,28 @@ class Subscription:
     async def wait_caught_up(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109
         """Wait until caught up; raise the subscription's failure if it has one.
 
-        Raises :class:`~converge.errors.ConvergeTimeoutError` after ``timeout`` s.
+        Raises :class:`~converge.errors.ConvergeTimeoutError` after ``timeout`` s and
+        :class:`~converge.errors.ClosedError` when the log closed before it caught up.
         """
         if self._error is not None:
             raise self._error
         if self._caught_up.is_set():
             return
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         waiters = [
             asyncio.ensure_future(self._caught_up.wait()),
             asyncio.ensure_future(self._failed.wait()),
         ]
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            while not self._caught_up.is_set() and self._error is None:
+                self._check_backend()
+                if self._error is not None:
+                    break
+                step = _POLL_SEC if deadline is None else min(_POLL_SEC, deadline - loop.time())
+                if step <= 0:
+                    break
+                await asyncio.wait(waiters, timeout=step, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for w in waiters:
                 w.cancel()
@@ -167,6 +179,9 @@ class Subscription:
 
     async def _close(self) -> None:
         """Release the backend's resources; overridden by backends."""
+
+    def _check_backend(self) -> None:
+        """Fail the subscription when its log is gone (closed); overridden by backends."""
 
     def _set_target(self, target: int) -> None:
         """Record the last matching sequence at subscribe time (0 or below start: caught up)."""

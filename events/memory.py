@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from converge.errors import ConcurrencyError, ConfigError, DecodeError
+from converge.errors import ClosedError, ConcurrencyError, ConfigError, DecodeError
 from events.base import Event
 from events.codec import EventRegistry, decode_event, default_registry, encode_event
 from events.log import (
@@ -44,6 +44,7 @@ __all__ = ["MemoryEventLog"]
 logger = logging.getLogger(__name__)
 
 _STOP_TIMEOUT_SEC = 5.0
+_READ_YIELD_EVERY = 64  # a long read lets other tasks run after this many events
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,10 @@ class _MemorySubscription(Subscription):
             if not await self._dispatch(recorded):
                 return
 
+    def _check_backend(self) -> None:
+        if self._log._closed:
+            self._fail(self._log._closed_error())
+
     async def _close(self) -> None:
         self._log._subscriptions.discard(self)
         task, self._task = self._task, None
@@ -115,8 +120,10 @@ class MemoryEventLog:
     """An in-process :class:`~events.log.EventLog`.
 
     ``duplicate_window_sec=None`` remembers every event id for deduplication
-    (JetStream forgets them after its window). ``stop()`` ends subscriptions but
-    keeps the events; the log may be started again.
+    (JetStream forgets them after its window). A new log starts on its first
+    append or subscription. ``stop()`` ends subscriptions but keeps the events;
+    until :meth:`start` is called again, every operation raises
+    :class:`~converge.errors.ClosedError`.
     """
 
     def __init__(
@@ -135,6 +142,7 @@ class MemoryEventLog:
         self._subscriptions: set[_MemorySubscription] = set()
         self._skipped = 0
         self._started = False
+        self._closed = False  # stopped by its owner: refuse work until start()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -147,12 +155,18 @@ class MemoryEventLog:
         return self._started
 
     async def start(self) -> None:
-        """Mark the log ready; idempotent."""
+        """Mark the log ready (also after :meth:`stop`); idempotent."""
         self._started = True
+        self._closed = False
 
     async def stop(self) -> None:
-        """Stop every subscription (their failures are logged, not raised); idempotent."""
+        """Stop every subscription (their failures are logged, not raised); idempotent.
+
+        The events are kept; until :meth:`start` is called again, every operation
+        raises :class:`~converge.errors.ClosedError`.
+        """
         self._started = False
+        self._closed = True
         for sub in list(self._subscriptions):
             try:
                 await sub.stop()
@@ -160,7 +174,21 @@ class MemoryEventLog:
                 logger.warning("subscription on %s had failed before stop", sub.stream)
 
     async def close(self) -> None:
+        """Alias of :meth:`stop`."""
         await self.stop()
+
+    def _closed_error(self) -> ClosedError:
+        return ClosedError(
+            f"event log {self.namespace!r} is closed; call start() (or use `async with`) "
+            "to open it again"
+        )
+
+    async def _ready(self) -> None:
+        """Start a new log; refuse a closed one."""
+        if self._closed:
+            raise self._closed_error()
+        if not self._started:
+            await self.start()
 
     async def __aenter__(self) -> MemoryEventLog:
         await self.start()
@@ -180,16 +208,14 @@ class MemoryEventLog:
         self, event: Event, *, subject: str, expected_version: int | None = None
     ) -> RecordedEvent:
         """Append one event (see :meth:`events.log.EventLog.append`)."""
-        if not self._started:
-            await self.start()
+        await self._ready()
         return self._append(
             check_event(event, self.registry), subject, check_expected(expected_version)
         )
 
     async def append_many(self, items: Sequence[AppendItem]) -> list[RecordedEvent]:
         """Append items in order; raise the first failure after trying every item."""
-        if not self._started:
-            await self.start()
+        await self._ready()
         triples = normalize_items(items)
         for event, subj, _ in triples:  # bad input fails the whole batch before storing any
             check_event(event, self.registry)
@@ -307,7 +333,12 @@ class MemoryEventLog:
         start_time: float | None = None,
         end_time: float | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        """Iterate stored events (see :meth:`events.log.EventLog.read`)."""
+        """Iterate stored events (see :meth:`events.log.EventLog.read`).
+
+        Raises :class:`ClosedError` when the log is stopped, also mid-iteration.
+        """
+        if self._closed:
+            raise self._closed_error()
         kinds = self._kinds_for(stream, subject)
         ends = {k: len(self._streams.get(k, ())) for k in kinds}  # the end as of the call
         for kind in kinds:
@@ -325,7 +356,10 @@ class MemoryEventLog:
                 recorded = self._decode(kind, stored)
                 if recorded is not None:
                     yield recorded
-                await asyncio.sleep(0)  # let others run during long reads
+                if seq % _READ_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let others run during long reads
+                if self._closed:
+                    raise self._closed_error()
 
     def _kinds_for(self, stream: str | None, subject: str | None) -> list[str]:
         if subject is not None:
@@ -347,8 +381,7 @@ class MemoryEventLog:
         start_seq: int = 1,
     ) -> Subscription:
         """Catch up from ``start_seq`` then follow live (see :class:`Subscription`)."""
-        if not self._started:
-            await self.start()
+        await self._ready()
         validate_kind(stream)
         if subject is not None:
             validate_filter(subject)
@@ -371,6 +404,8 @@ class MemoryEventLog:
 
     async def last_sequence(self, *, stream: str, subject: str | None = None) -> int:
         """Return the last sequence of ``stream`` or of ``subject`` in it (0 if none)."""
+        if self._closed:
+            raise self._closed_error()
         validate_kind(stream)
         if subject is None:
             return len(self._streams.get(stream, ()))

@@ -1,7 +1,8 @@
 """The EventLog contract suite, shipped with the package so every backend runs it.
 
 Use it from a test module that provides an ``event_log`` fixture yielding a
-started log on fresh, empty storage (and closing it afterwards)::
+started log on fresh, empty storage (and closing it afterwards; some tests close
+the log and ``start()`` it again, so the teardown may find it open or closed)::
 
     import pytest
     from events.testing import EventLogContract
@@ -23,7 +24,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from converge.errors import ConcurrencyError, ConfigError, ConvergeTimeoutError, DecodeError
+from converge.errors import (
+    ClosedError,
+    ConcurrencyError,
+    ConfigError,
+    ConvergeTimeoutError,
+    DecodeError,
+)
 from events.base import Event
 from events.log import EventLog, RecordedEvent
 from events.subjects import subject
@@ -519,3 +526,72 @@ class EventLogContract:
         await event_log.append(task_event(), subject="tasks.a")
         await collect(event_log)
         assert event_log.skipped_events == 0
+
+    # -- closing -------------------------------------------------------------------------------
+
+    async def test_a_closed_log_refuses_work_until_started(self, event_log: EventLog) -> None:
+        await event_log.append(task_event(), subject="tasks.a")
+        await event_log.close()
+        await event_log.close()  # idempotent
+        fix = r"closed; call start\(\)"
+        with pytest.raises(ClosedError, match=fix):
+            await event_log.append(task_event(), subject="tasks.a")
+        with pytest.raises(ClosedError, match=fix):
+            await event_log.append_many([(task_event(), "tasks.a")])
+        with pytest.raises(ClosedError, match=fix):
+            await collect(event_log, stream="tasks")
+        with pytest.raises(ClosedError, match=fix):
+            await collect(event_log, subject="tasks.a")
+        with pytest.raises(ClosedError, match=fix):
+            await collect(event_log)
+        with pytest.raises(ClosedError, match=fix):
+            await event_log.subscribe(Collector(), stream="tasks")
+        with pytest.raises(ClosedError, match=fix):
+            await event_log.last_sequence(stream="tasks")
+        with pytest.raises(ClosedError, match=fix):
+            await event_log.last_sequence(stream="tasks", subject="tasks.a")
+        await event_log.start()  # open again: the events are still there
+        assert [r.sequence for r in await collect(event_log, stream="tasks")] == [1]
+        assert (await event_log.append(task_event(), subject="tasks.a")).sequence == 2
+        assert await event_log.last_sequence(stream="tasks") == 2
+
+    async def test_stop_ends_reads_and_subscriptions(self, event_log: EventLog) -> None:
+        for _ in range(3):
+            await event_log.append(task_event(), subject="tasks.a")
+        seen = Collector()
+        sub = await event_log.subscribe(seen, stream="tasks")
+        await sub.wait_caught_up(WAIT_SEC)
+        reader = event_log.read(stream="tasks")
+        first = await anext(reader)
+        assert first.sequence == 1
+        await event_log.stop()
+        with pytest.raises(ClosedError):
+            async for _ in reader:
+                pass
+        assert not sub.is_active
+        await event_log.start()
+        await event_log.append(task_event(), subject="tasks.a")
+        probe = Collector()
+        async with await event_log.subscribe(probe, stream="tasks") as live:
+            await live.wait_caught_up(WAIT_SEC)
+            assert probe.sequences == [1, 2, 3, 4]
+        assert seen.sequences == [1, 2, 3]  # the stopped subscription got nothing more
+
+    async def test_waiting_on_a_subscription_of_a_closed_log_raises(
+        self, event_log: EventLog
+    ) -> None:
+        for _ in range(3):
+            await event_log.append(task_event(), subject="tasks.a")
+        release = asyncio.Event()
+
+        async def slow(recorded: RecordedEvent) -> None:
+            async with asyncio.timeout(WAIT_SEC):
+                await release.wait()
+
+        sub = await event_log.subscribe(slow, stream="tasks")
+        try:
+            await event_log.close()
+            with pytest.raises(ClosedError, match=r"start\(\)"):
+                await sub.wait_caught_up(WAIT_SEC)
+        finally:
+            release.set()

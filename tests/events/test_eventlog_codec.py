@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import orjson
@@ -262,3 +263,85 @@ def test_subjects_and_tokens() -> None:
     assert subject_matches("tasks.*", "tasks.a")
     assert not subject_matches("tasks.*", "tasks.a.b")
     assert not subject_matches("tasks.>", "tasks")
+
+
+# -- the fast path of decode_event gives what the checked path gives -----------------------------
+
+_SAMPLES: dict[str, dict[str, Any]] = {
+    cls.type: sample.model_dump()
+    for sample in (
+        events.TaskSubmitted(task={"id": "t", "objective": "o", "inputs": {"a": [1, 2.5]}}),
+        events.TaskClaimed(task_id="t", agent_id="a", claimed_at=1.5),
+        events.TaskReported(task_id="t", agent_id="a", result={"ok": [1, 2]}),
+        events.TaskFailed(task_id="t", reason="r", agent_id="a"),
+        events.AuctionResolved(auction_id="x", winner=None, price=2.0, auction_type="dutch"),
+        events.NegotiationStarted(session_id="s", participants=["a", "b"], subject={"k": 1}),
+        events.TrustUpdated(agent_id="a", trust=0.7, delta=None),
+    )
+    for cls in (type(sample),)
+}
+
+
+@st.composite
+def _near_valid_bodies(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A stored body of a known type: valid, or with a field changed, dropped or added."""
+    event_type = draw(st.sampled_from(sorted(_SAMPLES)))
+    fields = dict(_SAMPLES[event_type])
+    for _ in range(draw(st.integers(0, 2))):
+        action = draw(st.sampled_from(["change", "drop", "add"]))
+        if action == "change":
+            fields[draw(st.sampled_from(sorted(fields)))] = draw(_json_values)
+        elif action == "drop" and fields:
+            fields.pop(draw(st.sampled_from(sorted(fields))))
+        else:
+            fields[draw(st.text(max_size=8))] = draw(_json_values)
+    return event_type, orjson.dumps(fields)
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=_near_valid_bodies())
+def test_fast_decoding_matches_checked_decoding(case: tuple[str, bytes]) -> None:
+    event_type, body = case
+    headers = {HDR_EVENT_TYPE: event_type, HDR_EVENT_VERSION: "1", HDR_MSG_ID: "from-header"}
+    checked_headers = MappingProxyType(headers)  # not a dict: takes the checked path only
+    try:
+        expected = events.decode_event(body, checked_headers)
+    except DecodeError as exc:
+        with pytest.raises(DecodeError) as info:
+            events.decode_event(body, dict(headers))
+        assert str(info.value) == str(exc)
+        return
+    got = events.decode_event(body, dict(headers))
+    assert type(got) is type(expected)
+    assert got.model_fields_set == expected.model_fields_set
+    # a dropped occurred_at defaults to the time of decoding
+    volatile = set() if "occurred_at" in orjson.loads(body) else {"occurred_at"}
+    dumped = orjson.dumps(got.model_dump(exclude=volatile))
+    assert dumped == orjson.dumps(expected.model_dump(exclude=volatile))  # 1 and 1.0 differ
+    if not volatile:
+        assert got == expected
+
+
+def test_fast_decoding_is_used_and_keeps_events_frozen() -> None:
+    reg = events.default_registry
+    event = events.BidSubmitted(auction_id="a", agent_id="g", amount=2.5, content={"x": [1]})
+    body, headers = events.encode_event(event)
+    fast = reg.decode_current(body, headers)
+    assert fast == event and type(fast) is events.BidSubmitted
+    with pytest.raises(ValueError, match="frozen"):
+        fast.amount = 3.0  # type: ignore[misc]
+    assert fast.model_copy(update={"amount": 4.0}).amount == 4.0
+    assert fast.amount == 2.5
+    # an int where a float is kept, an old version, an unknown type: the checked path
+    as_int = orjson.dumps({**orjson.loads(body), "amount": 2})
+    assert reg.decode_current(as_int, headers) is None
+    decoded = events.decode_event(as_int, headers)
+    assert isinstance(decoded, events.BidSubmitted)
+    assert type(decoded.amount) is float
+    assert reg.decode_current(body, {**headers, HDR_EVENT_VERSION: "0"}) is None
+    assert reg.decode_current(body, {**headers, HDR_EVENT_TYPE: "no.such"}) is None
+    assert reg.decode_current(b"not json", headers) is None
+    odd_headers: dict[str, Any] = {**headers, HDR_EVENT_TYPE: ["not", "a", "str"]}
+    assert reg.decode_current(body, odd_headers) is None
+    with pytest.raises(DecodeError, match=HDR_EVENT_TYPE):
+        events.decode_event(body, odd_headers)

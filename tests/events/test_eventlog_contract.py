@@ -37,6 +37,7 @@ async def event_log(backend: tuple[str, str, str]) -> AsyncIterator[EventLog]:
         yield log
     finally:
         if isinstance(log, JetStreamEventLog):
+            await log.start()  # a test may have closed it
             await log.delete_streams()  # keep the shared server small
         await log.close()
 

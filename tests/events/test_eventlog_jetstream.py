@@ -236,10 +236,55 @@ async def test_closed_connection_names_the_fix(nats_url: str, namespace: str) ->
     log = JetStreamEventLog(nc, namespace=namespace)
     await log.start()
     await log.append(task_event(), subject="tasks.a")
+    seen = Collector()
+    sub = await log.subscribe(seen, stream="tasks")
     await nc.close()
     with pytest.raises(ClosedError, match="new connection"):
         await log.append(task_event(), subject="tasks.a")
+    with pytest.raises(ClosedError, match="new connection"):
+        await log.append_many([(task_event(), "tasks.a")])
+    with pytest.raises(ClosedError, match="new connection"):
+        await collect(log, stream="tasks")
+    with pytest.raises(ClosedError, match="new connection"):
+        await log.subscribe(seen, stream="tasks")
+    with pytest.raises(ClosedError, match="new connection"):
+        await log.last_sequence(stream="tasks")
+    with pytest.raises(ClosedError, match="new connection"):
+        await sub.wait_caught_up(5)
     await log.stop()
+    with pytest.raises(ClosedError, match="new connection"):
+        await log.start()
+
+
+async def test_a_connection_closed_by_nats_fails_fast(nats_url: str, namespace: str) -> None:
+    log = await JetStreamEventLog.connect(nats_url, namespace=namespace)
+    try:
+        await log.append(task_event(), subject="tasks.a")
+        seen = Collector()
+        sub = await log.subscribe(seen, stream="tasks")
+        await sub.wait_caught_up(5)
+        nc = log.connection
+        assert nc is not None
+        await nc.close()  # what nats-py does when it gives up reconnecting
+        assert not sub.is_active  # failed by the connection's closed callback
+        with pytest.raises(ClosedError, match="reconnect"):
+            await sub.stop()
+        with pytest.raises(ClosedError, match="reconnect"):
+            await log.append(task_event(), subject="tasks.a")
+        with pytest.raises(ClosedError, match="reconnect"):
+            await log.append_many([(task_event(), "tasks.a")])
+        with pytest.raises(ClosedError, match="reconnect"):
+            await collect(log, stream="tasks")
+        with pytest.raises(ClosedError, match="reconnect"):
+            await log.last_sequence(stream="tasks")
+        with pytest.raises(ClosedError, match="reconnect"):
+            await log.subscribe(seen, stream="tasks")
+        await log.start()  # a new connection
+        assert (await log.append(task_event(), subject="tasks.a")).sequence == 2
+    finally:
+        await log.start()
+        await log.delete_streams()
+        await log.close()
 
 
 async def test_owned_log_restarts_after_stop(nats_url: str, namespace: str) -> None:
@@ -247,7 +292,10 @@ async def test_owned_log_restarts_after_stop(nats_url: str, namespace: str) -> N
     await log.append(task_event(), subject="tasks.a")
     await log.stop()
     await log.stop()  # idempotent
-    rec = await log.append(task_event(), subject="tasks.a")  # a command starts it again
+    with pytest.raises(ClosedError, match=r"call start\(\)"):
+        await log.append(task_event(), subject="tasks.a")
+    await log.start()  # reconnects
+    rec = await log.append(task_event(), subject="tasks.a")
     assert rec.sequence == 2
     await log.close()
 
