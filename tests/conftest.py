@@ -1,4 +1,5 @@
-"""Shared fixtures: a real nats-server per test session, a fresh namespace per test.
+"""Shared fixtures: a real nats-server per test session, a fresh namespace per test,
+and ``event_log`` / ``log_factory`` parametrized over both EventLog backends.
 
 The server is started once per pytest process (each xdist worker has its own) on a
 free loopback port with a temporary JetStream directory. When the binary is missing
@@ -11,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 from converge.errors import ConfigError
+from events import EventLog, MemoryEventLog
 from events.server import EmbeddedNatsServer, find_nats_server
 
 
@@ -67,3 +69,47 @@ def nats_url(nats_server: EmbeddedNatsServer) -> str:
 def namespace() -> str:
     """A namespace no other test uses, so streams never collide."""
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+LogFactory = Callable[[str], Awaitable[EventLog]]
+
+BACKENDS = ["memory", pytest.param("jetstream", marks=pytest.mark.nats)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str | None:
+    """``None`` for the in-process log, else the URL of the session's nats-server."""
+    if request.param == "memory":
+        return None
+    url: str = request.getfixturevalue("nats_url")
+    return url
+
+
+async def open_log(url: str | None, namespace: str) -> EventLog:
+    """Open (and start) an event log of the backend ``url`` selects."""
+    if url is None:
+        log = MemoryEventLog(namespace)
+        await log.start()
+        return log
+    from events import JetStreamEventLog
+
+    return await JetStreamEventLog.connect(url, namespace=namespace)
+
+
+@pytest.fixture
+def log_factory(backend: str | None) -> LogFactory:
+    """Open further logs of the test's backend (the caller closes them)."""
+
+    async def factory(namespace: str) -> EventLog:
+        return await open_log(backend, namespace)
+
+    return factory
+
+
+@pytest.fixture
+async def event_log(backend: str | None, namespace: str) -> AsyncIterator[EventLog]:
+    log = await open_log(backend, namespace)
+    try:
+        yield log
+    finally:
+        await log.close()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import orjson
 
 from converge.errors import ConfigError
 
-__all__ = ["PolicyRegistry", "check_params", "spec_of"]
+__all__ = ["PolicyRegistry", "RecordedPolicy", "check_params", "spec_of"]
 
 P = TypeVar("P")
 
@@ -121,3 +121,53 @@ class PolicyRegistry(Generic[P]):
         if not isinstance(policy, self.base):  # type: ignore[arg-type]
             raise ConfigError(f"{self.kind} {name!r} built {type(policy).__name__}")
         return policy  # type: ignore[no-any-return]
+
+
+class RecordedPolicy:
+    """A policy recordable in a pool's creation event by registered name and parameters.
+
+    Subclasses set ``_kind`` (for messages), ``_register_hint`` (the function that
+    registers them) and implement :meth:`_policy_registry`; equality, hashing and
+    ``repr`` follow :meth:`params`.
+    """
+
+    _kind: ClassVar[str] = "policy"
+    _register_hint: ClassVar[str] = "register it"
+
+    @classmethod
+    def _policy_registry(cls) -> PolicyRegistry[Any]:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """Return the constructor keyword arguments that rebuild this policy (JSON-able)."""
+        return {}
+
+    def to_spec(self) -> dict[str, Any]:
+        """Return ``{"name": <registered name>, "params": {...}}``.
+
+        Raises ``ConfigError`` when the class is not registered.
+        """
+        name = self._policy_registry().name_of(type(self))
+        if name is None:
+            raise ConfigError(
+                f"{self._kind} {type(self).__qualname__} is not registered; call "
+                f"{self._register_hint}(name, cls) so pools can record it"
+            )
+        return spec_of(name, self.params())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return :meth:`to_spec` (the form pools record)."""
+        return self.to_spec()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, RecordedPolicy)
+        return self.params() == other.params()
+
+    def __hash__(self) -> int:
+        return hash((type(self), repr(sorted(self.params().items()))))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"

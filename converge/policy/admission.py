@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from converge.errors import ConfigError
-from converge.policy._spec import PolicyRegistry, spec_of
+from converge.policy._spec import PolicyRegistry, RecordedPolicy
 
 if TYPE_CHECKING:
     from converge.core.pool import Pool
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-class AdmissionPolicy(ABC):  # noqa: B024  # admit() or the older can_admit() is overridden
+class AdmissionPolicy(RecordedPolicy, ABC):  # admit() or the older can_admit() is overridden
     """Decide whether an agent may join a pool.
 
     Subclasses override :meth:`admit` (and :meth:`params` when they take
@@ -42,6 +42,13 @@ class AdmissionPolicy(ABC):  # noqa: B024  # admit() or the older can_admit() is
     :meth:`admit` calls it with ``{"token", "pool", "trust"}``. Policies are pure:
     no I/O, no state changes.
     """
+
+    _kind = "admission policy"
+    _register_hint = "register_admission_policy"
+
+    @classmethod
+    def _policy_registry(cls) -> PolicyRegistry[Any]:
+        return _registry
 
     def admit(
         self,
@@ -78,40 +85,6 @@ class AdmissionPolicy(ABC):  # noqa: B024  # admit() or the older can_admit() is
             token=token if isinstance(token, str) else None,
             trust=float(trust) if isinstance(trust, int | float) else None,
         )
-
-    def params(self) -> dict[str, Any]:
-        """Return the constructor keyword arguments that rebuild this policy (JSON-able)."""
-        return {}
-
-    def to_spec(self) -> dict[str, Any]:
-        """Return ``{"name": <registered name>, "params": {...}}``.
-
-        Raises ``ConfigError`` when the class is not registered.
-        """
-        name = _registry.name_of(type(self))
-        if name is None:
-            raise ConfigError(
-                f"admission policy {type(self).__qualname__} is not registered; call "
-                "register_admission_policy(name, cls) so pools can record it"
-            )
-        return spec_of(name, self.params())
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return :meth:`to_spec` (the form pools record)."""
-        return self.to_spec()
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, AdmissionPolicy)
-        return self.params() == other.params()
-
-    def __hash__(self) -> int:
-        return hash((type(self), repr(sorted(self.params().items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _names(value: object, what: str) -> frozenset[str]:

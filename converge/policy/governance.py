@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from converge.errors import ConfigError, DecodeError
-from converge.policy._spec import PolicyRegistry, spec_of
+from converge.policy._spec import PolicyRegistry, RecordedPolicy
 from converge.policy._votes import (
     Ballot,
     agent_ids,
@@ -44,12 +44,19 @@ __all__ = [
 ]
 
 
-class GovernanceModel(ABC):
+class GovernanceModel(RecordedPolicy, ABC):
     """Settle a dispute among a pool's members.
 
     Subclass it, implement :meth:`resolve_dispute` and :meth:`params`, and register
     the class with :func:`register_governance` so pools can record it.
     """
+
+    _kind = "governance model"
+    _register_hint = "register_governance"
+
+    @classmethod
+    def _policy_registry(cls) -> PolicyRegistry[Any]:
+        return _registry
 
     @abstractmethod
     def resolve_dispute(self, context: Mapping[str, Any] | None) -> Any:
@@ -59,40 +66,6 @@ class GovernanceModel(ABC):
         the wrong shape, bad weights).
         """
         return None
-
-    def params(self) -> dict[str, Any]:
-        """Return the constructor keyword arguments that rebuild this model (JSON-able)."""
-        return {}
-
-    def to_spec(self) -> dict[str, Any]:
-        """Return ``{"name": <registered name>, "params": {...}}``.
-
-        Raises ``ConfigError`` when the class is not registered.
-        """
-        name = _registry.name_of(type(self))
-        if name is None:
-            raise ConfigError(
-                f"governance model {type(self).__qualname__} is not registered; call "
-                "register_governance(name, cls) so pools can record it"
-            )
-        return spec_of(name, self.params())
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return :meth:`to_spec` (the form pools record)."""
-        return self.to_spec()
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, GovernanceModel)
-        return self.params() == other.params()
-
-    def __hash__(self) -> int:
-        return hash((type(self), repr(sorted(self.params().items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
-        return f"{type(self).__name__}({args})"
 
 
 class DemocraticGovernance(GovernanceModel):

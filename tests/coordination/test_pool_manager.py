@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,34 +11,7 @@ from converge.core import Topic
 from converge.errors import ConfigError, DecodeError, InvalidStateError
 from converge.extensions.storage.memory import MemoryStore
 from converge.policy.admission import TokenAdmission, WhitelistAdmission
-from events import EventLog, MemoryEventLog, PoolCreated
-
-
-@pytest.fixture(params=["memory", pytest.param("jetstream", marks=pytest.mark.nats)])
-def backend(request: pytest.FixtureRequest) -> str | None:
-    if request.param == "memory":
-        return None
-    url: str = request.getfixturevalue("nats_url")
-    return url
-
-
-async def open_log(url: str | None, namespace: str) -> EventLog:
-    if url is None:
-        log = MemoryEventLog(namespace)
-        await log.start()
-        return log
-    from events import JetStreamEventLog
-
-    return await JetStreamEventLog.connect(url, namespace=namespace)
-
-
-@pytest.fixture
-async def event_log(backend: str | None, namespace: str) -> AsyncIterator[EventLog]:
-    log = await open_log(backend, namespace)
-    try:
-        yield log
-    finally:
-        await log.close()
+from events import EventLog, PoolCreated
 
 
 class Trust:

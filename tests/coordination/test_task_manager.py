@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,34 +17,7 @@ from converge.errors import (
     NotFoundError,
 )
 from converge.extensions.storage.memory import MemoryStore
-from events import EventLog, MemoryEventLog, TaskClaimed, subject
-
-
-@pytest.fixture(params=["memory", pytest.param("jetstream", marks=pytest.mark.nats)])
-def backend(request: pytest.FixtureRequest) -> str | None:
-    if request.param == "memory":
-        return None
-    url: str = request.getfixturevalue("nats_url")
-    return url
-
-
-async def open_log(url: str | None, namespace: str) -> EventLog:
-    if url is None:
-        log = MemoryEventLog(namespace)
-        await log.start()
-        return log
-    from events import JetStreamEventLog
-
-    return await JetStreamEventLog.connect(url, namespace=namespace)
-
-
-@pytest.fixture
-async def event_log(backend: str | None, namespace: str) -> AsyncIterator[EventLog]:
-    log = await open_log(backend, namespace)
-    try:
-        yield log
-    finally:
-        await log.close()
+from events import EventLog, TaskClaimed, subject
 
 
 async def history(log: EventLog, task_id: str) -> list[str]:
