@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import ClassVar, Self, TypeVar
+from typing import ClassVar, TypeVar
 
 from converge.errors import ConcurrencyError, ConfigError, ConvergeError
+from converge.lifecycle import AsyncService
 from events import Event, EventLog, MemoryEventLog, RecordedEvent, subject
 
 __all__ = ["COORD_STREAM", "EventSourcedProtocol"]
@@ -30,7 +30,7 @@ _MAX_ATTEMPTS = 16
 T = TypeVar("T")
 
 
-class EventSourcedProtocol:
+class EventSourcedProtocol(AsyncService):
     """Base of the coordination protocols: lifecycle, catch-up and checked appends.
 
     ``event_log=None`` gives the object a private in-process ``MemoryEventLog``, which
@@ -81,18 +81,6 @@ class EventSourcedProtocol:
             self._started = False
             if self._owns_log:
                 await self._log.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def sync(self) -> None:
         """Apply every event appended so far, also those written by other objects."""

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Self
 import msgpack
 
 from converge.errors import ConfigError, DecodeError
+from converge.lifecycle import AsyncService
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -170,7 +171,7 @@ class Store(ABC):
         self.close()
 
 
-class AsyncStore(ABC):
+class AsyncStore(AsyncService, ABC):
     """An asynchronous key-value store of bytes and plain data, with an explicit lifecycle.
 
     Same methods and guarantees as :class:`Store`, awaited. ``start()`` returns when
@@ -179,23 +180,11 @@ class AsyncStore(ABC):
     ``ClosedError`` (a ``NotStartedError``) when the backend holds resources.
     """
 
-    async def start(self) -> None:  # noqa: B027  # optional hook, no-op by default
+    async def start(self) -> None:  # optional hook, no-op by default
         """Make the store usable; the default does nothing."""
 
-    async def stop(self) -> None:  # noqa: B027  # optional hook, no-op by default
+    async def stop(self) -> None:  # optional hook, no-op by default
         """Release resources (idempotent); the default does nothing."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @abstractmethod
     async def put(self, key: str, value: object) -> None:

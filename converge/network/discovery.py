@@ -20,8 +20,7 @@ import builtins
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -29,6 +28,7 @@ from converge.core.capability import Capability
 from converge.core.store import AsyncStore, Store, as_async_store
 from converge.core.topic import Topic
 from converge.errors import ConfigError, DecodeError
+from converge.lifecycle import AsyncService
 
 if TYPE_CHECKING:
     from events import EventLog
@@ -215,7 +215,7 @@ class DiscoveryQuery:
         return not (self.trust_threshold > 0 and trust < self.trust_threshold)
 
 
-class DiscoveryService:
+class DiscoveryService(AsyncService):
     """Register, unregister and find agents (see the module docstring for storage).
 
     ``trust_model`` (anything with ``get_trust``) answers queries with a
@@ -277,18 +277,6 @@ class DiscoveryService:
         self._started = False
         if self._runner is not None:
             await self._runner.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def sync(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Apply every registration stored so far (event-log mode; a no-op otherwise)."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Self
 
 from converge.core.agent import Agent
 from converge.core.message import Message
 from converge.errors import ConfigError
+from converge.lifecycle import AsyncService
 from converge.network.discovery import AgentDescriptor, DiscoveryQuery, DiscoveryService
 from converge.network.identity_registry import IdentityRegistry
 from converge.network.transport.base import Transport
@@ -34,7 +33,7 @@ def build_descriptor(agent: Agent) -> AgentDescriptor:
     )
 
 
-class AgentNetwork:
+class AgentNetwork(AsyncService):
     """Send and receive for the local agents over ``transport``.
 
     ``send`` signs an unsigned message with the identity of its sender when that
@@ -92,18 +91,6 @@ class AgentNetwork:
                     await self.discovery.unregister(agent_id)
         finally:
             await self.transport.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- agents ----------------------------------------------------------------
 

@@ -11,10 +11,10 @@ import asyncio
 import logging
 import math
 from enum import StrEnum
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from converge.errors import ClosedError, ConcurrencyError, ConfigError, ConvergeError
+from converge.lifecycle import AsyncService
 from events import EventLog, RecordedEvent, Subscription, TrustUpdated, subject
 
 __all__ = ["TrustModel"]
@@ -40,7 +40,7 @@ class _State(StrEnum):
     STOPPED = "stopped"
 
 
-class TrustModel:
+class TrustModel(AsyncService):
     """Keep a trust score per agent; unknown agents have ``default_trust``.
 
     Without ``event_log`` scores live in memory only. With one, :meth:`start`
@@ -136,18 +136,6 @@ class TrustModel:
             subscription, self._subscription = self._subscription, None
             if subscription is not None:
                 await subscription.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _ensure_started(self) -> None:
         if self._state is _State.NEW:

@@ -23,8 +23,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import orjson
 
@@ -40,6 +39,7 @@ from converge.errors import (
     ConvergeTimeoutError,
     NotStartedError,
 )
+from converge.lifecycle import AsyncService
 from converge.runtime.executor import Executor, StandardExecutor
 from converge.runtime.inbox import Inbox
 from converge.runtime.scheduler import Scheduler
@@ -81,7 +81,7 @@ class RuntimeStats:
 ExecutorFactory = Callable[..., Executor]
 
 
-class AgentRuntime:
+class AgentRuntime(AsyncService):
     """Run one agent: receive messages, decide, execute, checkpoint.
 
     ``start()`` starts the transport, registers ``agent_descriptor`` (or a descriptor
@@ -291,18 +291,6 @@ class AgentRuntime:
             await self.transport.stop()
         except (ConvergeError, OSError) as exc:
             logger.warning("agent %s: transport stop failed: %s", self.agent.id, exc)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def is_healthy(self) -> bool:
         """Whether the loop runs (and ``health_check``, when given, says healthy)."""

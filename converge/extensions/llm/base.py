@@ -11,8 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import orjson
 
@@ -23,6 +22,7 @@ from converge.errors import (
     DecodeError,
     TransportError,
 )
+from converge.lifecycle import AsyncService
 
 if TYPE_CHECKING:
     import httpx
@@ -84,7 +84,7 @@ def _retry_after(value: str | None) -> float | None:
         return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
 
 
-class HttpLLMProvider:
+class HttpLLMProvider(AsyncService):
     """Shared behaviour of the HTTP providers: keys, client lifecycle, retries, errors.
 
     ``api_key`` defaults to the environment variable ``env_var``; a missing key is
@@ -158,18 +158,6 @@ class HttpLLMProvider:
             await client.aclose()
 
     aclose = stop
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def _new_client(self) -> httpx.AsyncClient:
         mod = _httpx()

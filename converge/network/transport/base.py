@@ -33,8 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from converge.core.message import MAX_MESSAGE_BYTES, Message
 from converge.core.topic import Topic
@@ -46,6 +45,7 @@ from converge.errors import (
     FrameTooLargeError,
     NotStartedError,
 )
+from converge.lifecycle import AsyncService
 from converge.network.replay import (
     DEFAULT_MAX_SKEW_SEC,
     DEFAULT_WINDOW_SIZE,
@@ -124,7 +124,7 @@ _LAZY_DEFAULTS: dict[str, Callable[[], object]] = {
 }
 
 
-class Transport:
+class Transport(AsyncService):
     """Send and receive messages; start with ``start()`` or ``async with``.
 
     ``agent_id`` is the local agent's id (``None`` for an anonymous endpoint that
@@ -233,18 +233,6 @@ class Transport:
             self._state = TransportState.STOPPED
             self._wake_receivers()
             logger.info("transport %r stopped", self)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def _wake_receivers(self) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # nobody waits on a full queue
