@@ -14,8 +14,8 @@ returns that record if it is there; only otherwise is it a
 
 A publish that times out may have been stored: it is retried with the same
 ``Nats-Msg-Id`` (a ``duplicate`` ack then means success). Reads and
-subscriptions use ordered push consumers; undecodable messages are skipped,
-logged with stream and sequence, and counted.
+subscriptions use ordered push consumers (see :mod:`events.jsconsume`);
+undecodable messages are skipped, logged with stream and sequence, and counted.
 
 This module imports nothing from converge but :mod:`converge.errors`.
 """
@@ -671,7 +671,13 @@ class JetStreamEventLog:
         )
 
     def _decode_batch(
-        self, kind: str, msgs: list[Msg], seqs: list[int], times: list[float]
+        self,
+        kind: str,
+        subjects: list[str],
+        bodies: list[bytes],
+        headers: list[dict[str, str] | None],
+        seqs: list[int],
+        times: list[float],
     ) -> list[RecordedEvent]:
         """Decode deliveries of ``kind``; undecodable ones are skipped (see :meth:`_decode_msg`).
 
@@ -682,17 +688,14 @@ class JetStreamEventLog:
         cut = len(self.namespace) + 1
         records: list[RecordedEvent] = []
         append = records.append
-        for msg, seq, when in zip(msgs, seqs, times, strict=True):
-            headers = msg.headers
-            data = msg.data
-            if type(headers) is dict and type(data) is bytes:
-                event = decode_current(data, headers)
-            else:
-                event = None
+        for subject, data, hdrs, seq, when in zip(
+            subjects, bodies, headers, seqs, times, strict=True
+        ):
+            event = decode_current(data, hdrs) if hdrs is not None else None
             if event is not None:
-                append(RecordedEvent(event, kind, msg.subject[cut:], seq, when, headers))
+                append(RecordedEvent(event, kind, subject[cut:], seq, when, hdrs))
             else:
-                recorded = self._decode_msg(kind, msg.subject, seq, when, data, headers)
+                recorded = self._decode_msg(kind, subject, seq, when, data, hdrs)
                 if recorded is not None:
                     append(recorded)
         return records
@@ -785,14 +788,16 @@ class JetStreamEventLog:
         if end < first:
             return
 
+        nc = await self._ready()
         async for batch in read_ordered(
-            self._js,
+            nc,
             f"{self.namespace}.{subject or kind + '.>'}",
             stream_name=self.stream_spec(kind).name,
             first=first,
             end=end,
             decode=functools.partial(self._decode_batch, kind),
             idle_heartbeat_sec=self.idle_heartbeat_sec,
+            api_timeout_sec=self.api_timeout_sec,
             closed_error=self._closed_error_if_closed,
             active=self._reads,
             start_seq=start_seq,

@@ -9,6 +9,7 @@ Errors are matched by ``err_code``, never by text.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,9 @@ __all__ = [
     "Ack",
     "PublishRefused",
     "StoredMsg",
+    "create_consumer",
+    "delete_consumer_nowait",
+    "delivery_metadata",
     "get_msg",
     "parse_ack",
     "parse_headers",
@@ -130,6 +134,19 @@ def reply_metadata(reply: str) -> tuple[int, float, int]:
     return int(tokens[7]), int(tokens[9]) / 1e9, int(tokens[10])
 
 
+def delivery_metadata(reply: str) -> tuple[int, int, float, int]:
+    """Return ``(stream_seq, consumer_seq, time_sec, num_pending)`` from a delivery subject.
+
+    Raises ``ValueError``/``IndexError`` when ``reply`` is not one.
+    """
+    tokens = reply.split(".")
+    if tokens[:2] != ["$JS", "ACK"]:
+        raise ValueError(f"not a JetStream delivery: {reply!r}")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[6]), int(tokens[7]) / 1e9, int(tokens[8])
+    return int(tokens[7]), int(tokens[8]), int(tokens[9]) / 1e9, int(tokens[10])
+
+
 async def _api(nc: NatsClient, subject: str, request: dict[str, Any], timeout_sec: float) -> Any:
     try:
         reply = await nc.request(subject, orjson.dumps(request), timeout=timeout_sec)
@@ -185,3 +202,36 @@ async def stream_names(nc: NatsClient, subject: str, timeout_sec: float) -> list
         names.extend(page)
         if not page or len(names) >= int(resp.get("total", 0)):
             return names
+
+
+async def create_consumer(
+    nc: NatsClient, stream: str, config: dict[str, Any], timeout_sec: float
+) -> int:
+    """Create the consumer ``config["name"]`` on ``stream``; return its pending count.
+
+    Raises :class:`EventLogError` when JetStream refuses it and
+    :class:`ConvergeTimeoutError` when it does not answer in ``timeout_sec``.
+    """
+    name = config["name"]
+    resp = await _api(
+        nc,
+        f"$JS.API.CONSUMER.CREATE.{stream}.{name}",
+        {"stream_name": stream, "config": config},
+        timeout_sec,
+    )
+    error = resp.get("error")
+    if error is not None:
+        raise EventLogError(
+            f"cannot create a consumer on {stream}: {error.get('description')} "
+            f"(err_code {error.get('err_code')})"
+        )
+    return int(resp.get("num_pending") or 0)
+
+
+async def delete_consumer_nowait(nc: NatsClient, stream: str, name: str) -> None:
+    """Ask JetStream to delete consumer ``name`` of ``stream`` without waiting for the answer.
+
+    Quiet when the connection is closed (the server drops the consumer anyway).
+    """
+    with contextlib.suppress(nats.errors.Error, OSError):
+        await nc.publish(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", b"")

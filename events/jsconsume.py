@@ -1,14 +1,21 @@
-"""Ordered push consumers for :mod:`events.jetstream`: range reads and live subscriptions.
+"""Push consumers for :mod:`events.jetstream`: range reads and live subscriptions.
 
-Both use nats-py ordered consumers (ephemeral, no acks, flow control, idle
-heartbeats; they recreate themselves after a gap or missed heartbeats) with
-callback delivery, a fresh :class:`~nats.js.api.ConsumerConfig` per call (nats-py
-mutates it) and the position taken from each delivery's stream sequence.
+Live subscriptions use nats-py ordered consumers (ephemeral, no acks, flow
+control, idle heartbeats; they recreate themselves after a gap or missed
+heartbeats) with callback delivery, a fresh :class:`~nats.js.api.ConsumerConfig`
+per call (nats-py mutates it) and the position taken from each delivery's stream
+sequence.
 
-Reads are built for bulk: the callback only appends deliveries to a list, and the
-reader takes everything buffered at once (waiting, with a timeout, only when the
-list is empty), then parses and decodes it in small chunks that it hands on as
-lists of records.
+Bounded reads run their own ephemeral consumer with the same guarantees but take
+deliveries raw, before nats-py builds message objects: the handler only appends
+``(subject, reply, body, headers)`` to a list, and the reader takes everything
+buffered at once (waiting, with a timeout, only when the list is empty), then
+parses and decodes it in small chunks that it hands on as lists of records. The
+stream and consumer sequences come from the reply subject
+(``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>``); a
+consumer sequence out of order, a heartbeat's ``Nats-Last-Consumer`` ahead of what
+arrived, or heartbeats missing for two intervals recreate the consumer after the
+last stream sequence read.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -25,15 +33,23 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from converge.errors import ConvergeTimeoutError, EventLogError
-from events.jsapi import reply_metadata
+from events.connection import NatsClient
+from events.jsapi import (
+    create_consumer,
+    delete_consumer_nowait,
+    delivery_metadata,
+    parse_headers,
+    reply_metadata,
+)
 from events.log import Handler, RecordedEvent, Subscription
 
 __all__ = [
-    "BatchDecoder",
     "Decoder",
     "JetStreamSubscription",
+    "RawBatchDecoder",
     "consumer_config",
     "open_ordered",
+    "parse_delivery_headers",
     "read_ordered",
     "unsubscribe",
 ]
@@ -41,15 +57,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 READ_IDLE_TIMEOUT_SEC = 30.0
-READ_BUFFER_SIZE = 1024  # deliveries held for a reader before the callback waits
+READ_BUFFER_SIZE = 1024  # deliveries held for a reader before flow control pauses the server
 DECODE_CHUNK = 32  # deliveries a read parses and decodes at once
+READ_INACTIVE_THRESHOLD_SEC = 30.0  # the server drops a read's consumer left behind
 _POLL_SEC = 0.5
 
 #: ``(full_subject, stream_seq, time_sec, body, headers) -> record or None`` (skipped).
 Decoder = Callable[[str, int, float, bytes, Mapping[str, str] | None], RecordedEvent | None]
-
-#: ``(messages, their stream sequences, their times) -> records`` (undecodable ones skipped).
-BatchDecoder = Callable[[list[Msg], list[int], list[float]], list[RecordedEvent]]
 
 
 def consumer_config(start_seq: int, start_time: float | None = None) -> api.ConsumerConfig:
@@ -146,15 +160,138 @@ class JetStreamSubscription(Subscription):
             await unsubscribe(psub)
 
 
+#: A read's raw delivery: ``(subject, reply, body, header block)`` as the parser saw them.
+RawDelivery = tuple[bytes, bytes, bytes, bytes]
+
+#: ``(subjects, bodies, header dicts or None, stream sequences, times) -> records``.
+RawBatchDecoder = Callable[
+    [list[str], list[bytes], list[dict[str, str] | None], list[int], list[float]],
+    list[RecordedEvent],
+]
+
+_RawHandler = Callable[[bytes, bytes, bytes, bytes], str | None]
+_ASCII_SPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes
+
+
+def parse_delivery_headers(raw: bytes) -> dict[str, str] | None:
+    """Parse a delivery's header block as nats-py does; ``None`` when it holds none."""
+    if len(raw) <= 10:  # b"NATS/1.0\r\n" and nothing more
+        return None
+    out: dict[str, str] = {}
+    try:
+        text = raw[10:].decode("ascii")
+    except UnicodeDecodeError:
+        text = ""
+    if text:
+        for line in text.split("\r\n"):
+            key, sep, value = line.partition(":")
+            if not sep:
+                continue
+            key = key.strip(_ASCII_SPACE)
+            if (" " in key or not key.isprintable()) and any(c.isspace() for c in key):
+                continue
+            out[key] = value.strip(_ASCII_SPACE)
+        return out or None
+    # not ASCII: line by line, exactly like nats-py
+    for raw_line in raw[10:].split(b"\r\n"):
+        name, colon, raw_value = raw_line.partition(b":")
+        if not colon:
+            continue
+        try:
+            name_text = name.strip().decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if any(c.isspace() for c in name_text):
+            continue
+        out[name_text] = raw_value.strip().decode("utf-8", "replace")
+    return out or None
+
+
+class _RawRouter:
+    """Hand the deliveries of read subscriptions to their reads before nats-py parses them.
+
+    Installed once per connection in front of its message dispatch (nats-py's
+    parser calls ``nc._process_msg`` for every MSG); messages of every other
+    subscription take the usual nats-py path. Routed deliveries skip nats-py's
+    message objects, header parsing, pending queue and ``in_msgs`` statistics.
+    """
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self.routes: dict[int, _RawHandler] = {}
+        self.original = nc._process_msg
+
+    async def process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> None:
+        handler = self.routes.get(sid)
+        if handler is None:
+            await self.original(sid, subject, reply, data, headers)
+            return
+        answer = handler(subject, reply, data, headers)
+        if answer:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self.nc.publish(answer)
+
+
+def _router(nc: NatsClient) -> _RawRouter:
+    """Return the connection's router, installing it on first use."""
+    router = getattr(nc, "_converge_read_router", None)
+    if not isinstance(router, _RawRouter):
+        if not callable(getattr(nc, "_process_msg", None)):
+            raise EventLogError(
+                "this nats-py has no Client._process_msg, which converge's reads route "
+                "through; install the nats-py version converge pins (pip install -e .)"
+            )
+        router = _RawRouter(nc)
+        setattr(nc, "_converge_read_router", router)  # noqa: B010
+        setattr(nc, "_process_msg", router.process_msg)  # noqa: B010
+    return router
+
+
+def _read_consumer_config(
+    name: str,
+    inbox: str,
+    filter_subject: str,
+    idle_heartbeat_sec: float,
+    start_seq: int,
+    start_time: float | None,
+) -> dict[str, Any]:
+    """Return the JSON config of a read's consumer (ephemeral, no acks, flow control)."""
+    config: dict[str, Any] = {
+        "name": name,
+        "deliver_subject": inbox,
+        "filter_subject": filter_subject,
+        "ack_policy": "none",
+        "max_deliver": 1,
+        "replay_policy": "instant",
+        "flow_control": True,
+        "idle_heartbeat": int(idle_heartbeat_sec * 1e9),
+        "inactive_threshold": int(max(READ_INACTIVE_THRESHOLD_SEC, 4 * idle_heartbeat_sec) * 1e9),
+        "mem_storage": True,
+        "num_replicas": 1,
+    }
+    if start_time is not None:
+        config["deliver_policy"] = "by_start_time"
+        # a millisecond early: float seconds cannot hold the broker's nanoseconds; the
+        # reader drops what is before start_time
+        config["opt_start_time"] = dt.datetime.fromtimestamp(start_time - 0.001, dt.UTC).isoformat()
+    else:
+        config["deliver_policy"] = "by_start_sequence"
+        config["opt_start_seq"] = start_seq
+    return config
+
+
 async def read_ordered(
-    js: Any,
+    nc: NatsClient,
     filter_subject: str,
     *,
     stream_name: str,
     first: int,
     end: int,
-    decode: BatchDecoder,
+    decode: RawBatchDecoder,
     idle_heartbeat_sec: float,
+    api_timeout_sec: float,
     closed_error: Callable[[], BaseException | None],
     active: set[Any],
     start_seq: int | None = None,
@@ -171,108 +308,208 @@ async def read_ordered(
     and the error ``closed_error()`` returns once it returns one (the log stopped or
     its connection closed). The consumer's subscription is in ``active`` while the
     read runs, so the owner can unsubscribe it on stop.
-    """
-    config = consumer_config(first, start_time if start_seq is None else None)
-    loop = asyncio.get_running_loop()
-    # Deliveries are handed over in bulk: the callback appends, the reader takes the
-    # whole list at once and only waits (with a timeout) when it is empty.
-    buffer: list[Msg] = []
-    waiter: asyncio.Future[None] | None = None  # the reader waits here when buffer is empty
-    space: asyncio.Future[None] | None = None  # the callback waits here when buffer is full
-    finished = False
 
-    async def on_msg(msg: Msg) -> None:
-        nonlocal space
+    The read runs its own ephemeral push consumer (no acks, flow control, idle
+    heartbeats) and takes its deliveries raw, before nats-py builds messages. A
+    full buffer holds back the flow-control reply, so the server pauses. A gap in
+    the consumer sequence, a heartbeat reporting deliveries that never arrived, or
+    missing heartbeats recreate the consumer after the last stream sequence read.
+    """
+    loop = asyncio.get_running_loop()
+    router = _router(nc)
+    # Deliveries are handed over in bulk: the handler appends, the reader takes the
+    # whole list at once and only waits (with a timeout) when it is empty.
+    buffer: list[RawDelivery] = []
+    waiter: asyncio.Future[None] | None = None  # the reader waits here when buffer is empty
+    held_reply: str | None = None  # a flow-control reply held back while buffer is full
+    finished = False
+    received = 0  # data deliveries of the current consumer
+    gap = False  # a heartbeat reported deliveries that did not arrive
+    last_activity = loop.time()
+    stall_sec = 2 * idle_heartbeat_sec
+    sub: Any = None
+    sid = 0
+    consumer = ""
+
+    def on_control(reply: bytes, raw_headers: bytes) -> str | None:
+        nonlocal gap, held_reply
+        if raw_headers.startswith(b"NATS/1.0 100 Flow"):
+            answer = reply.decode() if reply else None
+        elif raw_headers.startswith(b"NATS/1.0 100 Idle"):
+            headers = parse_headers(raw_headers)
+            answer = headers.get("Nats-Consumer-Stalled") or None
+            last_delivered = headers.get("Nats-Last-Consumer")
+            if (
+                last_delivered is not None
+                and last_delivered.isdigit()
+                and int(last_delivered) != received
+            ):
+                gap = True
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+        else:
+            return None
+        if answer is not None and len(buffer) >= READ_BUFFER_SIZE:
+            held_reply, answer = answer, None  # sent once the reader catches up
+            logger.debug("read of %s holds back flow control", stream_name)
+        return answer
+
+    def on_delivery(subject: bytes, reply: bytes, data: bytes, raw_headers: bytes) -> str | None:
+        nonlocal received, last_activity
         if finished:
-            return
-        buffer.append(msg)
+            return None
+        last_activity = loop.time()
+        if not data and raw_headers[8:9] == b" ":  # a status: control message
+            return on_control(reply, raw_headers)
+        received += 1
+        buffer.append((subject, reply, data, raw_headers))
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if len(buffer) >= READ_BUFFER_SIZE:
-            # a slow reader backs up into the subscription's pending queue
-            space = loop.create_future()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(READ_IDLE_TIMEOUT_SEC):
-                    await space
+        return None
 
-    psub = await open_ordered(
-        js,
-        filter_subject,
-        stream_name=stream_name,
-        config=config,
-        cb=on_msg,
-        idle_heartbeat_sec=idle_heartbeat_sec,
-    )
-    active.add(psub)
-    try:
+    async def drop_consumer() -> None:
+        nonlocal sub, held_reply
+        old, sub = sub, None
+        held_reply = None
+        router.routes.pop(sid, None)
+        if old is not None:
+            active.discard(old)
+            await unsubscribe(old)
+            await delete_consumer_nowait(nc, stream_name, consumer)
+
+    async def open_consumer(resume: int | None) -> bool:
+        """(Re)create the consumer at ``resume`` (the start when None); False if none pending."""
+        nonlocal received, gap, sub, sid, consumer, last_activity
+        await drop_consumer()
+        received = 0
+        gap = False
+        buffer.clear()
+        inbox = nc.new_inbox()
+        consumer = "read_" + uuid.uuid4().hex
         try:
-            info = await psub.consumer_info()
+            sub = await nc.subscribe(inbox)
         except nats.errors.Error as exc:
-            raise EventLogError(f"cannot read the consumer on {stream_name}: {exc}") from exc
-        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
-        if info.num_pending == 0 and not delivered:
+            raise EventLogError(f"cannot read stream {stream_name}: {exc}") from exc
+        sid = sub._id
+        router.routes[sid] = on_delivery
+        active.add(sub)
+        if resume is None:
+            config = _read_consumer_config(
+                consumer,
+                inbox,
+                filter_subject,
+                idle_heartbeat_sec,
+                first,
+                start_time if start_seq is None else None,
+            )
+        else:
+            config = _read_consumer_config(
+                consumer, inbox, filter_subject, idle_heartbeat_sec, resume, None
+            )
+        pending = await create_consumer(nc, stream_name, config, api_timeout_sec)
+        last_activity = loop.time()
+        return pending > 0
+
+    resume: int | None = None  # the stream sequence after the last delivery read
+    expected = 1  # the next consumer sequence
+    try:
+        if not await open_consumer(None):
             return  # nothing matches from the start position
         while not finished:
             idle = 0.0
+            restart = False
+            wait_start = loop.time()
             while not buffer:
                 error = closed_error()
                 if error is not None:
                     raise error
+                if gap:
+                    restart = True
+                    break
                 waiter = loop.create_future()
                 try:
                     async with asyncio.timeout(_POLL_SEC):
                         await waiter
                 except TimeoutError:
                     idle += _POLL_SEC
-                    if idle >= READ_IDLE_TIMEOUT_SEC and not buffer:
+                    if buffer or gap:
+                        continue
+                    if idle >= READ_IDLE_TIMEOUT_SEC:
                         raise ConvergeTimeoutError(
                             f"reading stream {stream_name} stalled for {READ_IDLE_TIMEOUT_SEC}s; "
                             "check the broker connection"
                         ) from None
+                    now = loop.time()  # no delivery nor heartbeat for a while: lost consumer
+                    if now - max(last_activity, wait_start) >= stall_sec:
+                        restart = True
+                        break
                 finally:
                     waiter = None
             error = closed_error()
             if error is not None:
                 raise error
+            if restart:
+                logger.info(
+                    "read of %s lost deliveries; restarting its consumer at seq %s",
+                    stream_name,
+                    resume if resume is not None else "start",
+                )
+                if not await open_consumer(resume):
+                    return
+                expected = 1
+                continue
             batch, buffer = buffer, []
-            if space is not None and not space.done():
-                space.set_result(None)
+            if held_reply is not None:
+                answer, held_reply = held_reply, None
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await nc.publish(answer)
             # in small chunks: each is parsed, decoded and handed on while in cache
             for first_index in range(0, len(batch), DECODE_CHUNK):
-                msgs: list[Msg] = []
+                subjects: list[str] = []
+                bodies: list[bytes] = []
+                headers: list[dict[str, str] | None] = []
                 seqs: list[int] = []
                 times: list[float] = []
-                for msg in batch[first_index : first_index + DECODE_CHUNK]:
-                    tokens = msg.reply.split(".")
-                    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
-                        seq, when, pending = int(tokens[5]), int(tokens[7]) / 1e9, int(tokens[8])
+                for subject, reply, data, raw_headers in batch[
+                    first_index : first_index + DECODE_CHUNK
+                ]:
+                    tokens = reply.split(b".")
+                    if len(tokens) == 9 and tokens[0] == b"$JS" and tokens[1] == b"ACK":
+                        seq, dseq = int(tokens[5]), int(tokens[6])
+                        when, pending = int(tokens[7]) / 1e9, int(tokens[8])
                     else:  # with a domain, or not a JetStream delivery
                         try:
-                            seq, when, pending = reply_metadata(msg.reply)
-                        except (ValueError, IndexError):
+                            seq, dseq, when, pending = delivery_metadata(reply.decode())
+                        except (ValueError, IndexError, UnicodeDecodeError):
                             logger.warning("read of %s got a non-JetStream message", stream_name)
                             continue
+                    if dseq != expected:
+                        gap = True  # a delivery was dropped: restart after `resume`
+                        break
+                    expected += 1
                     if seq > end or (end_time is not None and when > end_time):
                         finished = True
                         break
+                    resume = seq + 1
                     if (start_seq is None or seq >= start_seq) and (
                         start_time is None or when >= start_time
                     ):
-                        msgs.append(msg)
+                        subjects.append(subject.decode())
+                        bodies.append(data)
+                        headers.append(parse_delivery_headers(raw_headers) if raw_headers else None)
                         seqs.append(seq)
                         times.append(when)
                     if seq >= end or pending == 0:
                         finished = True
                         break
-                if msgs:
-                    records = decode(msgs, seqs, times)
+                if seqs:
+                    records = decode(subjects, bodies, headers, seqs, times)
                     if records:
                         yield records
-                if finished:
+                if finished or gap:
                     break
+            if gap and not finished:
+                buffer.clear()  # later deliveries of the broken consumer
     finally:
         finished = True
-        if space is not None and not space.done():
-            space.set_result(None)
-        active.discard(psub)
-        await unsubscribe(psub)
+        await drop_consumer()
