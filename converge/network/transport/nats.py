@@ -38,7 +38,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageT
 from converge.core.message import Message
 from converge.core.topic import Topic
 from converge.errors import ConfigError, EventLogError, TransportError
-from converge.network.transport.base import Transport
+from converge.network.transport.base import Transport, TransportState
 from events.connection import BrokerConfig, NatsClient, connect_nats
 from events.subjects import encode_token
 
@@ -181,6 +181,9 @@ class NatsTransport(Transport):
         logger.warning("%r: NATS error: %s", self, exc)
 
     async def _on_disconnected(self) -> None:
+        if self.state in (TransportState.STOPPING, TransportState.STOPPED):
+            logger.debug("%r: disconnected from NATS (stopping)", self)
+            return
         logger.warning("%r: disconnected from NATS, reconnecting", self)
 
     async def _on_reconnected(self) -> None:
