@@ -50,15 +50,18 @@ class RecordedEvent:
 
     ``stream`` is the kind (``"tasks"``), namespace-free; ``subject`` is relative
     (``"tasks.<id>"``); ``sequence`` is the 1-based stream sequence; ``time`` is
-    the store's timestamp in Unix seconds. ``headers`` are the stored message
-    headers when known (not part of equality).
+    the store's timestamp in Unix seconds. Two records are equal when they hold the
+    same event at the same place (stream, subject, sequence): ``time`` is left out of
+    equality because an append's result carries the writer's clock at the
+    acknowledgement (JetStream acks carry no timestamp) while reads carry the
+    broker's, and ``headers`` (the stored message headers, when known) are left out too.
     """
 
     event: Event
     stream: str
     subject: str
     sequence: int
-    time: float
+    time: float = field(compare=False)
     headers: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
 
 
