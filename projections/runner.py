@@ -30,7 +30,7 @@ import enum
 import gc
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
@@ -114,6 +114,7 @@ class ProjectionRunner(Generic[P]):
         self._restored = False
         self.applied_events = 0
         self.resyncs = 0
+        self._listeners: list[Callable[[RecordedEvent], None]] = []
 
     # -- properties --------------------------------------------------------------------
 
@@ -266,6 +267,19 @@ class ProjectionRunner(Generic[P]):
             self._notify()
         logger.info("%s rebuilt as of %r: %s", self._name, as_of, self._projection.position)
         return self._projection
+
+    def add_listener(self, listener: Callable[[RecordedEvent], None]) -> None:
+        """Call ``listener(recorded)`` after each live event or ack changes the projection.
+
+        Listeners run inline and must not block; one that raises is logged and kept.
+        Catch-up and rebuild reads do not call them.
+        """
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[RecordedEvent], None]) -> None:
+        """Stop calling ``listener``; no-op when it was not added."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
 
     async def apply_ack(self, recorded: RecordedEvent) -> bool:
         """Apply an append acknowledgement exactly once; return whether it was new.
@@ -510,6 +524,11 @@ class ProjectionRunner(Generic[P]):
         if applied:
             self.applied_events += 1
             self._since_snapshot += 1
+            for listener in tuple(self._listeners):
+                try:
+                    listener(recorded)
+                except Exception:  # a listener never stops the projection
+                    logger.exception("%s: listener %r failed", self._name, listener)
         self._notify()
         return applied
 

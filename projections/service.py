@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
@@ -80,6 +80,18 @@ class ProjectedService(Generic[P]):
     def is_started(self) -> bool:
         """Whether the projection follows the stream."""
         return self._runner.is_running
+
+    def add_listener(self, listener: Callable[[RecordedEvent], None]) -> None:
+        """Call ``listener(recorded)`` after each new event changes the projection.
+
+        For example a runtime wakes its scheduler when a task appears. Listeners run
+        inline and must not block.
+        """
+        self._runner.add_listener(listener)
+
+    def remove_listener(self, listener: Callable[[RecordedEvent], None]) -> None:
+        """Stop calling ``listener``; no-op when it was not added."""
+        self._runner.remove_listener(listener)
 
     async def start(self) -> None:
         """Catch up with the stream (from a snapshot when there is one) and follow it.

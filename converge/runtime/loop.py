@@ -223,6 +223,7 @@ class AgentRuntime(AsyncService):
             for manager in (self.task_manager, self.pool_manager):
                 if manager is not None and callable(getattr(manager, "start", None)):
                     await manager.start()
+            self._listen_for_tasks(True)
             await self._register()
             await maybe_await(self.agent.on_start())
             self._restore_checkpoint()
@@ -259,7 +260,18 @@ class AgentRuntime(AsyncService):
             self.agent.state = AgentState.OFFLINE
         logger.info("runtime of agent %s stopped", self.agent.id, extra={"agent_id": self.agent.id})
 
+    def _listen_for_tasks(self, on: bool) -> None:
+        """Wake the loop when the task projection changes instead of at the next tick."""
+        method = "add_listener" if on else "remove_listener"
+        hook = getattr(self.task_manager, method, None)
+        if callable(hook):
+            hook(self._on_task_event)
+
+    def _on_task_event(self, recorded: object) -> None:
+        self.scheduler.notify()
+
     async def _teardown(self) -> None:
+        self._listen_for_tasks(False)
         self.scheduler.notify()
         tasks, self._tasks = self._tasks, []
         # The loop task returns by itself once its current tick is done (the state is no
