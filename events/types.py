@@ -76,7 +76,7 @@ class TaskReported(Event):
 
 
 class TaskFailed(Event):
-    """A task failed."""
+    """A task failed; ``details`` keeps a structured reason (a dict, a list) as given."""
 
     type: ClassVar[str] = "task.failed"
     version: ClassVar[int] = 1
@@ -84,6 +84,7 @@ class TaskFailed(Event):
     task_id: str
     reason: str
     agent_id: str | None = None
+    details: Any = None
 
 
 class TaskCancelled(Event):

@@ -97,7 +97,7 @@ class TaskProjection(Projection):
                     f"task {task.id!r} is not assigned to {event.agent_id!r}; {event.type} ignored"
                 )
             task.state = TaskState.FAILED
-            task.result = event.reason
+            task.result = event.reason if event.details is None else event.details
             task.claimed_at = None
             self._pending.pop(task.id, None)
         elif isinstance(event, TaskCancelled):

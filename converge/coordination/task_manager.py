@@ -19,7 +19,7 @@ from typing import Any
 
 from converge.coordination._shared import resolve_event_log
 from converge.coordination._views import CallableMapping
-from converge.core._codec import check_str
+from converge.core._codec import check_str, check_value
 from converge.core.store import AsyncStore, Store
 from converge.core.task import Task, TaskState
 from converge.core.topic import Topic
@@ -221,8 +221,12 @@ class TaskManager(ProjectedService[TaskProjection]):
 
         await self._assignee_command(agent_id, task_id, "report", make)
 
-    async def fail_task(self, task_id: str, reason: str, *, agent_id: str | None = None) -> None:
+    async def fail_task(self, task_id: str, reason: object, *, agent_id: str | None = None) -> None:
         """Mark a task FAILED with ``reason`` (kept as the task's result).
+
+        ``reason`` is usually a string; plain data (``{"error": ...}``) is kept as the
+        result as given, and recorded both as text and as the event's ``details``.
+        Raises ``DecodeError`` when it is neither.
 
         With ``agent_id``, only the assignee may fail it (else ``NotAuthorizedError``);
         without, anyone may (a system-level failure). Raises ``NotFoundError`` for an
@@ -232,9 +236,12 @@ class TaskManager(ProjectedService[TaskProjection]):
         if agent_id is not None:
             agent_id = _check_id(agent_id, "agent_id")
         text = reason if isinstance(reason, str) else str(reason)
+        details = None if isinstance(reason, str) else check_value(reason, "fail_task reason")
 
         def make() -> Event:
-            return TaskFailed(task_id=task_id, reason=text, agent_id=agent_id, actor=agent_id)
+            return TaskFailed(
+                task_id=task_id, reason=text, agent_id=agent_id, actor=agent_id, details=details
+            )
 
         await self._assignee_command(agent_id, task_id, "fail", make)
 

@@ -232,3 +232,18 @@ async def test_claims_within_one_manager_queue_instead_of_racing(event_log: Even
         assert results.count(True) == 1
         assert tm.conflicts == 0  # no append was refused: they waited for each other
         assert (await history(event_log, task_id)).count("task.claimed") == 1
+
+
+async def test_fail_task_keeps_a_structured_reason(event_log: EventLog) -> None:
+    async with TaskManager(event_log) as tm:
+        task_id = await tm.submit(Task("t"))
+        assert await tm.claim("w", task_id)
+        await tm.fail_task(task_id, {"error": "disk full", "code": 28}, agent_id="w")
+        task = tm.get_task(task_id)
+        assert task is not None and task.state is TaskState.FAILED
+        assert task.result == {"error": "disk full", "code": 28}
+    async with TaskManager(event_log) as rebuilt:  # the same result from the stream
+        again = rebuilt.get_task(task_id)
+        assert again is not None and again.result == {"error": "disk full", "code": 28}
+        with pytest.raises(DecodeError, match="fail_task reason"):
+            await rebuilt.fail_task(await rebuilt.submit(Task("u")), {"bad": object()})
