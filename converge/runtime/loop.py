@@ -12,6 +12,8 @@
 A receive task feeds the inbox from the transport (verified when an identity registry is
 given) and wakes the scheduler. Nothing in here lets one bad message, decision or
 ``decide`` call stop the loop: each is logged and counted, and the loop goes on.
+The receive task, the decide step and the checkpoints live in the private modules
+``_receive``, ``_decide`` and ``_checkpoint``; ``AgentRuntime`` inherits them.
 """
 
 from __future__ import annotations
@@ -20,26 +22,18 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from enum import StrEnum
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
-
 from converge.core.agent import Agent, AgentState, maybe_await
-from converge.core.decisions import Decision, SendMessage
-from converge.core.message import Message
-from converge.core.task import Task
+from converge.core.decisions import Decision
 from converge.core.tools import ToolRegistry
-from converge.errors import (
-    ClosedError,
-    ConfigError,
-    ConvergeError,
-    ConvergeTimeoutError,
-    NotStartedError,
-)
+from converge.errors import ConfigError, ConvergeError, NotStartedError
 from converge.lifecycle import AsyncService
+from converge.runtime._checkpoint import CheckpointPart
+from converge.runtime._decide import DecidePart
+from converge.runtime._receive import ReceivePart
+from converge.runtime._state import RuntimeState, RuntimeStats
 from converge.runtime.executor import Executor, StandardExecutor
 from converge.runtime.inbox import Inbox
 from converge.runtime.scheduler import Scheduler
@@ -50,38 +44,10 @@ __all__ = ["AgentRuntime", "Inbox", "RuntimeState", "RuntimeStats"]
 logger = logging.getLogger(__name__)
 
 
-class RuntimeState(StrEnum):
-    """Lifecycle of a runtime."""
-
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-class RuntimeStats:
-    """Counters of one runtime (monotonic)."""
-
-    def __init__(self) -> None:
-        self.ticks = 0
-        self.messages_received = 0
-        self.receive_errors = 0
-        self.decide_errors = 0
-        self.decide_timeouts = 0
-        self.junk_decisions = 0
-        self.decisions = 0
-        self.checkpoints = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """Return the counters as a plain dict."""
-        return dict(vars(self))
-
-
 ExecutorFactory = Callable[..., Executor]
 
 
-class AgentRuntime(AsyncService):
+class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
     """Run one agent: receive messages, decide, execute, checkpoint.
 
     ``start()`` starts the transport, registers ``agent_descriptor`` (or a descriptor
@@ -355,71 +321,6 @@ class AgentRuntime(AsyncService):
         except (ConvergeError, OSError) as exc:
             logger.warning("agent %s: unregister failed: %s", self.agent.id, exc)
 
-    # -- receive -------------------------------------------------------------------
-
-    async def _receive_one(self) -> Message:
-        if self.identity_registry is not None and hasattr(self.transport, "receive_verified"):
-            msg: Message = await self.transport.receive_verified(
-                self.identity_registry, timeout=self.receive_timeout_sec
-            )
-        else:
-            msg = await self.transport.receive(timeout=self.receive_timeout_sec)
-        return msg
-
-    async def _receive_loop(self) -> None:
-        while True:
-            try:
-                message = await self._receive_one()
-            except TimeoutError:
-                continue
-            except ClosedError:
-                logger.info("agent %s: transport closed; receive task ends", self.agent.id)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bad message must not end the receive task
-                self.stats.receive_errors += 1
-                self._metric("runtime_receive_errors_total")
-                self.last_error = f"receive: {type(exc).__name__}: {exc}"
-                logger.warning("agent %s: receive failed: %s", self.agent.id, exc)
-                await asyncio.sleep(0.01)  # avoid a hot loop on a persistent failure
-                continue
-            if not isinstance(message, Message):
-                self.stats.receive_errors += 1
-                self._metric("runtime_receive_errors_total")
-                logger.warning(
-                    "agent %s: transport returned %r, not a Message", self.agent.id, message
-                )
-                continue
-            self.stats.messages_received += 1
-            self._metric("runtime_messages_received_total")
-            self._record_replay(message)
-            try:
-                await self.inbox.push(message)
-            except ConvergeTimeoutError as exc:
-                logger.warning("agent %s: %s; message %s dropped", self.agent.id, exc, message.id)
-            self.scheduler.notify()
-
-    def _record_replay(self, message: Message) -> None:
-        if self.replay_log is None:
-            return
-        try:
-            self.replay_log.record_message(message, direction="inbound", agent_id=self.agent.id)
-        except Exception as exc:  # replay recording never stops receiving
-            logger.warning("agent %s: replay log failed: %s", self.agent.id, exc)
-
-    def _metric(self, name: str, value: float = 1, *, gauge: bool = False) -> None:
-        collector = self.metrics_collector
-        if collector is None:
-            return
-        try:
-            if gauge:
-                collector.gauge(name, value, agent_id=self.agent.id)
-            else:
-                collector.inc(name, value, agent_id=self.agent.id)
-        except Exception as exc:  # metrics never break the loop
-            logger.warning("agent %s: metrics collector failed: %s", self.agent.id, exc)
-
     # -- loop ----------------------------------------------------------------------
 
     async def _run_loop(self) -> None:
@@ -453,157 +354,3 @@ class AgentRuntime(AsyncService):
                 self.last_error = f"execute: {type(exc).__name__}: {exc}"
                 logger.error("agent %s: executor failed: %s", self.agent.id, exc)
         return decisions
-
-    def _pending_tasks(self) -> list[Task]:
-        tm = self.task_manager
-        if tm is None:
-            return []
-        try:
-            pool_ids = None
-            if self.pool_manager is not None:
-                pool_ids = self.pool_manager.get_pools_for_agent(self.agent.id)
-            tasks = tm.list_pending_tasks_for_agent(
-                self.agent.id, pool_ids=pool_ids, capabilities=self.agent.capabilities
-            )
-            return list(tasks)
-        except Exception as exc:  # a projection read failing skips this tick's tasks
-            self.last_error = f"tasks: {type(exc).__name__}: {exc}"
-            logger.warning("agent %s: listing pending tasks failed: %s", self.agent.id, exc)
-            return []
-
-    async def _call_hook(self, hook: Callable[[], Any], name: str) -> None:
-        try:
-            async with asyncio.timeout(self.decide_timeout_sec):
-                await maybe_await(hook())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # hooks are user code: log and go on
-            logger.warning("agent %s: %s failed: %r", self.agent.id, name, exc)
-
-    async def _decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
-        try:
-            async with asyncio.timeout(self.decide_timeout_sec):
-                raw = await maybe_await(self.agent.decide(messages, tasks))
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is None or current.cancelling():
-                raise
-            self.stats.decide_errors += 1  # decide itself raised CancelledError
-            self._metric("runtime_decide_errors_total")
-            logger.warning("agent %s: decide raised CancelledError", self.agent.id)
-            return []
-        except TimeoutError:
-            self.stats.decide_timeouts += 1
-            self._metric("runtime_decide_timeouts_total")
-            self.last_error = f"decide timed out after {self.decide_timeout_sec}s"
-            logger.warning(
-                "agent %s: decide did not return within %ss; skipping this tick",
-                self.agent.id,
-                self.decide_timeout_sec,
-            )
-            return []
-        except Exception as exc:  # decide is user code: log and go on
-            self.stats.decide_errors += 1
-            self._metric("runtime_decide_errors_total")
-            self.last_error = f"decide: {type(exc).__name__}: {exc}"
-            logger.warning("agent %s: decide raised %r", self.agent.id, exc, exc_info=True)
-            return []
-        return self._coerce_decisions(raw)
-
-    def _coerce_decisions(self, raw: object) -> list[Decision]:
-        if raw is None:
-            return []
-        if isinstance(raw, Decision | Message):
-            raw = [raw]
-        if isinstance(raw, str | bytes | Mapping) or not isinstance(raw, Iterable):
-            self.stats.junk_decisions += 1
-            self._metric("runtime_junk_decisions_total")
-            logger.warning(
-                "agent %s: decide returned %s, not a list of decisions; ignored",
-                self.agent.id,
-                type(raw).__name__,
-            )
-            return []
-        out: list[Decision] = []
-        try:
-            items = list(raw)
-        except Exception as exc:  # a generator from decide may fail while iterated
-            self.stats.decide_errors += 1
-            self._metric("runtime_decide_errors_total")
-            logger.warning("agent %s: iterating decide's result failed: %r", self.agent.id, exc)
-            return []
-        for item in items:
-            if isinstance(item, Message):
-                item = SendMessage(self._signed(item))
-            elif isinstance(item, SendMessage) and item.message.signature is None:
-                item = SendMessage(self._signed(item.message))
-            if isinstance(item, Decision):
-                out.append(item)
-            else:
-                self.stats.junk_decisions += 1
-                self._metric("runtime_junk_decisions_total")
-                logger.warning(
-                    "agent %s: decide returned %r, not a Decision; ignored", self.agent.id, item
-                )
-        return out
-
-    def _signed(self, message: Message) -> Message:
-        if message.signature is not None or message.sender != self.agent.id:
-            return message
-        try:
-            return self.agent.sign_message(message)
-        except ConvergeError as exc:
-            logger.warning("agent %s: cannot sign message %s: %s", self.agent.id, message.id, exc)
-            return message
-
-    # -- checkpoints ---------------------------------------------------------------
-
-    @property
-    def checkpoint_key(self) -> str:
-        """Key of this agent's checkpoint in ``checkpoint_store``."""
-        return f"runtime/{self.agent.id}/checkpoint"
-
-    def _checkpoint(self, *, force: bool = False) -> None:
-        store = self.checkpoint_store
-        if store is None:
-            return
-        now = time.time()
-        if not force and now - self._last_checkpoint < self.checkpoint_interval_sec:
-            return
-        self._last_checkpoint = now
-        data = {
-            "agent_id": self.agent.id,
-            "state": self.agent.state.value,
-            "saved_at": now,
-            "stats": self.stats.as_dict(),
-            "inbox_size": len(self.inbox),
-        }
-        try:
-            store.put(self.checkpoint_key, orjson.dumps(data))
-            self.stats.checkpoints += 1
-        except (ConvergeError, OSError) as exc:
-            logger.warning("agent %s: checkpoint failed: %s", self.agent.id, exc)
-
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        """Return the last checkpoint saved for this agent, or None."""
-        if self.checkpoint_store is None:
-            return None
-        raw = self.checkpoint_store.get(self.checkpoint_key)
-        if raw is None:
-            return None
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            logger.warning("agent %s: checkpoint is not JSON; ignored", self.agent.id)
-            return None
-        return value if isinstance(value, dict) else None
-
-    def _restore_checkpoint(self) -> None:
-        data = self.load_checkpoint()
-        if data is not None:
-            logger.info(
-                "agent %s: resuming after checkpoint saved at %s",
-                self.agent.id,
-                data.get("saved_at"),
-            )
-        self._last_checkpoint = time.time()

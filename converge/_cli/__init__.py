@@ -1,0 +1,1 @@
+"""Private helpers of :mod:`converge.cli`; the command definitions stay there."""

@@ -1,0 +1,207 @@
+"""The ``run`` command's wiring: managers, demo agents, their transports and runtimes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import typer
+
+from converge._cli.broker import connected
+from converge.config import ConvergeConfig
+from converge.errors import ConfigError, ConvergeError
+from events import EventLog
+
+__all__ = ["LOOPBACK", "checkpoint_store", "discovery", "make_transports", "run", "run_agents"]
+
+# Logged as the command line module, as before these helpers moved here.
+logger = logging.getLogger("converge.cli")
+
+LOOPBACK = "127.0.0.1"
+
+
+async def run(cfg: ConvergeConfig, duration: float | None, quiet: bool) -> dict[str, Any]:
+    """Run the demo network until done, ``duration`` or SIGINT/SIGTERM; return a summary."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        async with connected(cfg) as (log, url):
+            return await run_agents(cfg, log, url, duration, quiet, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+async def run_agents(
+    cfg: ConvergeConfig,
+    log: EventLog,
+    url: str,
+    duration: float | None,
+    quiet: bool,
+    stop: asyncio.Event,
+) -> dict[str, Any]:
+    """Run the workers and the submitter on ``log``; stop them all before returning."""
+    from converge.coordination.pool_manager import PoolManager
+    from converge.coordination.task_manager import TaskManager
+    from converge.runtime.demo import DemoSubmitter, DemoWorker
+    from converge.runtime.loop import AgentRuntime
+
+    started = time.monotonic()
+    tm = TaskManager(log)
+    pm = PoolManager(log)
+    await tm.start()
+    await pm.start()
+    runtimes: list[AgentRuntime] = []
+    transports: list[Any] = []
+    try:
+        if pm.get_pool(cfg.pool_id) is None:
+            with contextlib.suppress(ConvergeError):  # created concurrently by another process
+                await pm.create_pool({"id": cfg.pool_id})
+            await pm.sync()
+        discovery_service = discovery(cfg, log)
+        store = checkpoint_store(cfg)
+        workers = [DemoWorker(pool_id=cfg.pool_id) for _ in range(cfg.agents)]
+        submitter = DemoSubmitter(cfg.tasks, pool_id=cfg.pool_id, seed=int(time.time()))
+        for worker in workers:
+            await pm.join_pool(worker.id, cfg.pool_id)
+        transports = await make_transports(cfg, url, [*workers, submitter])
+        for agent, transport in zip([*workers, submitter], transports, strict=True):
+            runtimes.append(
+                AgentRuntime(
+                    agent,
+                    transport,
+                    task_manager=tm,
+                    pool_manager=pm,
+                    discovery_service=discovery_service,
+                    checkpoint_store=store,
+                    decision_log=log,
+                    tick_interval_sec=cfg.tick_interval_sec,
+                )
+            )
+        for runtime in runtimes:
+            await runtime.start()
+        if not quiet:
+            typer.echo(
+                f"running {cfg.agents} worker(s) and a submitter of {cfg.tasks} task(s) "
+                f"in namespace {cfg.namespace!r}",
+                err=True,
+            )
+        total = len(submitter.task_ids)
+        last_done = -1
+        while not stop.is_set():
+            done = sum(
+                1
+                for task_id in submitter.task_ids
+                if (task := tm.get_task(task_id)) is not None and task.state.is_terminal
+            )
+            if done != last_done and not quiet:
+                typer.echo(f"progress: {done}/{total} tasks done", err=True)
+                last_done = done
+            if total and done == total:
+                break
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await stop.wait()
+        states = Counter(
+            task.state.value
+            for task_id in submitter.task_ids
+            if (task := tm.get_task(task_id)) is not None
+        )
+        sample = next(
+            (
+                task.result
+                for task_id in submitter.task_ids
+                if (task := tm.get_task(task_id)) is not None and task.result is not None
+            ),
+            None,
+        )
+        return {
+            "namespace": cfg.namespace,
+            "tasks": total,
+            "states": dict(states),
+            "per_worker": {w.id[:12]: w.completed for w in workers},
+            "sample_result": sample,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+    finally:
+        for runtime in reversed(runtimes):
+            await runtime.stop()
+        for transport in transports:  # those no runtime started (idempotent for the rest)
+            await transport.stop()
+        await pm.stop()
+        await tm.stop()
+
+
+def discovery(cfg: ConvergeConfig, log: EventLog) -> Any:
+    """Return a discovery service on ``log`` (or in memory), or None when unavailable."""
+    try:
+        from converge.network.discovery import DiscoveryService
+    except ImportError:
+        logger.warning("discovery is not available; agents are not registered")
+        return None
+    return DiscoveryService(log if cfg.discovery_store == "events" else None)
+
+
+def checkpoint_store(cfg: ConvergeConfig) -> Any:
+    """Return the configured checkpoint store: a file store or an in-memory one."""
+    if cfg.store_backend == "file":
+        from converge.extensions.storage.file import FileStore
+
+        return FileStore(cfg.store_path or cfg.data_dir / "store")
+    from converge.extensions.storage.memory import MemoryStore
+
+    return MemoryStore()
+
+
+async def make_transports(cfg: ConvergeConfig, url: str, agents: list[Any]) -> list[Any]:
+    """Return one transport per agent, as ``cfg.transport`` says.
+
+    ``tcp`` and ``websocket`` transports listen on loopback ephemeral ports: they are
+    started here (the runtime's ``start()`` is then a no-op) and every one knows every
+    other one's address. On an error the ones started already are stopped.
+    """
+    if cfg.transport == "nats":
+        from converge.network.transport.nats import NatsTransport
+
+        broker = cfg.broker_config(url)
+        return [NatsTransport(a.id, broker, namespace=cfg.namespace) for a in agents]
+    if cfg.transport == "local":
+        from converge.network.transport.local import LocalTransport, LocalTransportRegistry
+
+        registry = LocalTransportRegistry()
+        return [LocalTransport(a.id, registry) for a in agents]
+    transports: list[Any]
+    if cfg.transport == "tcp":
+        from converge.network.transport.tcp import TcpTransport
+
+        transports = [TcpTransport(LOOPBACK, 0, agent_id=a.id) for a in agents]
+    else:
+        try:
+            from converge.network.transport.websocket import WebSocketTransport
+        except ImportError as exc:
+            raise ConfigError(f"transport websocket: {exc}") from None
+        transports = [WebSocketTransport(a.id, host=LOOPBACK, port=0) for a in agents]
+    try:
+        for transport in transports:
+            await transport.start()
+        for transport in transports:
+            for other in transports:
+                if other is not transport:
+                    address = other.address if cfg.transport == "tcp" else other.url
+                    transport.add_peer(other.agent_id, address)
+    except BaseException:
+        for transport in transports:
+            await transport.stop()
+        raise
+    return transports
