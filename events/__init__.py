@@ -5,7 +5,8 @@ Public names: :class:`Event` and every event type, :class:`EventRegistry`,
 :func:`subject`, :class:`RecordedEvent`, :class:`EventLog`,
 :class:`Subscription`, :class:`MemoryEventLog`, :class:`JetStreamEventLog`,
 :class:`~converge.errors.ConcurrencyError`, :class:`EmbeddedNatsServer`,
-:class:`BrokerConfig`, :func:`connect_nats`.
+:class:`BrokerConfig`, :func:`connect_nats`, :class:`EventSigner`,
+:func:`verify_event_signature`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from events.jetstream import JetStreamEventLog
 from events.log import EventLog, RecordedEvent, Subscription
 from events.memory import MemoryEventLog
 from events.server import EmbeddedNatsServer
+from events.signing import EventSigner, verify_event_signature
 from events.streams import StreamSettings, StreamSpec
 from events.subjects import stream_name, subject
 from events.types import (
@@ -65,6 +67,7 @@ __all__ = [
     "Event",
     "EventLog",
     "EventRegistry",
+    "EventSigner",
     "JetStreamEventLog",
     "MemoryEventLog",
     "NegotiationStarted",
@@ -90,4 +93,5 @@ __all__ = [
     "encode_event",
     "stream_name",
     "subject",
+    "verify_event_signature",
 ]

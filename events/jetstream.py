@@ -78,6 +78,7 @@ from events.log import (
     check_expected,
     normalize_items,
 )
+from events.signing import EventSigner
 from events.streams import StreamSettings, StreamSpec, ensure_stream
 from events.subjects import (
     KNOWN_KINDS,
@@ -111,7 +112,9 @@ class JetStreamEventLog:
     stopped and started again) or on an existing nats-py connection
     (``JetStreamEventLog(nc, namespace=...)``; ``stop()`` leaves it open).
     ``start()`` provisions the streams of the known kinds; other kinds get their
-    stream on first use. Durations are seconds.
+    stream on first use. Durations are seconds. With a ``signer``
+    (:class:`~events.signing.EventSigner`) every appended event carries its signature
+    headers (see :mod:`events.signing`).
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class JetStreamEventLog:
         api_timeout_sec: float = 5.0,
         max_inflight: int = 2048,
         idle_heartbeat_sec: float = 5.0,
+        signer: EventSigner | None = None,
     ) -> None:
         if nc is None and config is None:
             raise ConfigError(
@@ -139,6 +143,9 @@ class JetStreamEventLog:
             )
         if publish_retries < 0 or max_inflight < 1:
             raise ConfigError("publish_retries must be >= 0 and max_inflight >= 1")
+        if signer is not None and not isinstance(signer, EventSigner):
+            raise ConfigError(f"signer must be an EventSigner, got {type(signer).__name__}")
+        self._signer = signer
         self.namespace = validate_namespace(namespace)
         self.settings = settings or StreamSettings()
         self.registry = registry if registry is not None else default_registry
@@ -185,6 +192,7 @@ class JetStreamEventLog:
         max_inflight: int = 2048,
         idle_heartbeat_sec: float = 5.0,
         registry: EventRegistry | None = None,
+        signer: EventSigner | None = None,
     ) -> JetStreamEventLog:
         """Connect to ``servers`` (or ``config``), provision the streams, return a started log.
 
@@ -220,6 +228,7 @@ class JetStreamEventLog:
             api_timeout_sec=api_timeout_sec,
             max_inflight=max_inflight,
             idle_heartbeat_sec=idle_heartbeat_sec,
+            signer=signer,
         )
         await log.start()
         return log
@@ -450,6 +459,8 @@ class JetStreamEventLog:
         kind = kind_of(subject)
         await self._ensure_kind(kind)
         body, headers = encode_event(event)
+        if self._signer is not None:
+            self._signer.add_headers(headers, subject, body)
         if expected is not None:
             headers[HDR_EXPECTED_SUBJECT_SEQ] = str(expected)
         return await self._settle(nc, event, subject, kind, body, headers, expected, None)
@@ -464,10 +475,13 @@ class JetStreamEventLog:
         self._check_open()
         triples = normalize_items(items)
         prepared: list[tuple[Event, str, str, bytes, dict[str, str], int | None]] = []
+        signer = self._signer
         for event, subj, expected in triples:
             check_event(event, self.registry)
             validate_subject(subj)
             body, headers = encode_event(event)
+            if signer is not None:
+                signer.add_headers(headers, subj, body)
             if expected is not None:
                 headers[HDR_EXPECTED_SUBJECT_SEQ] = str(expected)
             prepared.append((event, subj, kind_of(subj), body, headers, expected))
@@ -599,8 +613,8 @@ class JetStreamEventLog:
                     )
                     if original is not None:
                         return original
-                return RecordedEvent(event, kind, subject, ack.seq, time.time(), headers)
-            return RecordedEvent(event, kind, subject, ack.seq, time.time(), headers)
+                return RecordedEvent(event, kind, subject, ack.seq, time.time(), headers, body)
+            return RecordedEvent(event, kind, subject, ack.seq, time.time(), headers, body)
 
     async def _find_after(
         self, kind: str, full_subject: str, event_id: str, expected: int
@@ -667,7 +681,7 @@ class JetStreamEventLog:
             )
             return None
         return RecordedEvent(
-            event, kind, full_subject[len(self.namespace) + 1 :], seq, when, headers or None
+            event, kind, full_subject[len(self.namespace) + 1 :], seq, when, headers or None, data
         )
 
     def _decode_batch(
@@ -693,7 +707,7 @@ class JetStreamEventLog:
         ):
             event = decode_current(data, hdrs) if hdrs is not None else None
             if event is not None:
-                append(RecordedEvent(event, kind, subject[cut:], seq, when, hdrs))
+                append(RecordedEvent(event, kind, subject[cut:], seq, when, hdrs, data))
             else:
                 recorded = self._decode_msg(kind, subject, seq, when, data, hdrs)
                 if recorded is not None:

@@ -54,7 +54,8 @@ class RecordedEvent:
     same event at the same place (stream, subject, sequence): ``time`` is left out of
     equality because an append's result carries the writer's clock at the
     acknowledgement (JetStream acks carry no timestamp) while reads carry the
-    broker's, and ``headers`` (the stored message headers, when known) are left out too.
+    broker's, and ``headers`` (the stored message headers, when known) are left out too,
+    as is ``body`` (the stored message body, when known: what an event signature covers).
     """
 
     event: Event
@@ -63,6 +64,7 @@ class RecordedEvent:
     sequence: int
     time: float = field(compare=False)
     headers: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
+    body: bytes | None = field(default=None, compare=False, repr=False)
 
 
 Handler = Callable[[RecordedEvent], Awaitable[None]]

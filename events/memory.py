@@ -30,6 +30,7 @@ from events.log import (
     check_expected,
     normalize_items,
 )
+from events.signing import EventSigner
 from events.subjects import (
     kind_of,
     subject_matches,
@@ -120,10 +121,11 @@ class MemoryEventLog:
     """An in-process :class:`~events.log.EventLog`.
 
     ``duplicate_window_sec=None`` remembers every event id for deduplication
-    (JetStream forgets them after its window). A new log starts on its first
-    append or subscription. ``stop()`` ends subscriptions but keeps the events;
-    until :meth:`start` is called again, every operation raises
-    :class:`~converge.errors.ClosedError`.
+    (JetStream forgets them after its window). With a ``signer``
+    (:class:`~events.signing.EventSigner`) every appended event carries its signature
+    headers. A new log starts on its first append or subscription. ``stop()`` ends
+    subscriptions but keeps the events; until :meth:`start` is called again, every
+    operation raises :class:`~converge.errors.ClosedError`.
     """
 
     def __init__(
@@ -132,8 +134,12 @@ class MemoryEventLog:
         *,
         registry: EventRegistry | None = None,
         duplicate_window_sec: float | None = None,
+        signer: EventSigner | None = None,
     ) -> None:
+        if signer is not None and not isinstance(signer, EventSigner):
+            raise ConfigError(f"signer must be an EventSigner, got {type(signer).__name__}")
         self.namespace = validate_namespace(namespace)
+        self._signer = signer
         self.registry = registry if registry is not None else default_registry
         self.duplicate_window_sec = duplicate_window_sec
         self._streams: dict[str, list[_Stored]] = {}
@@ -260,6 +266,8 @@ class MemoryEventLog:
                 actual=actual,
             )
         data, headers = encode_event(event)
+        if self._signer is not None:
+            self._signer.add_headers(headers, subject, data)
         stored = self._store(subject, data, headers, event.id)
         return RecordedEvent(
             event=event,
@@ -268,6 +276,7 @@ class MemoryEventLog:
             sequence=stored.sequence,
             time=stored.time,
             headers=headers,
+            body=data,
         )
 
     def _store(
@@ -319,6 +328,7 @@ class MemoryEventLog:
             sequence=stored.sequence,
             time=stored.time,
             headers=stored.headers,
+            body=stored.data,
         )
 
     # -- reading -------------------------------------------------------------------------

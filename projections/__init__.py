@@ -14,6 +14,7 @@ from projections.pools import POOLS_STREAM, PoolProjection
 from projections.runner import AsOf, ProjectionRunner, RunnerState
 from projections.service import ProjectedService
 from projections.tasks import TASKS_STREAM, TaskProjection
+from projections.verify import SignatureVerifier
 
 __all__ = [
     "AGENTS_STREAM",
@@ -26,5 +27,6 @@ __all__ = [
     "Projection",
     "ProjectionRunner",
     "RunnerState",
+    "SignatureVerifier",
     "TaskProjection",
 ]

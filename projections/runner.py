@@ -46,6 +46,7 @@ from converge.errors import (
 )
 from events import EventLog, RecordedEvent, Subscription
 from projections.base import Projection
+from projections.verify import SignatureVerifier
 
 __all__ = ["AsOf", "ProjectionRunner", "RunnerState"]
 
@@ -75,7 +76,10 @@ class ProjectionRunner(Generic[P]):
     ``start_timeout_sec`` bounds ``start()``. With ``pause_gc`` (the default) the
     cyclic garbage collector is paused while a catch-up or rebuild reads the log in
     bulk (it allocates many long-lived objects, which the collector would scan over
-    and over); it is re-enabled when the read ends, also on errors.
+    and over); it is re-enabled when the read ends, also on errors. With a ``verifier``
+    (:class:`~projections.verify.SignatureVerifier`) every event is checked first, in
+    every path (catch-up, live, acknowledgements, rebuild); a rejected event is not
+    applied but its sequence counts as passed, and ``rejected_events`` counts it.
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class ProjectionRunner(Generic[P]):
         resync_grace_sec: float = 0.1,
         start_timeout_sec: float = 30.0,
         pause_gc: bool = True,
+        verifier: SignatureVerifier | None = None,
     ) -> None:
         if not isinstance(projection, Projection):
             raise ConfigError(f"projection must be a Projection, got {type(projection).__name__}")
@@ -104,6 +109,12 @@ class ProjectionRunner(Generic[P]):
         self._grace = max(0.0, float(resync_grace_sec))
         self._start_timeout = float(start_timeout_sec)
         self._pause_gc = bool(pause_gc)
+        if verifier is not None and not isinstance(verifier, SignatureVerifier):
+            raise ConfigError(
+                f"verifier must be a SignatureVerifier, got {type(verifier).__name__}"
+            )
+        self._verifier = verifier
+        self.rejected_events = 0
         self._state = RunnerState.IDLE
         self._lock = asyncio.Lock()
         self._progress = asyncio.Event()
@@ -493,11 +504,19 @@ class ProjectionRunner(Generic[P]):
             return
         apply = projection.apply
         count = 0
-        async for recorded in self._log.read(
-            stream=stream, start_seq=first, end_seq=end, end_time=end_time
-        ):
-            if apply(recorded):
-                count += 1
+        records = self._log.read(stream=stream, start_seq=first, end_seq=end, end_time=end_time)
+        if self._verifier is None:
+            async for recorded in records:
+                if apply(recorded):
+                    count += 1
+        else:
+            check = self._verifier.check
+            async for recorded in records:
+                if check(recorded):
+                    if apply(recorded):
+                        count += 1
+                else:
+                    self._skip_rejected(recorded)
         if fill and end is not None:
             projection.advance(stream, end)
         self.applied_events += count
@@ -520,6 +539,10 @@ class ProjectionRunner(Generic[P]):
                 extra={"stream": stream, "seq": recorded.sequence},
             )
             await self._read_range(stream, start=position + 1, end=recorded.sequence - 1)
+        if self._verifier is not None and not self._verifier.check(recorded):
+            self._skip_rejected(recorded)
+            self._notify()
+            return False
         applied = self._projection.apply(recorded)
         if applied:
             self.applied_events += 1
@@ -531,6 +554,11 @@ class ProjectionRunner(Generic[P]):
                     logger.exception("%s: listener %r failed", self._name, listener)
         self._notify()
         return applied
+
+    def _skip_rejected(self, recorded: RecordedEvent) -> None:
+        """Pass over a rejected event: its sequence counts as read, nothing is applied."""
+        self.rejected_events += 1
+        self._projection.advance(recorded.stream, recorded.sequence)
 
     async def _on_event(self, recorded: RecordedEvent) -> None:
         if self._failure is not None or self._state is not RunnerState.RUNNING:

@@ -20,6 +20,7 @@ from converge.errors import ConcurrencyError, ConfigError
 from events import Event, EventLog, MemoryEventLog, RecordedEvent
 from projections.base import Projection
 from projections.runner import ProjectionRunner
+from projections.verify import SignatureVerifier
 
 __all__ = ["ProjectedService"]
 
@@ -44,6 +45,7 @@ class ProjectedService(Generic[P]):
         snapshot_store: Store | AsyncStore | None = None,
         snapshot_every: int = 10_000,
         sync_timeout_sec: float = 10.0,
+        verifier: SignatureVerifier | None = None,
     ) -> None:
         if event_log is not None and not isinstance(event_log, EventLog):
             raise ConfigError(f"event_log must be an EventLog, got {type(event_log).__name__}")
@@ -54,6 +56,7 @@ class ProjectedService(Generic[P]):
             self._log,
             snapshot_store=snapshot_store,
             snapshot_every=snapshot_every,
+            verifier=verifier,
         )
         self._sync_timeout = float(sync_timeout_sec)
         self._start_lock = asyncio.Lock()

@@ -24,6 +24,7 @@ from converge.policy.governance import governance_from_spec
 from events import AgentJoinedPool, AgentLeftPool, EventLog, PoolCreated, subject
 from projections import POOLS_STREAM, PoolProjection
 from projections.service import ProjectedService
+from projections.verify import SignatureVerifier
 
 __all__ = ["PoolManager", "TrustSource"]
 
@@ -108,6 +109,7 @@ class PoolManager(ProjectedService[PoolProjection]):
         trust_model: TrustSource | None = None,
         snapshot_every: int = 10_000,
         sync_timeout_sec: float = 10.0,
+        verifier: SignatureVerifier | None = None,
     ) -> None:
         if trust_model is not None and not isinstance(trust_model, TrustSource):
             raise ConfigError(
@@ -119,6 +121,7 @@ class PoolManager(ProjectedService[PoolProjection]):
             snapshot_store=snapshot_store,
             snapshot_every=snapshot_every,
             sync_timeout_sec=sync_timeout_sec,
+            verifier=verifier,
         )
         self._trust_model = trust_model
         self._pool_trust: dict[str, TrustSource] = {}

@@ -44,6 +44,7 @@ from events import (
 )
 from projections import TASKS_STREAM, TaskProjection
 from projections.service import ProjectedService
+from projections.verify import SignatureVerifier
 
 __all__ = ["TaskManager"]
 
@@ -89,6 +90,7 @@ class TaskManager(ProjectedService[TaskProjection]):
         store: Store | AsyncStore | None = None,
         snapshot_every: int = 10_000,
         sync_timeout_sec: float = 10.0,
+        verifier: SignatureVerifier | None = None,
     ) -> None:
         super().__init__(
             TaskProjection(),
@@ -96,6 +98,7 @@ class TaskManager(ProjectedService[TaskProjection]):
             snapshot_store=snapshot_store,
             snapshot_every=snapshot_every,
             sync_timeout_sec=sync_timeout_sec,
+            verifier=verifier,
         )
 
     # -- queries -------------------------------------------------------------------------
