@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 
 from converge.errors import ConfigError
-from events import EventLog, MemoryEventLog
+from events import EventLog, EventSigner, MemoryEventLog
 from events.server import EmbeddedNatsServer, find_nats_server
 
 
@@ -71,7 +71,7 @@ def namespace() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-LogFactory = Callable[[str], Awaitable[EventLog]]
+LogFactory = Callable[..., Awaitable[EventLog]]
 
 BACKENDS = ["memory", pytest.param("jetstream", marks=pytest.mark.nats)]
 
@@ -85,23 +85,23 @@ def backend(request: pytest.FixtureRequest) -> str | None:
     return url
 
 
-async def open_log(url: str | None, namespace: str) -> EventLog:
-    """Open (and start) an event log of the backend ``url`` selects."""
+async def open_log(url: str | None, namespace: str, signer: EventSigner | None = None) -> EventLog:
+    """Open (and start) an event log of the backend ``url`` selects, signing with ``signer``."""
     if url is None:
-        log = MemoryEventLog(namespace)
+        log = MemoryEventLog(namespace, signer=signer)
         await log.start()
         return log
     from events import JetStreamEventLog
 
-    return await JetStreamEventLog.connect(url, namespace=namespace)
+    return await JetStreamEventLog.connect(url, namespace=namespace, signer=signer)
 
 
 @pytest.fixture
 def log_factory(backend: str | None) -> LogFactory:
     """Open further logs of the test's backend (the caller closes them)."""
 
-    async def factory(namespace: str) -> EventLog:
-        return await open_log(backend, namespace)
+    async def factory(namespace: str, signer: EventSigner | None = None) -> EventLog:
+        return await open_log(backend, namespace, signer)
 
     return factory
 
@@ -109,6 +109,27 @@ def log_factory(backend: str | None) -> LogFactory:
 @pytest.fixture
 async def event_log(backend: str | None, namespace: str) -> AsyncIterator[EventLog]:
     log = await open_log(backend, namespace)
+    try:
+        yield log
+    finally:
+        await log.close()
+
+
+SIGNING_KEY = bytes(range(32))
+
+
+@pytest.fixture
+def signer() -> EventSigner:
+    """The signer of ``signed_log``: agent ``agent-a`` with a fixed Ed25519 key."""
+    return EventSigner(SIGNING_KEY, key_id="agent-a")
+
+
+@pytest.fixture
+async def signed_log(
+    backend: str | None, namespace: str, signer: EventSigner
+) -> AsyncIterator[EventLog]:
+    """A log of the test's backend that signs every append with ``signer``."""
+    log = await open_log(backend, namespace, signer)
     try:
         yield log
     finally:

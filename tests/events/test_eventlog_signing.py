@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,31 +25,6 @@ from events import (
 from events.signing import HDR_SIGNATURE, HDR_SIGNER, signed_payload
 
 KEY = bytes(range(32))
-
-
-async def open_signed(backend: str | None, namespace: str, signer: EventSigner | None) -> EventLog:
-    """Open a started log of ``backend`` (``None``: memory) that signs with ``signer``."""
-    if backend is None:
-        log = MemoryEventLog(namespace, signer=signer)
-        await log.start()
-        return log
-    return await JetStreamEventLog.connect(backend, namespace=namespace, signer=signer)
-
-
-@pytest.fixture
-def signer() -> EventSigner:
-    return EventSigner(KEY, key_id="agent-a")
-
-
-@pytest.fixture
-async def signed_log(
-    backend: str | None, namespace: str, signer: EventSigner
-) -> AsyncIterator[EventLog]:
-    log = await open_signed(backend, namespace, signer)
-    try:
-        yield log
-    finally:
-        await log.close()
 
 
 def submitted(task_id: str, **payload: object) -> TaskSubmitted:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 
 import nats
 import pytest
@@ -15,7 +15,6 @@ from events import (
     Event,
     EventLog,
     EventSigner,
-    JetStreamEventLog,
     MemoryEventLog,
     RecordedEvent,
     TaskClaimed,
@@ -25,21 +24,7 @@ from events import (
 from events.signing import HDR_SIGNATURE, HDR_SIGNER
 from projections import ProjectionRunner, SignatureVerifier, TaskProjection
 
-KEY = bytes(range(32))
 FORGER_KEY = bytes(range(1, 33))
-
-
-async def open_signed(backend: str | None, namespace: str, signer: EventSigner | None) -> EventLog:
-    if backend is None:
-        log = MemoryEventLog(namespace, signer=signer)
-        await log.start()
-        return log
-    return await JetStreamEventLog.connect(backend, namespace=namespace, signer=signer)
-
-
-@pytest.fixture
-def signer() -> EventSigner:
-    return EventSigner(KEY, key_id="agent-a")
 
 
 @pytest.fixture
@@ -47,17 +32,6 @@ def registry(signer: EventSigner) -> IdentityRegistry:
     registry = IdentityRegistry()
     registry.register("agent-a", signer.public_key)
     return registry
-
-
-@pytest.fixture
-async def signed_log(
-    backend: str | None, namespace: str, signer: EventSigner
-) -> AsyncIterator[EventLog]:
-    log = await open_signed(backend, namespace, signer)
-    try:
-        yield log
-    finally:
-        await log.close()
 
 
 def submitted(task_id: str) -> TaskSubmitted:
@@ -253,11 +227,11 @@ async def test_unsigned_events_pass_unless_required(
 
 
 async def test_signed_and_verified_with_an_unknown_signer(
-    backend: str | None, namespace: str, registry: IdentityRegistry
+    log_factory: Callable[..., Awaitable[EventLog]], namespace: str, registry: IdentityRegistry
 ) -> None:
     """A log signing with a key the registry does not know: everything is rejected."""
     stranger = EventSigner(FORGER_KEY, key_id="stranger")
-    log = await open_signed(backend, namespace, stranger)
+    log = await log_factory(namespace, stranger)
     try:
         await log.append(submitted("t0"), subject="tasks.t0")
         verifier = SignatureVerifier(registry.get)
