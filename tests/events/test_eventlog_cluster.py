@@ -78,6 +78,9 @@ async def test_r3_streams_survive_a_node_loss(tmp_path: Path) -> None:
             assert [r.sequence for r in await log.append_many(batch)] == list(range(1, 51))
             await servers[2].stop()
             await _wait_for_leaders(log, "CLUSTER_TASKS", lost="n2")
+            # The short timeout only served to poll the election; after a failover a
+            # loaded machine can take longer than 2 s to create a read's R3 consumer.
+            log.api_timeout_sec = 10.0
             for i in range(50, 60):
                 await log.append(task_event(f"t{i}"), subject=f"tasks.t{i}", expected_version=0)
             with pytest.raises(events.ConcurrencyError):
