@@ -15,6 +15,7 @@ import typer
 from converge._cli.broker import connected
 from converge.config import ConvergeConfig
 from converge.errors import ConfigError, ConvergeError
+from converge.network.transport.mesh import start_mesh
 from events import EventLog
 
 __all__ = ["LOOPBACK", "checkpoint_store", "discovery", "make_transports", "run", "run_agents"]
@@ -192,16 +193,5 @@ async def make_transports(cfg: ConvergeConfig, url: str, agents: list[Any]) -> l
         except ImportError as exc:
             raise ConfigError(f"transport websocket: {exc}") from None
         transports = [WebSocketTransport(a.id, host=LOOPBACK, port=0) for a in agents]
-    try:
-        for transport in transports:
-            await transport.start()
-        for transport in transports:
-            for other in transports:
-                if other is not transport:
-                    address = other.address if cfg.transport == "tcp" else other.url
-                    transport.add_peer(other.agent_id, address)
-    except BaseException:
-        for transport in transports:
-            await transport.stop()
-        raise
+    await start_mesh(transports)
     return transports

@@ -22,6 +22,7 @@ from converge.core.topic import Topic
 from converge.errors import ClosedError, TransportError
 from converge.network.identity_registry import IdentityRegistry
 from converge.network.transport.base import Transport
+from converge.network.transport.mesh import start_mesh
 
 __all__ = [
     "MakeTransports",
@@ -82,23 +83,18 @@ def tcp_transports(**kwargs: object) -> contextlib.AbstractAsyncContextManager[M
         async def make(
             agent_ids: Sequence[str], topics: Mapping[str, Sequence[str]] | None = None
         ) -> list[Transport]:
-            out: list[TcpTransport] = []
-            for agent_id in agent_ids:
-                t = TcpTransport(
+            out = [
+                TcpTransport(
                     "127.0.0.1",
                     0,
                     agent_id,
                     topics=(topics or {}).get(agent_id, ()),
                     **kwargs,  # type: ignore[arg-type]
                 )
-                made.append(t)
-                await t.start()
-                out.append(t)
-            for t in out:
-                for other in out:
-                    if other is not t:
-                        assert other.agent_id is not None
-                        t.add_peer(other.agent_id, other.address)
+                for agent_id in agent_ids
+            ]
+            made.extend(out)
+            await start_mesh(out)
             return list(out)
 
         return make
@@ -116,23 +112,18 @@ def websocket_transports(
         async def make(
             agent_ids: Sequence[str], topics: Mapping[str, Sequence[str]] | None = None
         ) -> list[Transport]:
-            out: list[WebSocketTransport] = []
-            for agent_id in agent_ids:
-                t = WebSocketTransport(
+            out = [
+                WebSocketTransport(
                     agent_id,
                     host="127.0.0.1",
                     port=0,
                     topics=(topics or {}).get(agent_id, ()),
                     **kwargs,  # type: ignore[arg-type]
                 )
-                made.append(t)
-                await t.start()
-                out.append(t)
-            for t in out:
-                for other in out:
-                    if other is not t:
-                        assert other.agent_id is not None
-                        t.add_peer(other.agent_id, other.url)
+                for agent_id in agent_ids
+            ]
+            made.extend(out)
+            await start_mesh(out)
             return list(out)
 
         return make
