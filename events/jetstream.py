@@ -29,7 +29,6 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal
 
 import nats.errors
@@ -47,6 +46,7 @@ from converge.errors import (
     DecodeError,
     EventLogError,
 )
+from converge.lifecycle import AsyncService
 from events.base import Event
 from events.codec import HDR_MSG_ID, EventRegistry, decode_event, default_registry, encode_event
 from events.connection import BrokerConfig, NatsClient, connect_nats
@@ -105,7 +105,7 @@ class _State(enum.Enum):
     STOPPED = "stopped"
 
 
-class JetStreamEventLog:
+class JetStreamEventLog(AsyncService):
     """An :class:`~events.log.EventLog` on NATS JetStream.
 
     Build it with :meth:`connect` (the log owns its connection and may be
@@ -336,18 +336,6 @@ class JetStreamEventLog:
 
     async def close(self) -> None:
         """Alias of :meth:`stop`."""
-        await self.stop()
-
-    async def __aenter__(self) -> JetStreamEventLog:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
         await self.stop()
 
     def _check_open(self) -> None:

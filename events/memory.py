@@ -16,9 +16,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 
 from converge.errors import ClosedError, ConcurrencyError, ConfigError, DecodeError
+from converge.lifecycle import AsyncService
 from events.base import Event
 from events.codec import EventRegistry, decode_event, default_registry, encode_event
 from events.log import (
@@ -117,7 +117,7 @@ class _MemorySubscription(Subscription):
                     await task
 
 
-class MemoryEventLog:
+class MemoryEventLog(AsyncService):
     """An in-process :class:`~events.log.EventLog`.
 
     ``duplicate_window_sec=None`` remembers every event id for deduplication
@@ -195,18 +195,6 @@ class MemoryEventLog:
             raise self._closed_error()
         if not self._started:
             await self.start()
-
-    async def __aenter__(self) -> MemoryEventLog:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- writing -------------------------------------------------------------------------
 
