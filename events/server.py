@@ -28,8 +28,9 @@ from pathlib import Path
 from types import TracebackType
 
 from converge.errors import ConfigError, ConvergeTimeoutError, EventLogError
+from events.datadir import DataDirLock, Holder
 
-__all__ = ["EmbeddedNatsServer", "find_nats_server"]
+__all__ = ["DataDirInUseError", "EmbeddedNatsServer", "find_nats_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,15 @@ def find_nats_server() -> str:
     raise ConfigError(f"nats-server binary not found; {_INSTALL_HINT}")
 
 
+class DataDirInUseError(EventLogError):
+    """Another process owns the data directory (and its server does not answer, or reuse
+    was not asked for); :attr:`holder` names it."""
+
+    def __init__(self, message: str, holder: Holder) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
 class EmbeddedNatsServer:
     """A ``nats-server -js`` child process on a loopback port.
 
@@ -63,6 +73,13 @@ class EmbeddedNatsServer:
     server restarted on it sees the same streams. ``start()`` returns once the
     server accepts clients; ``stop()`` shuts it down gracefully (SIGTERM, then
     SIGKILL after ``stop_timeout_sec``).
+
+    One owner per data directory: ``start()`` takes the directory's lock
+    (:mod:`events.datadir`) for the server's lifetime. When another process holds it,
+    ``reuse_running=True`` waits up to ``start_timeout_sec`` for the holder's server
+    to answer and then uses it (:attr:`reused` is true and ``stop()`` leaves it
+    running); otherwise, or when it never answers, :class:`DataDirInUseError` names
+    the holder. Nothing in the directory is touched unless this server owns it.
     """
 
     def __init__(
@@ -75,6 +92,7 @@ class EmbeddedNatsServer:
         extra_args: list[str] | None = None,
         start_timeout_sec: float = 10.0,
         stop_timeout_sec: float = 10.0,
+        reuse_running: bool = False,
     ) -> None:
         self._given_dir = Path(data_dir) if data_dir is not None else None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -84,8 +102,11 @@ class EmbeddedNatsServer:
         self._extra_args = list(extra_args or [])
         self.start_timeout_sec = start_timeout_sec
         self.stop_timeout_sec = stop_timeout_sec
+        self.reuse_running = reuse_running
         self._proc: subprocess.Popen[bytes] | None = None
         self._url: str | None = None
+        self._lock: DataDirLock | None = None
+        self._reused: Holder | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -118,13 +139,69 @@ class EmbeddedNatsServer:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def reused(self) -> Holder | None:
+        """The holder whose running server :meth:`start` reused, else None."""
+        return self._reused
+
     async def start(self) -> str:
-        """Start the server and return its URL once it accepts clients."""
-        if self.is_running:
+        """Start the server (or reuse the directory owner's) and return its URL."""
+        if self.is_running or self._reused is not None:
             return self.url
         binary = self._binary or find_nats_server()
         data_dir = self.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        lock = DataDirLock(data_dir)
+        if not lock.acquire():
+            url = await self._use_holder(lock)
+            if url is not None:
+                return url
+        self._lock = lock
+        try:
+            return await self._spawn(binary, data_dir, lock)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    async def _use_holder(self, lock: DataDirLock) -> str | None:
+        """Reuse the owner's server if asked and it answers, else raise naming the owner.
+
+        Returns None when the owner went away meanwhile and ``lock`` is now held.
+        """
+        deadline = time.monotonic() + (self.start_timeout_sec if self.reuse_running else 1.0)
+        while True:
+            holder = lock.holder()
+            if holder.url is not None and not self.reuse_running:
+                break
+            if holder.url is not None:
+                host, port = holder.url.removeprefix("nats://").rsplit(":", 1)
+                if await self._accepts(host, int(port)):
+                    logger.warning(
+                        "data directory %s is owned by %s; using its server",
+                        self.data_dir,
+                        holder.describe(),
+                    )
+                    self._reused = holder
+                    self._url = holder.url
+                    return holder.url
+            if lock.acquire():
+                return None
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        state = "does not answer" if self.reuse_running and holder.url else "is running"
+        raise DataDirInUseError(
+            f"data directory {self.data_dir} is in use by {holder.describe()}, which {state}; "
+            "stop it, pass its URL with --url, or use another --data-dir",
+            holder,
+        )
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    async def _spawn(self, binary: str, data_dir: Path, lock: DataDirLock) -> str:
         ports_dir = data_dir / "ports"
         ports_dir.mkdir(exist_ok=True)
         for stale in ports_dir.glob("*.ports"):
@@ -147,14 +224,23 @@ class EmbeddedNatsServer:
         logger.info("starting nats-server: %s", " ".join(args))
         # Popen returns as soon as the child is forked; readiness is awaited below without
         # blocking the loop, and kill() must work from sync code (signal handlers, atexit).
+        # The child inherits the locked descriptor: the directory stays owned while the
+        # server lives, even if this process is killed.
+        assert lock.fd is not None
         self._proc = subprocess.Popen(  # noqa: ASYNC220
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(lock.fd,),
         )
+        lock.write(pid=os.getpid(), server_pid=self._proc.pid, url=None)
         try:
             self._url = await self._wait_ready(ports_dir)
         except BaseException:
             await self._terminate()
             raise
+        lock.write(pid=os.getpid(), server_pid=self._proc.pid, url=self._url)
         logger.info("nats-server ready at %s (pid %s)", self._url, self._proc.pid)
         return self._url
 
@@ -204,8 +290,13 @@ class EmbeddedNatsServer:
             return "(no log)"
 
     async def stop(self) -> None:
-        """Stop the server; idempotent. A temporary data directory is removed."""
+        """Stop the server; idempotent. A temporary data directory is removed.
+
+        A reused server (another process's) is left running.
+        """
         await self._terminate()
+        self._release_lock()
+        self._reused = None
         self._url = None
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -217,6 +308,7 @@ class EmbeddedNatsServer:
             self._proc.kill()
             await self._wait_exit(self.stop_timeout_sec)
         self._proc = None
+        self._release_lock()
         self._url = None
 
     async def _terminate(self) -> None:

@@ -30,14 +30,21 @@ CONNECT_TIMEOUT_SEC = 5.0
 
 @contextlib.asynccontextmanager
 async def broker(cfg: ConvergeConfig) -> AsyncIterator[str]:
-    """Yield the broker URL: ``cfg.nats_url`` or an embedded server on the data dir."""
+    """Yield the broker URL: ``cfg.nats_url`` or an embedded server on the data dir.
+
+    When another process owns the data directory (a ``converge server`` or another
+    run), its server is used if it answers; otherwise the command fails naming it.
+    """
     if cfg.nats_url is not None:
         yield cfg.nats_url
         return
     from events.server import EmbeddedNatsServer
 
     server = EmbeddedNatsServer(
-        data_dir=cfg.nats_dir, host=cfg.host, port=cfg.port if cfg.port else None
+        data_dir=cfg.nats_dir,
+        host=cfg.host,
+        port=cfg.port if cfg.port else None,
+        reuse_running=True,
     )
     url = await server.start()
     try:
