@@ -4,6 +4,7 @@ Public names: :class:`Event` and every event type, :class:`EventRegistry`,
 :data:`default_registry`, :func:`encode_event`, :func:`decode_event`,
 :func:`subject`, :class:`RecordedEvent`, :class:`EventLog`,
 :class:`Subscription`, :class:`MemoryEventLog`, :class:`JetStreamEventLog`,
+:class:`StoreEventLog` (any key-value store),
 :class:`~converge.errors.ConcurrencyError`, :class:`EmbeddedNatsServer`,
 :class:`BrokerConfig`, :func:`connect_nats`, :class:`EventSigner`,
 :func:`verify_event_signature`.
@@ -20,6 +21,7 @@ from events.log import EventLog, RecordedEvent, Subscription
 from events.memory import MemoryEventLog
 from events.server import EmbeddedNatsServer
 from events.signing import EventSigner, verify_event_signature
+from events.store_log import StoreEventLog
 from events.streams import StreamSettings, StreamSpec
 from events.subjects import stream_name, subject
 from events.types import (
@@ -76,6 +78,7 @@ __all__ = [
     "ProposalMade",
     "ProposalRejected",
     "RecordedEvent",
+    "StoreEventLog",
     "StreamSettings",
     "StreamSpec",
     "Subscription",
