@@ -22,7 +22,7 @@ from typing import Any, Literal
 import nats
 
 from events import EmbeddedNatsServer, JetStreamEventLog, TaskClaimed, encode_event
-from events.streams import StreamSettings, ensure_stream
+from events.jetstream.streams import StreamSettings, ensure_stream
 
 Storage = Literal["file", "memory"]
 

@@ -16,13 +16,12 @@ from converge.errors import ConcurrencyError
 from events.base import Event
 from events.codec import EventRegistry, decode_event, default_registry, encode_event
 from events.connection import BrokerConfig, connect_nats
-from events.jetstream import JetStreamEventLog
+from events.jetstream import JetStreamEventLog, StreamSettings, StreamSpec
 from events.log import EventLog, RecordedEvent, Subscription
 from events.memory import MemoryEventLog
 from events.server import EmbeddedNatsServer
 from events.signing import EventSigner, verify_event_signature
 from events.store_log import StoreEventLog
-from events.streams import StreamSettings, StreamSpec
 from events.subjects import stream_name, subject
 from events.types import (
     ALL_EVENT_TYPES,

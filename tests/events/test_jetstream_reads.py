@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client
 
-from events import jsconsume
-from events.jetstream import JetStreamEventLog
-from events.jsconsume import parse_delivery_headers
+from events.jetstream import JetStreamEventLog, ordered_read, rawroute
+from events.jetstream.rawroute import parse_delivery_headers
 from events.testing import task_event
 
 
@@ -48,10 +47,10 @@ async def log(nats_url: str, namespace: str) -> AsyncIterator[JetStreamEventLog]
 def _drop_delivery(monkeypatch: pytest.MonkeyPatch, stream_seq: int) -> list[int]:
     """Make reads lose the first delivery of ``stream_seq``; return the dropped seqs."""
     dropped: list[int] = []
-    original = jsconsume._RawRouter.process_msg
+    original = rawroute.RawRouter.process_msg
 
     async def lossy(
-        self: jsconsume._RawRouter,
+        self: rawroute.RawRouter,
         sid: int,
         subject: bytes,
         reply: bytes,
@@ -64,7 +63,7 @@ def _drop_delivery(monkeypatch: pytest.MonkeyPatch, stream_seq: int) -> list[int
             return
         await original(self, sid, subject, reply, data, headers)
 
-    monkeypatch.setattr(jsconsume._RawRouter, "process_msg", lossy)
+    monkeypatch.setattr(rawroute.RawRouter, "process_msg", lossy)
     return dropped
 
 
@@ -80,7 +79,7 @@ async def test_a_read_restarts_after_a_lost_delivery(
     dropped = _drop_delivery(monkeypatch, 5)
     await log.stop()
     await log.start()  # a new connection: its router takes the lossy dispatch
-    with caplog.at_level(logging.INFO, logger="events.jsconsume"):
+    with caplog.at_level(logging.INFO, logger="events.jetstream"):
         seqs = [r.sequence async for r in log.read(stream="tasks")]
     assert dropped == [5]
     assert seqs == list(range(1, 21))
@@ -95,7 +94,7 @@ async def test_a_read_restarts_when_a_heartbeat_reports_a_lost_last_delivery(
     dropped = _drop_delivery(monkeypatch, 12)
     await log.stop()
     await log.start()
-    with caplog.at_level(logging.INFO, logger="events.jsconsume"):
+    with caplog.at_level(logging.INFO, logger="events.jetstream"):
         seqs = [r.sequence async for r in log.read(stream="tasks")]
     assert dropped == [12]
     assert seqs == list(range(1, 13))
@@ -106,7 +105,7 @@ async def test_a_read_restarts_when_a_heartbeat_reports_a_lost_last_delivery(
 async def test_a_slow_reader_holds_back_flow_control(
     log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jsconsume, "READ_BUFFER_SIZE", 4)
+    monkeypatch.setattr(ordered_read, "READ_BUFFER_SIZE", 4)
     await _append(log, 3000)
     seqs = [r.sequence async for r in log.read(stream="tasks")]
     assert seqs == list(range(1, 3001))

@@ -1,0 +1,340 @@
+"""Appends to the JetStream event log: publish, acknowledgement, retry, conflict.
+
+Appends send the event id as ``Nats-Msg-Id`` (dedupe) and, with an expected
+version, ``Nats-Expected-Last-Subject-Sequence``. Acknowledgements come back on
+one inbox per connection (:meth:`Appender.start`), matched to their append by a
+token. A publish that times out may have been stored: it is retried with the
+same ``Nats-Msg-Id`` (a ``duplicate`` ack then means success).
+
+Beware (nats-server 2.15.1): the server checks the expected sequence *before*
+deduplication, so the retry of an append that was in fact stored, sent with its
+original expected version, is refused with "wrong last sequence" (err_code
+10071), not acknowledged as a duplicate. On 10071 the appender looks at the
+subject's messages after the expected sequence for the same event id and returns
+that record if it is there; only otherwise is it a
+:class:`~converge.errors.ConcurrencyError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import nats.errors
+import orjson
+from nats.aio.msg import Msg
+
+from converge.errors import (
+    ClosedError,
+    ConcurrencyError,
+    ConvergeTimeoutError,
+    DecodeError,
+    EventLogError,
+)
+from events.base import Event
+from events.codec import HDR_MSG_ID, encode_event
+from events.connection import NatsClient
+from events.jetstream.admin import StreamAdmin
+from events.jetstream.connection import LogConnection
+from events.jetstream.decoding import RecordDecoder
+from events.jetstream.jsapi import (
+    ERR_DUPLICATE_IN_PROCESS,
+    ERR_WRONG_LAST_SEQUENCE,
+    ERR_WRONG_LAST_SUBJECT_SEQUENCE,
+    HDR_EXPECTED_SUBJECT_SEQ,
+    PublishRefused,
+    StoredMsg,
+    parse_ack,
+)
+from events.jetstream.subscribe import unsubscribe
+from events.log import AppendItem, RecordedEvent, check_event, check_expected, normalize_items
+from events.signing import EventSigner
+from events.subjects import kind_of, validate_subject
+
+__all__ = ["Appender"]
+
+logger = logging.getLogger(__name__)
+
+_CONFLICT_CODES = frozenset({ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SUBJECT_SEQUENCE})
+
+_MAX_CONFLICT_SCAN = 256  # lookups after a lost race with a stale expected version
+_IN_PROCESS_RETRIES = 20
+
+_Prepared = tuple[Event, str, str, bytes, dict[str, str], int | None]
+
+
+class Appender:
+    """The write side of one log: single and pipelined appends, settled one by one."""
+
+    def __init__(
+        self,
+        conn: LogConnection,
+        admin: StreamAdmin,
+        decoder: RecordDecoder,
+        signer: EventSigner | None,
+    ) -> None:
+        self._conn = conn
+        self._admin = admin
+        self._decoder = decoder
+        self._signer = signer
+        self._ack_prefix = ""
+        self._ack_sub: Any = None
+        self._ack_counter = 0
+        self._acks: dict[str, asyncio.Future[Msg]] = {}
+
+    # -- acknowledgement inbox ------------------------------------------------------------
+
+    async def start(self, nc: NatsClient) -> None:
+        """Subscribe this connection's acknowledgement inbox."""
+        self._ack_prefix = nc.new_inbox()
+        self._ack_sub = await nc.subscribe(self._ack_prefix + ".*", cb=self._on_ack)
+
+    async def stop(self) -> None:
+        """Fail pending appends and drop the acknowledgement inbox."""
+        self.fail_pending(self._conn.closed_error())
+        ack_sub, self._ack_sub = self._ack_sub, None
+        if ack_sub is not None:
+            await unsubscribe(ack_sub)
+
+    def fail_pending(self, error: BaseException) -> None:
+        """Fail every append waiting for an acknowledgement with ``error``."""
+        for fut in self._acks.values():
+            if not fut.done():
+                fut.set_exception(error)
+                fut.exception()  # retrieved: nobody may await it any more
+        self._acks.clear()
+
+    async def _on_ack(self, msg: Msg) -> None:
+        fut = self._acks.pop(msg.subject[len(self._ack_prefix) + 1 :], None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    async def _send(
+        self, nc: NatsClient, subject: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[str, asyncio.Future[Msg]]:
+        """Publish with a reply on this log's ack inbox; return the token and its future.
+
+        Not ``js.publish_async``: nats-py 2.16 raises inside its reply handler on an
+        API error, so the future of a refused publish (10071...) never resolves.
+        """
+        self._ack_counter += 1
+        token = str(self._ack_counter)
+        fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._acks[token] = fut
+        try:
+            await nc.publish(subject, body, reply=f"{self._ack_prefix}.{token}", headers=headers)
+        except BaseException as exc:
+            self._acks.pop(token, None)
+            if isinstance(exc, nats.errors.ConnectionClosedError):
+                raise self._conn.closed_error() from exc
+            if isinstance(exc, nats.errors.MaxPayloadError):
+                raise EventLogError(
+                    f"event on {subject!r} is {len(body)} bytes, above the server's max_payload "
+                    f"{nc.max_payload}; keep large data out of events"
+                ) from exc
+            if isinstance(exc, nats.errors.Error):
+                raise EventLogError(f"cannot publish to {subject!r}: {exc}") from exc
+            raise
+        return token, fut
+
+    def _forget(self, token: str, fut: asyncio.Future[Msg]) -> None:
+        self._acks.pop(token, None)
+        if not fut.done():
+            fut.cancel()
+
+    # -- appends --------------------------------------------------------------------------
+
+    def _prepare(self, event: Event, subject: str, expected: int | None) -> _Prepared:
+        validate_subject(subject)
+        body, headers = encode_event(event)
+        if self._signer is not None:
+            self._signer.add_headers(headers, subject, body)
+        if expected is not None:
+            headers[HDR_EXPECTED_SUBJECT_SEQ] = str(expected)
+        return event, subject, kind_of(subject), body, headers, expected
+
+    async def append(
+        self, event: Event, *, subject: str, expected_version: int | None = None
+    ) -> RecordedEvent:
+        """Append one event (see :meth:`events.jetstream.JetStreamEventLog.append`)."""
+        self._conn.check_open()
+        event = check_event(event, self._conn.opts.registry)
+        expected = check_expected(expected_version)
+        validate_subject(subject)
+        nc = await self._conn.ready()
+        await self._admin.ensure_kind(kind_of(subject))
+        return await self._settle(nc, self._prepare(event, subject, expected), None)
+
+    async def append_many(self, items: Sequence[AppendItem]) -> list[RecordedEvent]:
+        """Append items pipelined (see :meth:`events.jetstream.JetStreamEventLog.append_many`)."""
+        self._conn.check_open()
+        registry = self._conn.opts.registry
+        prepared = [
+            self._prepare(check_event(event, registry), subj, expected)
+            for event, subj, expected in normalize_items(items)
+        ]
+        if not prepared:
+            return []
+        nc = await self._conn.ready()
+        for kind in {p[2] for p in prepared}:
+            await self._admin.ensure_kind(kind)
+        results: list[RecordedEvent] = []
+        first_error: BaseException | None = None
+        prefix = self._conn.opts.namespace + "."
+        max_inflight = self._conn.opts.max_inflight
+        for start in range(0, len(prepared), max_inflight):
+            chunk = prepared[start : start + max_inflight]
+            sent: list[tuple[str, asyncio.Future[Msg]]] = []
+            try:
+                for _, subj, _, body, headers, _ in chunk:
+                    sent.append(await self._send(nc, prefix + subj, body, headers))
+                await asyncio.wait(
+                    [f for _, f in sent], timeout=self._conn.opts.publish_timeout_sec
+                )
+            except BaseException:
+                for token, fut in sent:
+                    self._forget(token, fut)
+                raise
+            for item, (token, fut) in zip(chunk, sent, strict=True):
+                failure = fut.exception() if fut.done() and not fut.cancelled() else None
+                if isinstance(failure, ClosedError):
+                    raise failure
+                first: asyncio.Future[Msg] | None = None
+                if fut.done() and not fut.cancelled() and failure is None:
+                    first = fut
+                else:
+                    self._forget(token, fut)
+                try:
+                    results.append(await self._settle(nc, item, first))
+                except (ConcurrencyError, EventLogError, ConvergeTimeoutError, DecodeError) as exc:
+                    first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return results
+
+    async def _await_ack(
+        self, nc: NatsClient, event: Event, full: str, body: bytes, headers: dict[str, str]
+    ) -> Msg | None:
+        """Publish once and wait for the ack; ``None`` when it timed out (retry)."""
+        token, fut = await self._send(nc, full, body, headers)
+        try:
+            async with asyncio.timeout(self._conn.opts.publish_timeout_sec):
+                return await fut
+        except TimeoutError:
+            self._forget(token, fut)
+            if self._conn.is_closed():
+                raise self._conn.closed_error() from None
+            return None
+
+    async def _settle(
+        self, nc: NatsClient, item: _Prepared, done: asyncio.Future[Msg] | None
+    ) -> RecordedEvent:
+        """Drive one publish to a final outcome: stored, original found, or an error."""
+        event, subject, kind, body, headers, expected = item
+        opts = self._conn.opts
+        full = f"{opts.namespace}.{subject}"
+        timeouts = 0
+        in_process = 0
+        reprovisioned = False
+        while True:
+            if done is None:
+                maybe = await self._await_ack(nc, event, full, body, headers)
+                if maybe is None:
+                    timeouts += 1
+                    if timeouts > opts.publish_retries:
+                        raise ConvergeTimeoutError(
+                            f"no acknowledgement for event {event.id} on {subject!r} after "
+                            f"{timeouts} attempts of {opts.publish_timeout_sec}s; it may be "
+                            "stored: append the same event again (it is stored once)"
+                        ) from None
+                    logger.warning(
+                        "publish of event %s to %s timed out; retrying with the same id",
+                        event.id,
+                        subject,
+                        extra={"stream": kind},
+                    )
+                    continue
+                msg = maybe
+            else:
+                msg = done.result()
+                done = None
+            try:
+                ack = parse_ack(msg)
+            except PublishRefused as refused:
+                if refused.err_code in _CONFLICT_CODES and expected is not None:
+                    original, actual = await self._find_after(kind, full, event.id, expected)
+                    if original is not None:
+                        return original
+                    raise ConcurrencyError(
+                        f"append to {subject!r} expected last sequence {expected}, but it is "
+                        f"{actual}; reload the entity and retry",
+                        subject=subject,
+                        expected=expected,
+                        actual=actual,
+                    ) from None
+                if (
+                    refused.err_code == ERR_DUPLICATE_IN_PROCESS
+                    and in_process < _IN_PROCESS_RETRIES
+                ):
+                    in_process += 1
+                    await asyncio.sleep(min(0.005 * 2**in_process, 0.5))
+                    continue
+                if refused.code == 503 and not reprovisioned:
+                    reprovisioned = True  # the stream was deleted behind our back
+                    self._admin.forget(kind)
+                    await self._admin.ensure_kind(kind)
+                    continue
+                raise EventLogError(
+                    f"JetStream refused event {event.id} ({event.type}) on {subject!r}: "
+                    f"{refused.description} (err_code {refused.err_code})"
+                ) from None
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise EventLogError(
+                    f"unreadable JetStream acknowledgement for event {event.id}: {exc}"
+                ) from exc
+            if ack.duplicate:
+                stored = await self._admin.get_msg(kind, seq=ack.seq)
+                if stored is not None:
+                    original = self._decode(kind, stored)
+                    if original is not None:
+                        return original
+            return RecordedEvent(event, kind, subject, ack.seq, time.time(), headers, body)
+
+    def _decode(self, kind: str, stored: StoredMsg) -> RecordedEvent | None:
+        return self._decoder.decode_msg(
+            kind, stored.subject, stored.seq, stored.time, stored.data, stored.headers
+        )
+
+    async def _find_after(
+        self, kind: str, full_subject: str, event_id: str, expected: int
+    ) -> tuple[RecordedEvent | None, int]:
+        """Look for ``event_id`` on the subject after ``expected``; return it and the last seq."""
+        last = await self._admin.get_msg(kind, last_by_subj=full_subject)
+        if last is None:
+            return None, 0
+        candidates = [last]
+        seq = expected
+        for _ in range(_MAX_CONFLICT_SCAN):
+            if candidates[-1].headers.get(HDR_MSG_ID) == event_id:
+                break
+            nxt = await self._admin.get_msg(kind, seq=seq + 1, next_by_subj=full_subject)
+            if nxt is None or nxt.seq >= last.seq:
+                break
+            candidates.append(nxt)
+            seq = nxt.seq
+        for stored in candidates:
+            if stored.headers.get(HDR_MSG_ID) == event_id and stored.seq > expected:
+                recorded = self._decode(kind, stored)
+                if recorded is not None:
+                    logger.info(
+                        "event %s was already stored at %s seq %d; returning the original",
+                        event_id,
+                        kind,
+                        stored.seq,
+                        extra={"stream": kind, "seq": stored.seq},
+                    )
+                    return recorded, last.seq
+        return None, last.seq

@@ -1,0 +1,209 @@
+"""Live subscriptions of the JetStream event log.
+
+A subscription catches up from its start sequence, then follows live. It runs on
+a nats-py ordered consumer (ephemeral, no acks, flow control, idle heartbeats;
+it recreates itself after a gap or missed heartbeats) with callback delivery, a
+fresh :class:`~nats.js.api.ConsumerConfig` per call (nats-py mutates it) and the
+position taken from each delivery's stream sequence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from converge.errors import ConfigError, ConvergeTimeoutError, EventLogError
+from events.jetstream.admin import StreamAdmin
+from events.jetstream.connection import LogConnection
+from events.jetstream.decoding import RecordDecoder
+from events.jetstream.jsapi import reply_metadata
+from events.log import Handler, RecordedEvent, Subscription
+from events.subjects import kind_of, validate_filter, validate_kind
+
+__all__ = [
+    "Decoder",
+    "JetStreamSubscription",
+    "Subscriber",
+    "check_subscribe_args",
+    "consumer_config",
+    "open_ordered",
+    "unsubscribe",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``(full_subject, stream_seq, time_sec, body, headers) -> record or None`` (skipped).
+Decoder = Callable[[str, int, float, bytes, Mapping[str, str] | None], RecordedEvent | None]
+
+
+def consumer_config(start_seq: int, start_time: float | None = None) -> api.ConsumerConfig:
+    """Return a new consumer config starting at ``start_time`` (if given) or ``start_seq``."""
+    config = api.ConsumerConfig()
+    if start_time is not None:
+        config.deliver_policy = api.DeliverPolicy.BY_START_TIME
+        # a millisecond early: float seconds cannot hold the broker's nanoseconds; the
+        # reader drops what is before start_time
+        config.opt_start_time = dt.datetime.fromtimestamp(start_time - 0.001, dt.UTC)  # type: ignore[assignment]
+    else:
+        config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = start_seq
+    return config
+
+
+async def open_ordered(
+    js: JetStreamContext,
+    filter_subject: str,
+    *,
+    stream_name: str,
+    config: api.ConsumerConfig,
+    cb: Callable[[Msg], Awaitable[None]],
+    idle_heartbeat_sec: float,
+) -> Any:
+    """Create an ordered push consumer delivering to ``cb``; return its subscription."""
+    try:
+        return await js.subscribe(
+            filter_subject,
+            stream=stream_name,
+            cb=cb,
+            ordered_consumer=True,
+            config=config,
+            idle_heartbeat=idle_heartbeat_sec,
+        )
+    except nats.errors.TimeoutError as exc:
+        raise ConvergeTimeoutError(
+            f"JetStream did not create a consumer on {stream_name} in time"
+        ) from exc
+    except nats.errors.Error as exc:
+        raise EventLogError(f"cannot create a consumer on {stream_name}: {exc}") from exc
+
+
+async def unsubscribe(psub: Any) -> None:
+    """Remove a subscription; quiet when the connection is already closed."""
+    with contextlib.suppress(nats.errors.Error, OSError):
+        await psub.unsubscribe()
+
+
+def check_subscribe_args(stream: str, subject: str | None, start_seq: int) -> None:
+    """Raise :class:`ConfigError` for a bad stream, subject filter or start sequence."""
+    validate_kind(stream)
+    if subject is not None:
+        validate_filter(subject)
+        if kind_of(subject) != stream:
+            raise ConfigError(f"subject {subject!r} is not in stream {stream!r}")
+    if isinstance(start_seq, bool) or not isinstance(start_seq, int) or start_seq < 1:
+        raise ConfigError(f"start_seq must be an int >= 1, not {start_seq!r}")
+
+
+class JetStreamSubscription(Subscription):
+    """A :class:`~events.log.Subscription` fed by an ordered push consumer."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        stream: str,
+        subject: str | None,
+        start_seq: int,
+        decode: Decoder,
+        on_close: Callable[[JetStreamSubscription], None],
+        closed_error: Callable[[], BaseException | None] = lambda: None,
+    ) -> None:
+        super().__init__(handler, stream=stream, subject=subject, start_seq=start_seq)
+        self._decode = decode
+        self._on_close = on_close
+        self._closed_error = closed_error
+        self.psub: Any = None
+
+    def _check_backend(self) -> None:
+        error = self._closed_error()
+        if error is not None:
+            self._fail(error)
+
+    def fail(self, error: BaseException) -> None:
+        """Fail the subscription (its waiters and ``stop()`` raise ``error``)."""
+        self._fail(error)
+
+    async def on_msg(self, msg: Msg) -> None:
+        """Decode one delivery and hand it to the handler (undecodable: skip and count)."""
+        try:
+            seq, when, pending = reply_metadata(msg.reply)
+        except (ValueError, IndexError):
+            logger.warning("subscription on %s got a non-JetStream message", self.stream)
+            return
+        recorded = self._decode(msg.subject, seq, when, msg.data, msg.headers)
+        if recorded is None:
+            self._skip(seq)
+        elif not await self._dispatch(recorded):
+            return
+        if pending == 0:
+            self._mark_caught_up()
+
+    async def _close(self) -> None:
+        self._on_close(self)
+        psub, self.psub = self.psub, None
+        if psub is not None:
+            await unsubscribe(psub)
+
+
+class Subscriber:
+    """The live subscriptions of one log."""
+
+    def __init__(self, conn: LogConnection, admin: StreamAdmin, decoder: RecordDecoder) -> None:
+        self._conn = conn
+        self._admin = admin
+        self._decoder = decoder
+        self.subscriptions: set[JetStreamSubscription] = set()
+
+    async def subscribe(
+        self, handler: Handler, *, stream: str, subject: str | None, start_seq: int
+    ) -> Subscription:
+        """Open a subscription (see :meth:`events.jetstream.JetStreamEventLog.subscribe`)."""
+        self._conn.check_open()
+        check_subscribe_args(stream, subject, start_seq)
+        await self._conn.ready()
+        name = await self._admin.ensure_kind(stream)
+        target = await self._admin.last_sequence(stream=stream, subject=subject)
+        sub = JetStreamSubscription(
+            handler,
+            stream=stream,
+            subject=subject,
+            start_seq=start_seq,
+            decode=functools.partial(self._decoder.decode_msg, stream),
+            on_close=self.subscriptions.discard,
+            closed_error=self._conn.closed_error_if_closed,
+        )
+        sub._set_target(target)
+        js = self._conn.js
+        assert js is not None
+        opts = self._conn.opts
+        sub.psub = await open_ordered(
+            js,
+            f"{opts.namespace}.{subject or stream + '.>'}",
+            stream_name=name,
+            config=consumer_config(start_seq),
+            cb=sub.on_msg,
+            idle_heartbeat_sec=opts.idle_heartbeat_sec,
+        )
+        self.subscriptions.add(sub)
+        return sub
+
+    def fail_all(self, error: BaseException) -> None:
+        """Fail every subscription with ``error`` (the connection closed for good)."""
+        for sub in list(self.subscriptions):
+            sub.fail(error)
+
+    async def stop_all(self) -> None:
+        """Stop every subscription; one that had failed is logged, not raised."""
+        for sub in list(self.subscriptions):
+            try:
+                await sub.stop()
+            except Exception:
+                logger.warning("subscription on %s had failed before stop", sub.stream)
