@@ -46,7 +46,7 @@ from events.jetstream.jsapi import (
     delivery_metadata,
     parse_headers,
 )
-from events.jetstream.rawroute import RawRouter, install_router, parse_delivery_headers
+from events.jetstream.rawroute import FastPathUnavailable, RawRouter, parse_delivery_headers
 from events.jetstream.subscribe import unsubscribe
 from events.log import RecordedEvent
 
@@ -58,7 +58,7 @@ READ_IDLE_TIMEOUT_SEC = 30.0
 READ_BUFFER_SIZE = 1024  # deliveries held for a reader before flow control pauses the server
 DECODE_CHUNK = 32  # deliveries a read parses and decodes at once
 READ_INACTIVE_THRESHOLD_SEC = 30.0  # the server drops a read's consumer left behind
-_POLL_SEC = 0.5
+POLL_SEC = 0.5
 
 #: A read's raw delivery: ``(subject, reply, body, header block)`` as the parser saw them.
 RawDelivery = tuple[bytes, bytes, bytes, bytes]
@@ -128,6 +128,7 @@ class OrderedRead:
     def __init__(
         self,
         nc: NatsClient,
+        router: RawRouter,
         filter_subject: str,
         *,
         stream_name: str,
@@ -144,7 +145,7 @@ class OrderedRead:
     ) -> None:
         self._nc = nc
         self._loop = asyncio.get_running_loop()
-        self._router: RawRouter = install_router(nc)
+        self._router = router
         self._filter = filter_subject
         self._stream = stream_name
         self._first, self._end = first, end
@@ -233,7 +234,15 @@ class OrderedRead:
             self._sub = await self._nc.subscribe(inbox)
         except nats.errors.Error as exc:
             raise EventLogError(f"cannot read stream {self._stream}: {exc}") from exc
-        self._sid = self._sub._id
+        sid = getattr(self._sub, "_id", None)  # nats-py's private subscription id
+        if not isinstance(sid, int) or isinstance(sid, bool):
+            await unsubscribe(self._sub)
+            self._sub = None
+            reason = "nats-py subscriptions have no integer _id"
+            if self._resume is None:  # nothing handed on yet: the reader may fall back
+                raise FastPathUnavailable(reason)
+            raise EventLogError(f"cannot read stream {self._stream}: {reason}")
+        self._sid = sid
         self._router.routes[self._sid] = self.on_delivery
         self._active.add(self._sub)
         if self._resume is None:
@@ -265,10 +274,10 @@ class OrderedRead:
                 return Phase.RESTART
             self._waiter = self._loop.create_future()
             try:
-                async with asyncio.timeout(_POLL_SEC):
+                async with asyncio.timeout(POLL_SEC):
                     await self._waiter
             except TimeoutError:
-                idle += _POLL_SEC
+                idle += POLL_SEC
                 if self._buffer or self._gap:
                     continue
                 if idle >= READ_IDLE_TIMEOUT_SEC:

@@ -5,20 +5,56 @@ for every MSG. A :class:`RawRouter`, installed once per connection in front of
 that method, hands the deliveries of read subscriptions (by subscription id, the
 private ``Subscription._id``) straight to their reads; every other subscription
 takes the usual nats-py path. Routed deliveries skip nats-py's message objects,
-header parsing, pending queue and ``in_msgs`` statistics.
+header parsing, pending queue and ``in_msgs`` statistics (about 1.5x faster
+rebuilds, see docs/benchmarks.md).
+
+This hooks nats-py private API, so it is guarded: :func:`fast_path_problem` checks
+the preconditions (a nats-py version the hook was checked against, ``_process_msg``
+with the expected parameters; the read checks ``Subscription._id`` when it
+subscribes). When one fails, :func:`install_router` returns ``None`` (logging why,
+once per connection) and reads take :mod:`events.jetstream.stock_read`, nats-py's
+own ordered consumer: a nats-py upgrade costs speed, not correctness.
+``tests/events/test_jetstream_reads.py`` runs the read tests on both paths. After
+checking a new nats-py release (the read tests pass with the router installed),
+add it to :data:`FAST_PATH_NATS_PY`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
+import logging
 from collections.abc import Callable
 
+import nats.aio.client
 import nats.errors
 
-from converge.errors import EventLogError
 from events.connection import NatsClient
 
-__all__ = ["RawHandler", "RawRouter", "install_router", "parse_delivery_headers"]
+__all__ = [
+    "FAST_PATH_NATS_PY",
+    "FastPathUnavailable",
+    "RawHandler",
+    "RawRouter",
+    "disable_router",
+    "fast_path_problem",
+    "install_router",
+    "parse_delivery_headers",
+]
+
+logger = logging.getLogger(__name__)
+
+#: nats-py version prefixes whose ``Client._process_msg`` and ``Subscription._id`` the
+#: router was checked against.
+FAST_PATH_NATS_PY: tuple[str, ...] = ("2.16.",)
+
+_PROCESS_MSG_PARAMS = ["sid", "subject", "reply", "data", "headers"]
+_ROUTER_ATTR = "_converge_read_router"  # the router, or why the connection has none
+
+
+class FastPathUnavailable(Exception):
+    """The fast read path cannot run on this nats-py; read with the stock consumer."""
+
 
 RawHandler = Callable[[bytes, bytes, bytes, bytes], str | None]
 _ASCII_SPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes
@@ -85,17 +121,48 @@ class RawRouter:
                 await self.nc.publish(answer)
 
 
-def install_router(nc: NatsClient) -> RawRouter:
-    """Return the connection's router, installing it on first use."""
-    found = getattr(nc, "_converge_read_router", None)
+def fast_path_problem(nc: NatsClient) -> str | None:
+    """Return why the router cannot run on ``nc`` (``None`` when it can)."""
+    version = str(getattr(nats.aio.client, "__version__", "unknown"))
+    if not version.startswith(FAST_PATH_NATS_PY):
+        return f"nats-py {version} is not a version the fast read path was checked against"
+    method = getattr(nc, "_process_msg", None)
+    if not callable(method):
+        return "nats-py's Client has no _process_msg"
+    try:
+        params = list(inspect.signature(method).parameters)
+    except (TypeError, ValueError):
+        return "nats-py's Client._process_msg has no readable signature"
+    if params != _PROCESS_MSG_PARAMS:
+        return f"nats-py's Client._process_msg takes ({', '.join(params)})"
+    return None
+
+
+def install_router(nc: NatsClient) -> RawRouter | None:
+    """Return the connection's router, installing it on first use; None: use the fallback."""
+    found = getattr(nc, _ROUTER_ATTR, None)
     if isinstance(found, RawRouter):
         return found
-    if not callable(getattr(nc, "_process_msg", None)):
-        raise EventLogError(
-            "this nats-py has no Client._process_msg, which converge's reads route "
-            "through; install the nats-py version converge pins (pip install -e .)"
-        )
+    if isinstance(found, str):
+        return None
+    problem = fast_path_problem(nc)
+    if problem is not None:
+        disable_router(nc, problem)
+        return None
     router = RawRouter(nc)
-    setattr(nc, "_converge_read_router", router)  # noqa: B010
+    setattr(nc, _ROUTER_ATTR, router)
     setattr(nc, "_process_msg", router.process_msg)  # noqa: B010
     return router
+
+
+def disable_router(nc: NatsClient, reason: str) -> None:
+    """Make reads on ``nc`` take nats-py's stock consumer from now on; log why, once."""
+    found = getattr(nc, _ROUTER_ATTR, None)
+    if isinstance(found, RawRouter):
+        found.routes.clear()  # installed already: it passes every message on
+    setattr(nc, _ROUTER_ATTR, reason)
+    logger.warning(
+        "fast JetStream reads are off for this connection (%s); reading with nats-py's "
+        "ordered consumer, which is slower",
+        reason,
+    )

@@ -1,8 +1,10 @@
 """Bounded reads of the JetStream event log over one or every stream of its namespace.
 
-Each stream is read by an :class:`~events.jetstream.ordered_read.OrderedRead` up to
-its last sequence at the start of the read; undecodable messages are skipped,
-logged with stream and sequence, and counted.
+Each stream is read up to its last sequence at the start of the read, by an
+:class:`~events.jetstream.ordered_read.OrderedRead` (the fast path, raw deliveries)
+or, when that path's preconditions on nats-py fail, by a
+:class:`~events.jetstream.stock_read.StockRead` (nats-py's ordered consumer).
+Undecodable messages are skipped, logged with stream and sequence, and counted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from events.jetstream.admin import StreamAdmin
 from events.jetstream.connection import LogConnection, LogState
 from events.jetstream.decoding import RecordDecoder
 from events.jetstream.ordered_read import OrderedRead
+from events.jetstream.rawroute import FastPathUnavailable, disable_router, install_router
+from events.jetstream.stock_read import StockRead
 from events.jetstream.subscribe import unsubscribe
 from events.log import RecordedEvent
 from events.subjects import kind_of, validate_filter, validate_kind
@@ -89,20 +93,47 @@ class Reader:
             return
         nc = await self._conn.ready()
         opts = self._conn.opts
-        read = OrderedRead(
-            nc,
-            f"{opts.namespace}.{subject or kind + '.>'}",
+        filter_subject = f"{opts.namespace}.{subject or kind + '.>'}"
+        decode = functools.partial(self._decoder.decode_batch, kind)
+        router = install_router(nc)
+        if router is not None:
+            fast = OrderedRead(
+                nc,
+                router,
+                filter_subject,
+                stream_name=opts.spec(kind).name,
+                first=first,
+                end=end,
+                decode=decode,
+                idle_heartbeat_sec=opts.idle_heartbeat_sec,
+                api_timeout_sec=opts.api_timeout_sec,
+                closed_error=self._conn.closed_error_if_closed,
+                active=self.active,
+                start_seq=start_seq,
+                start_time=start_time,
+                end_time=end_time,
+            )
+            try:
+                async for batch in fast.run():
+                    yield batch
+                return
+            except FastPathUnavailable as exc:  # raised before any batch was handed on
+                disable_router(nc, str(exc))
+        js = self._conn.js
+        assert js is not None
+        stock = StockRead(
+            js,
+            filter_subject,
             stream_name=opts.spec(kind).name,
             first=first,
             end=end,
-            decode=functools.partial(self._decoder.decode_batch, kind),
+            decode=decode,
             idle_heartbeat_sec=opts.idle_heartbeat_sec,
-            api_timeout_sec=opts.api_timeout_sec,
             closed_error=self._conn.closed_error_if_closed,
             active=self.active,
             start_seq=start_seq,
             start_time=start_time,
             end_time=end_time,
         )
-        async for batch in read.run():
+        async for batch in stock.run():
             yield batch

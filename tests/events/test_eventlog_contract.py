@@ -9,7 +9,7 @@ import pytest
 from converge.extensions.storage.file import FileStore
 from converge.extensions.storage.memory import MemoryStore
 from converge.extensions.storage.nats_kv import NatsKVStore
-from events.jetstream import JetStreamEventLog
+from events.jetstream import JetStreamEventLog, rawroute
 from events.log import EventLog
 from events.memory import MemoryEventLog
 from events.store_log import StoreEventLog
@@ -20,6 +20,9 @@ from events.testing import EventLogContract
     params=[
         "memory",
         pytest.param("jetstream", marks=pytest.mark.nats),
+        # reads on nats-py's stock ordered consumer, as after a nats-py upgrade the fast
+        # read path was not checked against (see events/jetstream/rawroute.py)
+        pytest.param("jetstream-stock", marks=pytest.mark.nats),
         "store-memory",
         "store-file",
         pytest.param("store-natskv", marks=pytest.mark.nats),
@@ -29,7 +32,10 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, str, str]:
     """The backend name with its server URL and namespace (resolved outside the loop)."""
     if request.param == "store-file":
         return "store-file", str(request.getfixturevalue("tmp_path")), "converge"
-    if request.param in ("jetstream", "store-natskv"):
+    if request.param == "jetstream-stock":
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setattr(rawroute, "FAST_PATH_NATS_PY", ("0.0.0-never",))
+    if request.param in ("jetstream", "jetstream-stock", "store-natskv"):
         return (
             request.param,
             request.getfixturevalue("nats_url"),

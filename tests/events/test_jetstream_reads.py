@@ -44,6 +44,25 @@ async def log(nats_url: str, namespace: str) -> AsyncIterator[JetStreamEventLog]
         await log.delete_streams()
 
 
+def _force_stock_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the fast path's version precondition, as a nats-py upgrade would."""
+    monkeypatch.setattr(rawroute, "FAST_PATH_NATS_PY", ("0.0.0-never",))
+
+
+@pytest.fixture(params=["fast", "stock"])
+async def any_path_log(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, nats_url: str, namespace: str
+) -> AsyncIterator[JetStreamEventLog]:
+    """A log reading on the fast path, or on nats-py's stock consumer (the fallback)."""
+    if request.param == "stock":
+        _force_stock_reads(monkeypatch)
+    async with await JetStreamEventLog.connect(
+        nats_url, namespace=namespace, idle_heartbeat_sec=0.2
+    ) as log:
+        yield log
+        await log.delete_streams()
+
+
 def _drop_delivery(monkeypatch: pytest.MonkeyPatch, stream_seq: int) -> list[int]:
     """Make reads lose the first delivery of ``stream_seq``; return the dropped seqs."""
     dropped: list[int] = []
@@ -103,8 +122,9 @@ async def test_a_read_restarts_when_a_heartbeat_reports_a_lost_last_delivery(
 
 @pytest.mark.nats
 async def test_a_slow_reader_holds_back_flow_control(
-    log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch
+    any_path_log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    log = any_path_log
     monkeypatch.setattr(ordered_read, "READ_BUFFER_SIZE", 4)
     await _append(log, 3000)
     seqs = [r.sequence async for r in log.read(stream="tasks")]
@@ -113,7 +133,10 @@ async def test_a_slow_reader_holds_back_flow_control(
 
 
 @pytest.mark.nats
-async def test_concurrent_reads_on_one_connection_stay_apart(log: JetStreamEventLog) -> None:
+async def test_concurrent_reads_on_one_connection_stay_apart(
+    any_path_log: JetStreamEventLog,
+) -> None:
+    log = any_path_log
     await _append(log, 500)
 
     async def read(subject: str | None) -> list[int]:
@@ -122,3 +145,51 @@ async def test_concurrent_reads_on_one_connection_stay_apart(log: JetStreamEvent
     everything, one, again = await asyncio.gather(read(None), read("tasks.t42"), read(None))
     assert everything == again == list(range(1, 501))
     assert one == [43]
+
+
+@pytest.mark.nats
+async def test_reads_by_range_and_time_on_either_path(any_path_log: JetStreamEventLog) -> None:
+    log = any_path_log
+    await _append(log, 50)
+    records = [r async for r in log.read(stream="tasks")]
+    assert [r.sequence for r in records] == list(range(1, 51))
+    assert [r.sequence async for r in log.read(stream="tasks", start_seq=10, end_seq=12)] == [
+        10,
+        11,
+        12,
+    ]
+    middle = records[20].time
+    after = [r.sequence async for r in log.read(stream="tasks", start_time=middle)]
+    assert after and after[0] <= 21 and after[-1] == 50
+    assert [r.sequence async for r in log.read(subject="tasks.nobody")] == []
+    assert [r async for r in log.read(stream="tasks", start_seq=51)] == []
+
+
+@pytest.mark.nats
+async def test_a_nats_py_the_fast_path_was_not_checked_against_reads_on_the_stock_consumer(
+    log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _append(log, 30)
+    _force_stock_reads(monkeypatch)
+    await log.stop()
+    await log.start()  # a new connection decides again
+    with caplog.at_level(logging.WARNING, logger="events.jetstream"):
+        assert [r.sequence async for r in log.read(stream="tasks")] == list(range(1, 31))
+        assert [r.sequence async for r in log.read(stream="tasks")] == list(range(1, 31))
+    nc = log.connection
+    assert nc is not None
+    assert rawroute.install_router(nc) is None
+    warnings = [r for r in caplog.records if "fast JetStream reads are off" in r.getMessage()]
+    assert len(warnings) == 1  # once per connection
+    assert "not a version the fast read path was checked against" in warnings[0].getMessage()
+
+
+def test_a_changed_process_msg_fails_the_precondition() -> None:
+    class Changed:
+        async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes) -> None:
+            return None
+
+    problem = rawroute.fast_path_problem(Changed())  # type: ignore[arg-type]
+    assert problem == "nats-py's Client._process_msg takes (sid, subject, reply, data)"
+    assert rawroute.fast_path_problem(object()) == "nats-py's Client has no _process_msg"  # type: ignore[arg-type]
+    assert rawroute.fast_path_problem(Client()) is None
