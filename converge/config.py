@@ -3,8 +3,10 @@
 Precedence, lowest first: defaults, the file, the environment, explicit overrides (CLI
 flags). Every key can be set in the environment as ``CONVERGE_<KEY>`` (for example
 ``CONVERGE_AGENTS=4``, ``CONVERGE_NATS_URL=nats://host:4222``); ``CONVERGE_CONFIG`` names
-the file when none is given. Invalid input raises :class:`ConfigError` with a one-line
-message naming the key, the source and the fix.
+the file when none is given. The layers are pydantic-settings sources (the environment is
+its ``EnvSettingsSource``, the file a source of ours); ``ConvergeConfig()`` alone reads
+them all. Invalid input raises :class:`ConfigError` with a one-line message naming the
+key, the source and the fix.
 """
 
 from __future__ import annotations
@@ -13,22 +15,36 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from converge.errors import ConfigError
-from events.connection import BrokerConfig
+from events.connection import BrokerConfig, check_url
 
-__all__ = ["ENV_PREFIX", "ConvergeConfig", "load_config"]
+__all__ = ["ENV_PREFIX", "MAX_NAMESPACE_LEN", "ConvergeConfig", "load_config"]
 
 ENV_PREFIX = "CONVERGE_"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
+#: JetStream stream names are at most 255 characters; the longest is ``<NS>_COORDINATION``.
+MAX_NAMESPACE_LEN = 255 - len("_COORDINATION")
+#: Pool ids are subject tokens; keep them well inside NATS's 4 KiB control line.
+MAX_POOL_ID_LEN = 255
 
-class ConvergeConfig(BaseModel):
+
+class ConvergeConfig(BaseSettings):
     """What ``converge run`` and the other commands need.
 
     ``transport`` carries agent-to-agent messages (``local``: in-process, ``nats``: the
@@ -43,7 +59,9 @@ class ConvergeConfig(BaseModel):
     server's JetStream data in ``nats_data_dir`` (default ``<data_dir>/nats``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, env_prefix=ENV_PREFIX, env_ignore_empty=True
+    )
 
     transport: Literal["local", "nats", "tcp", "websocket"] = "local"
     host: str = "127.0.0.1"
@@ -64,14 +82,19 @@ class ConvergeConfig(BaseModel):
     replicas: int = Field(default=1, ge=1, le=5)
     data_dir: Path = Path(".converge")
     nats_data_dir: Path | None = None
-    tick_interval_sec: float = Field(default=0.05, gt=0)
+    tick_interval_sec: float = Field(default=0.05, ge=0.01, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     @field_validator("namespace", "pool_id")
     @classmethod
-    def _token(cls, value: str) -> str:
+    def _token(cls, value: str, info: ValidationInfo) -> str:
         if not _TOKEN.match(value):
             raise ValueError(f"{value!r} must be letters, digits, '-' or '_' only")
+        limit = MAX_NAMESPACE_LEN if info.field_name == "namespace" else MAX_POOL_ID_LEN
+        if len(value) > limit:
+            raise ValueError(
+                f"is {len(value)} characters long; at most {limit} fit JetStream's names"
+            )
         return value
 
     @field_validator("log_level", mode="before")
@@ -84,10 +107,29 @@ class ConvergeConfig(BaseModel):
     def _url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        for url in value.split(","):
-            if "://" not in url.strip():
-                raise ValueError(f"{url.strip()!r} needs a scheme, for example nats://host:4222")
-        return value.strip()
+        return ",".join(check_url(url) for url in value.split(",") if url.strip())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init arguments) over ``CONVERGE_*`` variables over the file."""
+        call = _CALL.get()
+        if call is None:
+            environ: Mapping[str, str] = os.environ
+            env_source = env_settings
+        else:
+            environ = call
+            env_source = _mapping_env_source(settings_cls, environ)
+        path = environ.get(ENV_PREFIX + "CONFIG") or None
+        if call is not None:
+            path = _PATH.get() or path
+        return (init_settings, env_source, _FileSource(settings_cls, path))
 
     @property
     def nats_dir(self) -> Path:
@@ -175,28 +217,75 @@ def load_config(
 ) -> ConvergeConfig:
     """Return the settings from ``path`` (or ``$CONVERGE_CONFIG``), the env and ``overrides``.
 
-    Overrides that are None are ignored. Raises ``ConfigError`` with one line naming the
-    bad key and where it came from.
+    ``env`` replaces ``os.environ`` when given. Overrides that are None are ignored.
+    Raises ``ConfigError`` with one line naming the bad key and where it came from.
     """
     environ = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    file_path = path if path is not None else environ.get(ENV_PREFIX + "CONFIG") or None
-    if file_path is not None:
-        from_file = _read_file(Path(file_path))
-        values.update(from_file)
-        sources.update({k: f"file {file_path}" for k in from_file})
-    for name in ConvergeConfig.model_fields:
-        env_key = ENV_PREFIX + name.upper()
-        raw = environ.get(env_key)
-        if raw is not None and raw != "":
-            values[name] = raw
-            sources[name] = env_key
-    for name, value in overrides.items():
-        if value is not None:
-            values[name] = value
-            sources[name] = "--" + name.replace("_", "-")
+    flags = {name: value for name, value in overrides.items() if value is not None}
+    env_token = _CALL.set(environ)
+    path_token = _PATH.set(str(path) if path is not None else None)
     try:
-        return ConvergeConfig.model_validate(values)
+        return ConvergeConfig(**flags)
     except ValidationError as exc:
-        raise ConfigError(f"invalid config: {_first_error(exc, sources)}") from None
+        file_path = path if path is not None else environ.get(ENV_PREFIX + "CONFIG") or None
+        raise ConfigError(
+            f"invalid config: {_first_error(exc, _origins(environ, file_path, flags))}"
+        ) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid config: {_first_line(exc)}") from None
+    finally:
+        _PATH.reset(path_token)
+        _CALL.reset(env_token)
+
+
+# Per-call inputs of load_config, read by ConvergeConfig.settings_customise_sources.
+_CALL: ContextVar[Mapping[str, str] | None] = ContextVar("converge_config_env", default=None)
+_PATH: ContextVar[str | None] = ContextVar("converge_config_path", default=None)
+
+
+def _mapping_env_source(
+    settings_cls: type[BaseSettings], environ: Mapping[str, str]
+) -> EnvSettingsSource:
+    """pydantic-settings' environment source reading ``environ`` instead of ``os.environ``."""
+    source = EnvSettingsSource(settings_cls)
+    source.env_vars = {k.lower(): v for k, v in environ.items() if v != ""}
+    return source
+
+
+_FLAGS = {"nats_url": "--url"}
+
+
+def _origins(
+    environ: Mapping[str, str], file_path: object, flags: Mapping[str, Any]
+) -> dict[str, str]:
+    """Name the layer each key came from, highest precedence first."""
+    origins: dict[str, str] = {}
+    for name in ConvergeConfig.model_fields:
+        if name in flags:
+            origins[name] = _FLAGS.get(name, "--" + name.replace("_", "-"))
+        elif environ.get(ENV_PREFIX + name.upper()):
+            origins[name] = ENV_PREFIX + name.upper()
+        elif file_path is not None:
+            origins[name] = f"file {file_path}"
+    if file_path is not None:
+        origins.setdefault("config", f"file {file_path}")
+    return origins
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The YAML/TOML file layer (its keys may use ``-``; a lone ``converge:`` section)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | None) -> None:
+        super().__init__(settings_cls)
+        self._data = _read_file(Path(path)) if path is not None else {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)

@@ -54,28 +54,19 @@ async def broker(cfg: ConvergeConfig) -> AsyncIterator[str]:
 
 
 async def preflight(url: str) -> None:
-    """Fail fast, in one line, when no server of ``url`` accepts TCP connections."""
-    last: BaseException | None = None
+    """Fail fast, in one line, unless a server of ``url`` greets as NATS (see ``probe``)."""
+    from events.connection import probe
+
+    last: EventLogError | None = None
     for server_url in [u.strip() for u in url.split(",") if u.strip()]:
-        hostport = server_url.split("://", 1)[-1].rsplit("@", 1)[-1].split("/", 1)[0]
-        host, _, port = hostport.rpartition(":")
-        if not host:
-            host, port = hostport, "4222"
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_SEC):
-                _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
-        except (OSError, TimeoutError, ValueError) as exc:
+            await probe(server_url, CONNECT_TIMEOUT_SEC)
+        except EventLogError as exc:
             last = exc
             continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
         return
-    reason = one_line(last) if last is not None else "no server URL"
-    raise EventLogError(
-        f"cannot reach NATS at {url}: {reason}; check the URL, "
-        "or omit --url to start an embedded server"
-    )
+    reason = one_line(last) if last is not None else f"no server URL in {url!r}"
+    raise EventLogError(f"{reason}; check the URL, or omit --url to start an embedded server")
 
 
 @contextlib.asynccontextmanager
