@@ -8,11 +8,10 @@ sequence or a time, and applies append acknowledgements for read-your-writes.
 
 from __future__ import annotations
 
-from projections.base import Projection
+from projections.base import Projection, SkippedEvent
 from projections.discovery import AGENTS_STREAM, DiscoveryProjection
 from projections.pools import POOLS_STREAM, PoolProjection
 from projections.runner import AsOf, ProjectionRunner, RunnerState
-from projections.service import ProjectedService
 from projections.tasks import TASKS_STREAM, TaskProjection
 from projections.verify import SignatureVerifier
 
@@ -23,10 +22,10 @@ __all__ = [
     "AsOf",
     "DiscoveryProjection",
     "PoolProjection",
-    "ProjectedService",
     "Projection",
     "ProjectionRunner",
     "RunnerState",
     "SignatureVerifier",
+    "SkippedEvent",
     "TaskProjection",
 ]

@@ -16,18 +16,47 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from converge.errors import ConvergeError, DecodeError
 from events import RecordedEvent
 
-__all__ = ["Projection"]
+__all__ = ["Projection", "SkippedEvent"]
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1
 """Version of the dict layout :meth:`Projection.snapshot` returns."""
+
+RECENT_SKIPS = 100
+"""How many skipped events a projection keeps in :attr:`Projection.recent_skips`."""
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedEvent:
+    """One stored message a projection passed over without folding it.
+
+    ``reason`` says why: it did not fit the state, its signature was rejected, or the
+    log could not decode it. Its sequence still counts as read and still moves the
+    version of its subject, so the entity stays writable.
+    """
+
+    stream: str
+    subject: str
+    sequence: int
+    reason: str
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the record as plain data."""
+        return {
+            "stream": self.stream,
+            "subject": self.subject,
+            "seq": self.sequence,
+            "reason": self.reason,
+        }
 
 
 class Projection(ABC):
@@ -48,6 +77,10 @@ class Projection(ABC):
         self.position: dict[str, int] = dict.fromkeys(self.streams, 0)
         self.versions: dict[str, int] = {}
         self.skipped_events = 0
+        self.skipped_by_stream: dict[str, int] = {}
+        """Messages passed over without a fold, per stream (misfits, rejected, undecodable)."""
+        self.recent_skips: deque[SkippedEvent] = deque(maxlen=RECENT_SKIPS)
+        """The last passed-over messages with their subject and sequence."""
 
     # -- the fold --------------------------------------------------------------
 
@@ -68,6 +101,7 @@ class Projection(ABC):
             self.fold(recorded)
         except ConvergeError as exc:
             self.skipped_events += 1
+            self._record_skip(recorded.stream, recorded.subject, recorded.sequence, str(exc))
             logger.warning(
                 "%s skipped %s event %s at %s seq %d: %s",
                 type(self).__name__,
@@ -78,6 +112,24 @@ class Projection(ABC):
                 exc,
             )
         return True
+
+    def pass_over(self, stream: str, subject: str, sequence: int, reason: str) -> None:
+        """Count a message of ``subject`` that is not folded (rejected or undecodable).
+
+        Its sequence moves the subject's version (the log's last sequence of that
+        subject is now ``sequence``, so a command must expect it) and, when it is the
+        next one, the stream's position. Recorded in :attr:`recent_skips`.
+        """
+        if stream not in self.position:
+            return
+        if sequence > self.versions.get(subject, 0):
+            self.versions[subject] = sequence
+        self.advance(stream, sequence)
+        self._record_skip(stream, subject, sequence, reason)
+
+    def _record_skip(self, stream: str, subject: str, sequence: int, reason: str) -> None:
+        self.skipped_by_stream[stream] = self.skipped_by_stream.get(stream, 0) + 1
+        self.recent_skips.append(SkippedEvent(stream, subject, sequence, reason))
 
     def advance(self, stream: str, sequence: int) -> None:
         """Move ``stream``'s position up to ``sequence`` (for sequences known to be empty)."""
@@ -98,6 +150,8 @@ class Projection(ABC):
         self.position = dict.fromkeys(self.streams, 0)
         self.versions = {}
         self.skipped_events = 0
+        self.skipped_by_stream = {}
+        self.recent_skips.clear()
         self.clear()
 
     # -- snapshots -------------------------------------------------------------
@@ -110,6 +164,8 @@ class Projection(ABC):
             "position": dict(self.position),
             "versions": dict(self.versions),
             "skipped_events": self.skipped_events,
+            "skipped_by_stream": dict(self.skipped_by_stream),
+            "recent_skips": [skip.to_dict() for skip in self.recent_skips],
             "state": self.snapshot_state(),
         }
 
@@ -148,6 +204,15 @@ class Projection(ABC):
             self.position[stream] = value
         self.versions = {str(k): int(v) for k, v in data["versions"].items()}
         self.skipped_events = int(data.get("skipped_events", 0))
+        self.skipped_by_stream = {
+            str(k): int(v) for k, v in data.get("skipped_by_stream", {}).items()
+        }
+        for item in data.get("recent_skips", ()):
+            self.recent_skips.append(
+                SkippedEvent(
+                    str(item["stream"]), str(item["subject"]), int(item["seq"]), str(item["reason"])
+                )
+            )
         self.restore_state(data["state"])
 
     # -- subclass hooks --------------------------------------------------------

@@ -556,9 +556,15 @@ class ProjectionRunner(Generic[P]):
         return applied
 
     def _skip_rejected(self, recorded: RecordedEvent) -> None:
-        """Pass over a rejected event: its sequence counts as read, nothing is applied."""
+        """Pass over a rejected event: its sequence counts as read, nothing is applied.
+
+        The subject's version moves too: the log's last sequence of that subject is the
+        rejected event, so the next command on the entity must expect it.
+        """
         self.rejected_events += 1
-        self._projection.advance(recorded.stream, recorded.sequence)
+        self._projection.pass_over(
+            recorded.stream, recorded.subject, recorded.sequence, "signature rejected"
+        )
 
     async def _on_event(self, recorded: RecordedEvent) -> None:
         if self._failure is not None or self._state is not RunnerState.RUNNING:

@@ -75,8 +75,12 @@ async def projection_summary(cfg: ConvergeConfig, as_of: int | float | None) -> 
     async with event_log(cfg) as log:
         tasks = TaskProjection()
         pools = PoolProjection()
-        await ProjectionRunner(tasks, log).rebuild(as_of)
-        await ProjectionRunner(pools, log).rebuild(as_of)
+        skipped: dict[str, int] = {}  # per stream: undecodable messages and misfit events
+        for kind, projection in (("tasks", tasks), ("pools", pools)):
+            before = log.skipped_events
+            await ProjectionRunner(projection, log).rebuild(as_of)
+            undecodable = log.skipped_events - before
+            skipped[kind] = undecodable + projection.skipped_by_stream.get(kind, 0)
         last = {kind: await log.last_sequence(stream=kind) for kind in ("tasks", "pools")}
     return {
         "namespace": cfg.namespace,
@@ -91,6 +95,8 @@ async def projection_summary(cfg: ConvergeConfig, as_of: int | float | None) -> 
         },
         "position": {**tasks.position, **pools.position},
         "stream_last_seq": last,
+        "skipped": skipped,
+        "recent_skips": [s.to_dict() for p in (tasks, pools) for s in p.recent_skips],
     }
 
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from converge.coordination._shared import resolve_event_log
+from converge.compat import resolve_event_log
 from converge.coordination._views import CallableMapping
 from converge.core._codec import check_str
 from converge.core.pool import Pool
@@ -21,16 +21,15 @@ from converge.core.store import AsyncStore, Store
 from converge.errors import ConcurrencyError, ConfigError, DecodeError, InvalidStateError
 from converge.policy.admission import AdmissionPolicy, admission_policy_from_spec
 from converge.policy.governance import governance_from_spec
+from converge.service import Plan, ProjectedService
 from events import AgentJoinedPool, AgentLeftPool, EventLog, PoolCreated, subject
 from projections import POOLS_STREAM, PoolProjection
-from projections.service import ProjectedService
 from projections.verify import SignatureVerifier
 
 __all__ = ["PoolManager", "TrustSource"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_ATTEMPTS = 64
 _SPEC_KEYS = frozenset(
     {"id", "topics", "agents", "admission_policy", "governance", "trust_model", "trust_threshold"}
 )
@@ -102,7 +101,7 @@ class PoolManager(ProjectedService[PoolProjection]):
 
     def __init__(
         self,
-        event_log: EventLog | Store | AsyncStore | None = None,
+        event_log: EventLog | None = None,
         *,
         snapshot_store: Store | AsyncStore | None = None,
         store: Store | AsyncStore | None = None,
@@ -252,51 +251,35 @@ class PoolManager(ProjectedService[PoolProjection]):
         """
         agent_id = _check_id(agent_id, "agent_id")
         pool_id = _check_id(pool_id, "pool_id")
-        await self._ensure_started()
-        subj = subject(POOLS_STREAM, pool_id)
-        async with self._entity(subj):
-            for _ in range(_MAX_ATTEMPTS):
-                pool = await self._find(pool_id)
-                if pool is None:
-                    return False
-                if agent_id in pool.agents:
-                    return True
-                if not self._admits(pool, agent_id, token):
-                    logger.info("pool %s refused agent %s", pool_id, agent_id)
-                    return False
-                event = AgentJoinedPool(pool_id=pool_id, agent_id=agent_id, actor=agent_id)
-                try:
-                    await self._append(event, subj, self.projection.pool_version(pool_id))
-                except ConcurrencyError as exc:
-                    await self._catch_up_after(POOLS_STREAM, exc)
-                    continue
-                return True
-        raise ConcurrencyError(
-            f"join of pool {pool_id!r} by {agent_id!r} lost {_MAX_ATTEMPTS} races; try again",
-            subject=subj,
+
+        async def plan() -> Plan[bool]:
+            pool = await self._find(pool_id)
+            if pool is None:
+                return (), False
+            if agent_id in pool.agents:
+                return (), True
+            if not self._admits(pool, agent_id, token):
+                logger.info("pool %s refused agent %s", pool_id, agent_id)
+                return (), False
+            return (AgentJoinedPool(pool_id=pool_id, agent_id=agent_id, actor=agent_id),), True
+
+        return await self._execute(
+            subject(POOLS_STREAM, pool_id), plan, what=f"join of pool {pool_id!r} by {agent_id!r}"
         )
 
     async def leave_pool(self, agent_id: str, pool_id: str) -> None:
         """Remove ``agent_id`` from the pool; no-op for an unknown pool or a non-member."""
         agent_id = _check_id(agent_id, "agent_id")
         pool_id = _check_id(pool_id, "pool_id")
-        await self._ensure_started()
-        subj = subject(POOLS_STREAM, pool_id)
-        async with self._entity(subj):
-            for _ in range(_MAX_ATTEMPTS):
-                pool = await self._find(pool_id)
-                if pool is None or agent_id not in pool.agents:
-                    return
-                event = AgentLeftPool(pool_id=pool_id, agent_id=agent_id, actor=agent_id)
-                try:
-                    await self._append(event, subj, self.projection.pool_version(pool_id))
-                except ConcurrencyError as exc:
-                    await self._catch_up_after(POOLS_STREAM, exc)
-                    continue
-                return
-        raise ConcurrencyError(
-            f"leave of pool {pool_id!r} by {agent_id!r} lost {_MAX_ATTEMPTS} races; try again",
-            subject=subj,
+
+        async def plan() -> Plan[None]:
+            pool = await self._find(pool_id)
+            if pool is None or agent_id not in pool.agents:
+                return (), None
+            return (AgentLeftPool(pool_id=pool_id, agent_id=agent_id, actor=agent_id),), None
+
+        await self._execute(
+            subject(POOLS_STREAM, pool_id), plan, what=f"leave of pool {pool_id!r} by {agent_id!r}"
         )
 
     # -- internals -----------------------------------------------------------------------

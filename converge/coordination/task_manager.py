@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from converge.coordination._shared import resolve_event_log
+from converge.compat import resolve_event_log
 from converge.coordination._views import CallableMapping
 from converge.core._codec import check_str, check_value
 from converge.core.store import AsyncStore, Store
@@ -31,6 +31,7 @@ from converge.errors import (
     NotAuthorizedError,
     NotFoundError,
 )
+from converge.service import Plan, ProjectedService
 from events import (
     Event,
     EventLog,
@@ -43,14 +44,12 @@ from events import (
     subject,
 )
 from projections import TASKS_STREAM, TaskProjection
-from projections.service import ProjectedService
 from projections.verify import SignatureVerifier
 
 __all__ = ["TaskManager"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_ATTEMPTS = 64
 _SWEEP_CONCURRENCY = 64
 
 
@@ -77,14 +76,15 @@ class TaskManager(ProjectedService[TaskProjection]):
     ``event_log=None`` uses a private in-process ``MemoryEventLog``. ``snapshot_store``
     keeps projection snapshots so a restart resumes (every ``snapshot_every`` events and
     on ``stop()``). The seed design's ``store`` (``TaskManager(store)`` or
-    ``store=``) makes managers on the same store object share one in-process log.
+    ``store=``) makes managers on the same store object share one log
+    (:func:`converge.compat.resolve_event_log`).
     Commands start a manager that was not started. Task objects returned by queries
     belong to the projection: read them, do not mutate them.
     """
 
     def __init__(
         self,
-        event_log: EventLog | Store | AsyncStore | None = None,
+        event_log: EventLog | None = None,
         *,
         snapshot_store: Store | AsyncStore | None = None,
         store: Store | AsyncStore | None = None,
@@ -190,24 +190,22 @@ class TaskManager(ProjectedService[TaskProjection]):
         """
         agent_id = _check_id(agent_id, "agent_id")
         task_id = _check_id(task_id, "task_id")
-        await self._ensure_started()
-        projection = self.projection
-        subj = subject(TASKS_STREAM, task_id)
-        async with self._entity(subj):
-            for _ in range(_MAX_ATTEMPTS):
-                task = await self._find(task_id)
-                if task is None or task.state is not TaskState.PENDING:
-                    return False
-                event = TaskClaimed(
-                    task_id=task_id, agent_id=agent_id, claimed_at=time.time(), actor=agent_id
-                )
-                try:
-                    await self._append(event, subj, projection.task_version(task_id))
-                except ConcurrencyError as exc:
-                    logger.debug("claim of %s by %s lost a race", task_id, agent_id)
-                    await self._catch_up_after(TASKS_STREAM, exc)
-                    continue
-                return True
+
+        async def plan() -> Plan[bool]:
+            task = await self._find(task_id)
+            if task is None or task.state is not TaskState.PENDING:
+                return (), False
+            event = TaskClaimed(
+                task_id=task_id, agent_id=agent_id, claimed_at=time.time(), actor=agent_id
+            )
+            return (event,), True
+
+        try:
+            return await self._execute(
+                subject(TASKS_STREAM, task_id), plan, what=f"claim of task {task_id!r}"
+            )
+        except ConcurrencyError:
+            logger.debug("claim of %s by %s kept losing races", task_id, agent_id)
             return False
 
     async def report(self, agent_id: str, task_id: str, result: Any) -> None:
@@ -251,24 +249,18 @@ class TaskManager(ProjectedService[TaskProjection]):
     async def cancel_task(self, task_id: str, *, reason: str | None = None) -> bool:
         """Cancel a task that is not finished; return ``False`` when unknown or finished."""
         task_id = _check_id(task_id, "task_id")
-        await self._ensure_started()
-        projection = self.projection
-        subj = subject(TASKS_STREAM, task_id)
-        async with self._entity(subj):
-            for _ in range(_MAX_ATTEMPTS):
-                task = await self._find(task_id)
-                if task is None or task.state.is_terminal:
-                    return False
-                try:
-                    await self._append(
-                        TaskCancelled(task_id=task_id, reason=reason),
-                        subj,
-                        projection.task_version(task_id),
-                    )
-                except ConcurrencyError as exc:
-                    await self._catch_up_after(TASKS_STREAM, exc)
-                    continue
-                return True
+
+        async def plan() -> Plan[bool]:
+            task = await self._find(task_id)
+            if task is None or task.state.is_terminal:
+                return (), False
+            return (TaskCancelled(task_id=task_id, reason=reason),), True
+
+        try:
+            return await self._execute(
+                subject(TASKS_STREAM, task_id), plan, what=f"cancel of task {task_id!r}"
+            )
+        except ConcurrencyError:
             return False
 
     async def release_expired_claims(self, now: float | None = None) -> list[str]:
@@ -291,18 +283,20 @@ class TaskManager(ProjectedService[TaskProjection]):
         projection = self.projection
 
         async def release(task_id: str, agent_id: str) -> str | None:
-            subj = subject(TASKS_STREAM, task_id)
-            async with gate, self._entity(subj):
+            def plan() -> Plan[str | None]:
                 task = projection.tasks.get(task_id)
                 if task is None or task.assigned_to != agent_id or not task.is_claim_expired(now):
-                    return None
+                    return (), None  # another writer changed it meanwhile
                 event = TaskClaimReleased(task_id=task_id, agent_id=agent_id, reason="expired")
+                return (event,), task_id
+
+            async with gate:
                 try:
-                    await self._append(event, subj, projection.task_version(task_id))
+                    return await self._execute(
+                        subject(TASKS_STREAM, task_id), plan, what=f"release of {task_id!r}"
+                    )
                 except ConcurrencyError:
-                    logger.debug("release of %s lost a race; another writer changed it", task_id)
                     return None
-                return task_id
 
         outcomes = await asyncio.gather(
             *(release(task_id, agent_id) for task_id, agent_id in expired)
@@ -329,34 +323,25 @@ class TaskManager(ProjectedService[TaskProjection]):
         verb: str,
         make: Callable[[], Event],
     ) -> None:
-        await self._ensure_started()
-        projection = self.projection
-        subj = subject(TASKS_STREAM, task_id)
-        async with self._entity(subj):
-            synced = False
-            last: ConcurrencyError | None = None
-            for _ in range(_MAX_ATTEMPTS):
+        synced = False
+
+        async def plan() -> Plan[None]:
+            nonlocal synced
+            while True:
                 task = await self._find(task_id)
                 if task is None:
                     raise NotFoundError(f"unknown task {task_id!r}: cannot {verb} it")
                 problem = self._refusal(task, agent_id, verb)
-                if problem is not None:
-                    if not synced:  # the projection may lag another process: look again
-                        synced = True
-                        await self.sync()
-                        continue
+                if problem is None:
+                    return (make(),), None
+                if synced:
                     raise problem
-                try:
-                    await self._append(make(), subj, projection.task_version(task_id))
-                except ConcurrencyError as exc:
-                    last = exc
-                    await self._catch_up_after(TASKS_STREAM, exc)
-                    continue
-                return
-        raise ConcurrencyError(
-            f"{verb} of task {task_id!r} lost {_MAX_ATTEMPTS} races in a row; try again",
-            subject=subj,
-        ) from last
+                synced = True  # the projection may lag another process: look again
+                await self.sync()
+
+        await self._execute(
+            subject(TASKS_STREAM, task_id), plan, what=f"{verb} of task {task_id!r}"
+        )
 
     @staticmethod
     def _refusal(task: Task, agent_id: str | None, verb: str) -> ConvergeError | None:

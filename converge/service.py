@@ -1,40 +1,65 @@
-"""ProjectedService: the lifecycle shared by facades whose state is a projection.
+"""The one shape of an event-sourced service: projections plus command handlers.
 
-A facade (``TaskManager``, ``PoolManager``) validates commands against its projection,
-appends events with the entity's last subject sequence as ``expected_version``, and
-applies the acknowledgement at once. This base owns the runner and, when no event log
-is given, a private in-process ``MemoryEventLog``.
+Every stateful service of converge (tasks, pools, auctions, negotiations, delegations,
+trust, discovery) is a :class:`ProjectedService`: a projection that a
+:class:`~projections.ProjectionRunner` keeps current (catch-up, live follow, snapshots,
+signature checks), and commands that go through :meth:`ProjectedService._execute`:
+
+1. ``plan()`` validates against the projection and returns the events to append and
+   the command's result (or raises to refuse; nothing is appended);
+2. each event is appended with the entity subject's last sequence as
+   ``expected_version``;
+3. on a lost race (:class:`~converge.errors.ConcurrencyError`) the projection catches
+   up to the winner's event and ``plan()`` runs again, at most
+   :attr:`ProjectedService.max_attempts` times (:data:`DEFAULT_MAX_ATTEMPTS`).
+
+A message on the entity's subject that the projection never folded (undecodable
+bytes, a rejected signature) still moves the entity's version: after a conflict the
+service sees the broker's last sequence for the subject and, once the projection has
+read past it, records the message as skipped (``projection.recent_skips``) instead of
+losing every later race against it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Generic, TypeVar
 
 from converge.core.store import AsyncStore, Store
 from converge.errors import ConcurrencyError, ConfigError
+from converge.lifecycle import AsyncService
 from events import Event, EventLog, MemoryEventLog, RecordedEvent
+from events.subjects import kind_of
 from projections.base import Projection
 from projections.runner import ProjectionRunner
 from projections.verify import SignatureVerifier
 
-__all__ = ["ProjectedService"]
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "Plan", "ProjectedService"]
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_MAX_ATTEMPTS = 64
+"""How often a command re-validates and retries after losing a race before giving up."""
+
 P = TypeVar("P", bound=Projection)
+T = TypeVar("T")
+
+Plan = tuple[Sequence[Event], T]
+"""What a command's ``plan()`` returns: the events to append and the command's result."""
 
 
-class ProjectedService(Generic[P]):
-    """Own a :class:`ProjectionRunner`; start it, stop it, sync it, append through it.
+class ProjectedService(AsyncService, Generic[P]):
+    """Own a :class:`ProjectionRunner`; start it, stop it, sync it, run commands through it.
 
     ``event_log=None`` gives the service a private ``MemoryEventLog`` that it starts
     and stops; a given log is started and closed by its owner. Commands call
     :meth:`_ensure_started`, so a service that was not started starts first.
+    ``max_attempts`` bounds the retries of a command that keeps losing races.
     """
 
     def __init__(
@@ -46,9 +71,12 @@ class ProjectedService(Generic[P]):
         snapshot_every: int = 10_000,
         sync_timeout_sec: float = 10.0,
         verifier: SignatureVerifier | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         if event_log is not None and not isinstance(event_log, EventLog):
             raise ConfigError(f"event_log must be an EventLog, got {type(event_log).__name__}")
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ConfigError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
         self._owns_log = event_log is None
         self._log: EventLog = MemoryEventLog() if event_log is None else event_log
         self._runner = ProjectionRunner(
@@ -61,6 +89,8 @@ class ProjectedService(Generic[P]):
         self._sync_timeout = float(sync_timeout_sec)
         self._start_lock = asyncio.Lock()
         self._entity_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self.max_attempts = max_attempts
+        """Attempts of one command (the first and its retries after lost races)."""
         self.conflicts = 0
         """Appends refused by the log's concurrency check so far (lost races)."""
 
@@ -120,23 +150,18 @@ class ProjectedService(Generic[P]):
                 if self._owns_log:
                     await self._log.stop()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None:
+        try:
             await self.stop()
-        else:
-            try:
-                await self.stop()
-            except Exception as stop_exc:  # keep the body's error, log ours
-                logger.warning("%s stopped with %r", type(self).__name__, stop_exc)
+        except Exception as stop_exc:
+            if exc is None:
+                raise
+            logger.warning("%s stopped with %r", type(self).__name__, stop_exc)  # keep exc
 
     async def sync(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Apply every event stored so far, also those written by other processes.
@@ -152,6 +177,40 @@ class ProjectedService(Generic[P]):
     async def _ensure_started(self) -> None:
         if not self._runner.is_running:
             await self.start()
+
+    async def _execute(
+        self,
+        subject: str,
+        plan: Callable[[], Plan[T] | Awaitable[Plan[T]]],
+        *,
+        what: str,
+    ) -> T:
+        """Run one command on the entity ``subject``: plan, append checked, retry on a loss.
+
+        ``plan`` (sync or async) validates against the projection and returns the
+        events and the result; it may raise to refuse. Events are appended in order,
+        each expecting the subject's current version. Raises ``ConcurrencyError``
+        naming ``what`` after :attr:`max_attempts` lost races.
+        """
+        await self._ensure_started()
+        last: ConcurrencyError | None = None
+        async with self._entity(subject):
+            for _ in range(self.max_attempts):
+                planned = plan()
+                events, result = await planned if inspect.isawaitable(planned) else planned
+                try:
+                    for event in events:
+                        await self._append(event, subject, self.projection.version(subject))
+                except ConcurrencyError as exc:
+                    last = exc
+                    logger.debug("%s lost a race on %s; catching up", what, subject)
+                    await self._catch_up_after(subject, exc)
+                    continue
+                return result
+        raise ConcurrencyError(
+            f"{what} lost {self.max_attempts} races in a row on {subject!r}; try again",
+            subject=subject,
+        ) from last
 
     @contextlib.asynccontextmanager
     async def _entity(self, subject: str) -> AsyncIterator[None]:
@@ -180,10 +239,27 @@ class ProjectedService(Generic[P]):
         await self._runner.apply_ack(recorded)
         return recorded
 
-    async def _catch_up_after(self, stream: str, exc: ConcurrencyError) -> None:
-        """After a lost race, apply the stream up to the winner's event."""
+    async def _catch_up_after(self, subject: str, exc: ConcurrencyError) -> None:
+        """After a lost race on ``subject``, apply its stream up to the winner's event.
+
+        When the projection has read past the subject's last sequence but its version
+        of the subject is older, that message was passed over unfolded (the log could
+        not decode it): it is recorded as skipped and the version moves to it.
+        """
         self.conflicts += 1
-        if exc.actual is not None and exc.actual > 0:
-            await self._runner.wait_for(stream, exc.actual, timeout=self._sync_timeout)
-        else:
+        stream = kind_of(subject)
+        actual = exc.actual
+        if actual is None or actual <= 0:
             await self._runner.sync(self._sync_timeout)
+            return
+        await self._runner.wait_for(stream, actual, timeout=self._sync_timeout)
+        projection = self.projection
+        if projection.version(subject) < actual and projection.position.get(stream, 0) >= actual:
+            logger.warning(
+                "%s: %s seq %d was never folded (undecodable); its version moves past it",
+                type(self).__name__,
+                subject,
+                actual,
+                extra={"stream": stream, "seq": actual},
+            )
+            projection.pass_over(stream, subject, actual, "undecodable")
