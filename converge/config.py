@@ -57,6 +57,8 @@ class ConvergeConfig(BaseSettings):
     ``namespace`` prefixes every stream, created with ``replicas`` copies (3 on a
     three-node cluster); ``data_dir`` holds local state, the embedded
     server's JetStream data in ``nats_data_dir`` (default ``<data_dir>/nats``).
+    ``connect_timeout_sec`` bounds one connection attempt; ``startup_timeout_sec`` how
+    long ``converge run`` keeps retrying an unreachable ``nats_url`` at start-up.
     """
 
     model_config = SettingsConfigDict(
@@ -83,6 +85,8 @@ class ConvergeConfig(BaseSettings):
     data_dir: Path = Path(".converge")
     nats_data_dir: Path | None = None
     tick_interval_sec: float = Field(default=0.05, ge=0.01, le=3600)
+    connect_timeout_sec: float = Field(default=5.0, ge=0.01, le=600)
+    startup_timeout_sec: float = Field(default=30.0, ge=0, le=86400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     @field_validator("namespace", "pool_id")
@@ -141,7 +145,11 @@ class ConvergeConfig(BaseSettings):
         url = servers if servers is not None else self.nats_url
         if url is None:
             raise ConfigError("no broker URL: set nats_url (CONVERGE_NATS_URL) or pass --url")
-        values: dict[str, Any] = {"servers": url, "name": "converge-cli"}
+        values: dict[str, Any] = {
+            "servers": url,
+            "name": "converge-cli",
+            "connect_timeout_sec": self.connect_timeout_sec,
+        }
         for key, field in (
             ("user", "nats_user"),
             ("password", "nats_password"),

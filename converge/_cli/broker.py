@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import typer
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from converge._cli.common import one_line
 from converge.config import ConvergeConfig
 from converge.errors import ConvergeError, EventLogError
 from events import EventLog
+from events.connection import redact
 
 __all__ = [
     "CONNECT_TIMEOUT_SEC",
@@ -26,6 +35,9 @@ __all__ = [
 ]
 
 CONNECT_TIMEOUT_SEC = 5.0
+
+T = TypeVar("T")
+logger = logging.getLogger("converge.cli")
 
 
 @contextlib.asynccontextmanager
@@ -53,14 +65,14 @@ async def broker(cfg: ConvergeConfig) -> AsyncIterator[str]:
         await server.stop()
 
 
-async def preflight(url: str) -> None:
+async def preflight(url: str, timeout_sec: float = CONNECT_TIMEOUT_SEC) -> None:
     """Fail fast, in one line, unless a server of ``url`` greets as NATS (see ``probe``)."""
     from events.connection import probe
 
     last: EventLogError | None = None
     for server_url in [u.strip() for u in url.split(",") if u.strip()]:
         try:
-            await probe(server_url, CONNECT_TIMEOUT_SEC)
+            await probe(server_url, timeout_sec)
         except EventLogError as exc:
             last = exc
             continue
@@ -71,33 +83,82 @@ async def preflight(url: str) -> None:
 
 @contextlib.asynccontextmanager
 async def event_log(cfg: ConvergeConfig) -> AsyncIterator[EventLog]:
-    """Yield a started JetStream event log on the configured (or embedded) broker."""
-    async with connected(cfg) as (log, _url):
+    """Yield a started JetStream event log on the broker; one attempt (inspection)."""
+    async with connected(cfg, retry=False) as (log, _url):
         yield log
 
 
 @contextlib.asynccontextmanager
-async def connected(cfg: ConvergeConfig) -> AsyncIterator[tuple[EventLog, str]]:
-    """Yield a started JetStream event log and the broker URL it uses."""
-    from events import JetStreamEventLog
+async def connected(
+    cfg: ConvergeConfig, *, retry: bool = True
+) -> AsyncIterator[tuple[EventLog, str]]:
+    """Yield a started JetStream event log and the broker URL it uses.
 
+    With ``retry`` an unreachable broker is retried with exponential backoff (0.2 s
+    doubling to 2 s) for up to ``cfg.startup_timeout_sec``, each retry logged in one
+    line; then the last reason is raised, naming the limit.
+    """
     async with broker(cfg) as url:
-        await preflight(url)
-        broker_config = cfg.broker_config(url)
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_SEC * 2):
-                log: EventLog = await JetStreamEventLog.connect(
-                    namespace=cfg.namespace, config=broker_config, replicas=cfg.replicas
-                )
-        except TimeoutError:
-            raise EventLogError(
-                f"cannot connect to NATS at {url} within {CONNECT_TIMEOUT_SEC * 2:g}s; "
-                "check the URL and credentials"
-            ) from None
+        limit = cfg.startup_timeout_sec if retry and cfg.nats_url is not None else 0.0
+        log = await _with_startup_retries(limit, url, lambda: _open_log(cfg, url))
         try:
             yield log, url
         finally:
             await log.close()
+
+
+async def _open_log(cfg: ConvergeConfig, url: str) -> EventLog:
+    from events import JetStreamEventLog
+
+    await preflight(url, cfg.connect_timeout_sec)
+    broker_config = cfg.broker_config(url)
+    within = cfg.connect_timeout_sec * 2
+    try:
+        async with asyncio.timeout(within):
+            return await JetStreamEventLog.connect(
+                namespace=cfg.namespace, config=broker_config, replicas=cfg.replicas
+            )
+    except TimeoutError:
+        raise EventLogError(
+            f"cannot connect to NATS at {redact(url)} within {within:g}s; "
+            "check the URL and credentials"
+        ) from None
+
+
+async def _with_startup_retries(
+    limit_sec: float, url: str, attempt_fn: Callable[[], Awaitable[T]]
+) -> T:
+    """Run ``attempt_fn`` until it succeeds, retrying broker failures for ``limit_sec``."""
+    if limit_sec <= 0:
+        return await attempt_fn()
+
+    def _log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.warning(
+            "waiting for the broker at %s (attempt %d, retrying in %.1fs, up to %gs): %s",
+            redact(url),
+            state.attempt_number,
+            wait,
+            limit_sec,
+            one_line(exc) if exc is not None else "unknown",
+        )
+
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(limit_sec),
+            wait=wait_exponential(multiplier=0.2, max=2.0),
+            retry=retry_if_exception_type(EventLogError),
+            before_sleep=_log_retry,
+            reraise=True,
+        ):
+            with attempt:
+                return await attempt_fn()
+    except EventLogError as exc:
+        raise EventLogError(
+            f"{one_line(exc)} (gave up after {limit_sec:g}s of retries: startup_timeout_sec)"
+        ) from exc
+    raise AssertionError("unreachable: tenacity either returns or raises")
 
 
 @contextlib.asynccontextmanager
@@ -106,14 +167,15 @@ async def jetstream(cfg: ConvergeConfig) -> AsyncIterator[Any]:
     from events.connection import connect_nats
 
     async with broker(cfg) as url:
-        await preflight(url)
+        await preflight(url, cfg.connect_timeout_sec)
         broker_config = cfg.broker_config(url).model_copy(update={"allow_reconnect": False})
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_SEC):
+            async with asyncio.timeout(cfg.connect_timeout_sec):
                 nc = await connect_nats(broker_config)
         except TimeoutError:
             raise ConvergeError(
-                f"cannot reach NATS at {url} within {CONNECT_TIMEOUT_SEC:g}s; check the URL"
+                f"cannot reach NATS at {redact(url)} within {cfg.connect_timeout_sec:g}s; "
+                "check the URL"
             ) from None
         try:
             yield nc.jetstream()

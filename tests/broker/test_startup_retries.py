@@ -1,0 +1,89 @@
+"""Start-up retries: a broker that comes up after the command, and the stated limit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from events.server import EmbeddedNatsServer
+
+pytestmark = [pytest.mark.nats]
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT_SEC = 120.0
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGE_")}
+    if "CONVERGE_NATS_SERVER" in os.environ:
+        env["CONVERGE_NATS_SERVER"] = os.environ["CONVERGE_NATS_SERVER"]
+    return {**env, **extra}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_run_waits_for_a_broker_that_starts_after_it(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "converge",
+        "run",
+        "--url",
+        f"nats://127.0.0.1:{port}",
+        "--tasks",
+        "5",
+        "-q",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(CONVERGE_STARTUP_TIMEOUT_SEC="90"),
+        cwd=tmp_path,
+    )
+    assert proc.stderr is not None and proc.stdout is not None
+    try:
+        # The broker is down: the command says it waits (a retry), and does not exit.
+        line = (await asyncio.wait_for(proc.stderr.readline(), WAIT_SEC)).decode()
+        assert "waiting for the broker" in line and f"127.0.0.1:{port}" in line, line
+        assert proc.returncode is None
+        async with EmbeddedNatsServer(data_dir=tmp_path / "nats", port=port):
+            out, err = await asyncio.wait_for(proc.communicate(), WAIT_SEC)
+            assert proc.returncode == 0, err.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    summary = orjson.loads(out.decode().strip().splitlines()[-1])
+    assert summary["states"] == {"completed": 5}
+
+
+async def test_run_gives_up_after_the_stated_limit_with_one_error_line(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "converge",
+        "run",
+        "--url",
+        f"nats://127.0.0.1:{_free_port()}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(CONVERGE_STARTUP_TIMEOUT_SEC="1.5"),
+        cwd=tmp_path,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT_SEC)
+    assert proc.returncode == 1
+    lines = err.decode().strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and errors == lines[-1:], lines
+    assert "gave up after 1.5s" in errors[0] and "startup_timeout_sec" in errors[0]
+    assert any("waiting for the broker" in line for line in lines[:-1])
+    assert out == b""
