@@ -1,25 +1,37 @@
-"""The ``converge`` command line: run a demo network, replay events, inspect streams.
+"""The ``converge`` command line: run agents, operate on tasks, inspect the event log.
 
-Commands: ``run``, ``replay``, ``projections rebuild|status``, ``streams ls|info``,
-``server``. Without ``--url`` (or ``CONVERGE_NATS_URL``) a command starts an embedded
-nats-server on the data directory (``./.converge/nats``), so ``replay`` reads what
-``run`` wrote. Bad arguments exit with code 2 and one line on stderr; an unreachable
-broker or another runtime failure exits with code 1.
+Commands: ``run``, ``tasks submit|ls|show|wait|cancel|sweep``, ``agents ls``,
+``pools ls|show``, ``replay``, ``projections rebuild|status``, ``streams ls|info``,
+``events schema|asyncapi``, ``server``. Without ``--url`` (or ``CONVERGE_NATS_URL``) a
+command starts an embedded nats-server on the data directory (``./.converge/nats``), so
+``replay`` reads what ``run`` wrote. Bad arguments exit with code 2 and one line on
+stderr; an unreachable broker or another runtime failure exits with code 1.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 import typer
 
+from converge import __version__
 from converge._cli import agents as _agents
 from converge._cli import broker, inspect
-from converge._cli.agents import make_transports as _transports  # noqa: F401 (kept importable)
-from converge._cli.common import check_kind, execute, parse_as_of, parse_time, setup, usage_error
+from converge._cli.common import (
+    check_kind,
+    execute,
+    parse_as_of,
+    parse_time,
+    set_log_format,
+    setup,
+    usage_error,
+)
+from converge._cli.options import ConfigOpt, DataDirOpt, JsonOpt, NamespaceOpt, UrlOpt
+from converge._cli.output import print_json, print_table
+from converge._cli.taskcmds import agents_app, pools_app, tasks_app
 
 __all__ = ["app", "main"]
 
@@ -41,22 +53,45 @@ projections_app = typer.Typer(
 streams_app = typer.Typer(
     help="List and inspect the JetStream streams.", no_args_is_help=True, rich_markup_mode=None
 )
+events_app = typer.Typer(
+    help="The event catalog: JSON Schemas and an AsyncAPI document.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(agents_app, name="agents")
+app.add_typer(pools_app, name="pools")
 app.add_typer(projections_app, name="projections")
 app.add_typer(streams_app, name="streams")
+app.add_typer(events_app, name="events")
 
-CONNECT_TIMEOUT_SEC = broker.CONNECT_TIMEOUT_SEC
 
-UrlOpt = Annotated[
-    str | None,
-    typer.Option("--url", "-u", help="NATS URL(s), comma-separated; default: embedded server."),
-]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or TOML config file.")]
-NamespaceOpt = Annotated[
-    str | None, typer.Option("--namespace", help="Stream namespace (default: converge).")
-]
-DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="Local state directory (default: ./.converge).")
-]
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"converge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            help="Logs as text or json (default: CONVERGE_LOG_FORMAT or text).",
+        ),
+    ] = None,
+) -> None:
+    """Networks of autonomous agents, event-sourced on NATS JetStream."""
+    if log_format is not None and log_format.lower() not in ("text", "json"):
+        usage_error(f"--log-format {log_format!r}: use text or json")
+    set_log_format(None if log_format is None else log_format.lower())
 
 
 # -- run -------------------------------------------------------------------------
@@ -127,13 +162,21 @@ def replay(
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Print at most N events.")
     ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")
+    ] = False,
+    headers: Annotated[
+        bool, typer.Option("--headers", help="Include the stored NATS headers (traceparent...).")
+    ] = False,
     namespace: NamespaceOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Print the events of a stream, subject or range as JSON lines."""
+    """Print the events of a stream, subject or range as JSON lines (--follow: live tail)."""
     cfg = setup(config, nats_url=url, namespace=namespace, data_dir=data_dir)
     if start_seq is not None and end_seq is not None and end_seq < start_seq:
         usage_error(f"--end-seq {end_seq} is before --start-seq {start_seq}")
+    if follow and (end_seq is not None or end_time is not None or limit is not None):
+        usage_error("--follow prints until Ctrl-C; it takes no --end-seq, --end-time or --limit")
     if subject is not None and stream is None:
         stream = subject.split(".", 1)[0]
     if stream is not None:
@@ -150,6 +193,8 @@ def replay(
             start_time=t0,
             end_time=t1,
             limit=limit,
+            follow=follow,
+            headers=headers,
         )
     )
 
@@ -163,17 +208,20 @@ def projections_rebuild(
     config: ConfigOpt = None,
     as_of: Annotated[
         str | None,
-        typer.Option(
-            "--as-of", help="Stream sequence (int) or time (Unix seconds with a dot, ISO-8601)."
-        ),
+        typer.Option("--as-of", help="A time: ISO-8601 (UTC when naive) or @<unix seconds>."),
     ] = None,
+    as_of_seq: Annotated[
+        int | None, typer.Option("--as-of-seq", help="A stream sequence (each stream).")
+    ] = None,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     namespace: NamespaceOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Rebuild the task and pool projections from their streams and print counts."""
     cfg = setup(config, nats_url=url, namespace=namespace, data_dir=data_dir)
-    bound = parse_as_of(as_of)
-    summary = execute(lambda: inspect.projection_summary(cfg, bound))
+    bound = parse_as_of(as_of, as_of_seq)
+    summary = execute(lambda: inspect.projection_summary(cfg, bound, progress=not quiet))
     typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -181,12 +229,13 @@ def projections_rebuild(
 def projections_status(
     url: UrlOpt = None,
     config: ConfigOpt = None,
+    as_json: JsonOpt = True,
     namespace: NamespaceOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Print the projections' counts and positions against the streams' last sequences."""
     cfg = setup(config, nats_url=url, namespace=namespace, data_dir=data_dir)
-    summary = execute(lambda: inspect.projection_summary(cfg, None))
+    summary = execute(lambda: inspect.projection_summary(cfg, None, progress=False))
     summary["up_to_date"] = all(
         summary["position"].get(k, 0) == v for k, v in summary["stream_last_seq"].items()
     )
@@ -204,18 +253,18 @@ def streams_ls(
     all_streams: Annotated[
         bool, typer.Option("--all", help="Every stream, not only the namespace's.")
     ] = False,
+    as_json: JsonOpt = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """List the namespace's streams: name, messages, bytes, sequences."""
     cfg = setup(config, nats_url=url, namespace=namespace, data_dir=data_dir)
     rows = execute(lambda: inspect.list_streams(cfg, all_streams))
-    if not rows:
-        typer.echo(f"no streams in namespace {cfg.namespace!r}", err=True)
-    for row in sorted(rows, key=lambda r: str(r["name"])):
-        typer.echo(
-            f"{row['name']:<32} messages={row['messages']:<8} bytes={row['bytes']:<10} "
-            f"seq={row['first_seq']}..{row['last_seq']}"
-        )
+    print_table(
+        sorted(rows, key=lambda r: str(r["name"])),
+        ("name", "messages", "bytes", "first_seq", "last_seq", "replicas"),
+        as_json=as_json,
+        empty=f"no streams in namespace {cfg.namespace!r}",
+    )
 
 
 @streams_app.command("info")
@@ -223,6 +272,7 @@ def streams_info(
     name: Annotated[str, typer.Argument(help="Stream name or kind (tasks, pools, ...).")],
     url: UrlOpt = None,
     config: ConfigOpt = None,
+    as_json: JsonOpt = True,
     namespace: NamespaceOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -236,6 +286,54 @@ def streams_info(
         full = stream_name(cfg.namespace, name)
     row = execute(lambda: inspect.stream_details(cfg, full))
     typer.echo(orjson.dumps(row, option=orjson.OPT_INDENT_2, default=str).decode())
+
+
+# -- events ----------------------------------------------------------------------
+
+
+@events_app.command("schema")
+def events_schema(
+    event_type: Annotated[
+        str | None, typer.Option("--type", help="Only this event type (e.g. task.claimed).")
+    ] = None,
+    as_json: JsonOpt = True,
+) -> None:
+    """Print the JSON Schema of every registered event type, with its type and version."""
+    from converge._cli.catalog import event_schemas
+
+    schemas = event_schemas()
+    if event_type is not None:
+        schemas = [s for s in schemas if s["type"] == event_type]
+        if not schemas:
+            usage_error(f"no event type {event_type!r}; see `converge events schema`")
+    print_json(schemas)
+
+
+@events_app.command("asyncapi")
+def events_asyncapi(
+    output_format: Annotated[
+        Literal["yaml", "json"], typer.Option("--format", help="yaml or json.")
+    ] = "yaml",
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Print an AsyncAPI 3.0 document of the streams, subjects and event messages."""
+    from converge._cli.catalog import asyncapi_document
+    from converge.errors import ConfigError
+    from events.subjects import validate_namespace
+
+    try:
+        ns = validate_namespace(namespace or "converge")
+    except ConfigError as exc:
+        usage_error(str(exc))
+    document = asyncapi_document(ns, __version__)
+    if output_format == "json":
+        typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        return
+    try:
+        import yaml
+    except ImportError:
+        usage_error("YAML output needs PyYAML: pip install 'converge[cli]', or use --format json")
+    typer.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
 
 
 # -- server ----------------------------------------------------------------------

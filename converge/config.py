@@ -17,9 +17,17 @@ import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -32,7 +40,7 @@ from pydantic_settings import (
 from converge.errors import ConfigError
 from events.connection import BrokerConfig, check_url
 
-__all__ = ["ENV_PREFIX", "MAX_NAMESPACE_LEN", "ConvergeConfig", "load_config"]
+__all__ = ["ENV_PREFIX", "MAX_NAMESPACE_LEN", "AgentSpec", "ConvergeConfig", "load_config"]
 
 ENV_PREFIX = "CONVERGE_"
 
@@ -44,16 +52,36 @@ MAX_NAMESPACE_LEN = 255 - len("_COORDINATION")
 MAX_POOL_ID_LEN = 255
 
 
+class AgentSpec(BaseModel):
+    """One entry of ``agents:``: an agent class, how many copies, their pool, options.
+
+    ``class`` is ``package.module:Class`` or ``path/to/file.py:Class``; ``options`` are
+    keyword arguments of its constructor.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    class_: str = Field(alias="class", min_length=1)
+    count: int = Field(default=1, ge=1, le=256)
+    pool: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+_COUNT: TypeAdapter[int] = TypeAdapter(Annotated[int, Field(ge=1, le=256)])
+
+
 class ConvergeConfig(BaseSettings):
     """What ``converge run`` and the other commands need.
 
     ``transport`` carries agent-to-agent messages (``local``: in-process, ``nats``: the
     broker, ``tcp`` or ``websocket``: loopback listeners on ephemeral ports).
     ``host``/``port`` are where the embedded NATS server listens when no
-    ``nats_url`` is given (port 0: any free port). ``agents`` is the number of worker
-    agents, ``tasks`` the number of demo tasks the submitter sends. ``store_backend``
+    ``nats_url`` is given (port 0: any free port). ``agents`` is the number of demo worker
+    agents or a list of :class:`AgentSpec` (``{class, count, pool, options}``),
+    ``tasks`` the number of demo tasks the submitter sends. ``store_backend``
     (``memory``/``file``) keeps runtime checkpoints, in ``store_path`` for ``file``;
     ``discovery_store`` (``memory``/``events``) where agent registrations live.
+    ``log_format`` is ``text`` or ``json`` (one JSON object per record).
     ``namespace`` prefixes every stream, created with ``replicas`` copies (3 on a
     three-node cluster); ``data_dir`` holds local state, the embedded
     server's JetStream data in ``nats_data_dir`` (default ``<data_dir>/nats``).
@@ -68,7 +96,7 @@ class ConvergeConfig(BaseSettings):
     transport: Literal["local", "nats", "tcp", "websocket"] = "local"
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
-    agents: int = Field(default=2, ge=1, le=256)
+    agents: int | list[AgentSpec] = 2
     tasks: int = Field(default=10, ge=0, le=1_000_000)
     pool_id: str = "default"
     discovery_store: Literal["memory", "events"] = "events"
@@ -88,6 +116,7 @@ class ConvergeConfig(BaseSettings):
     connect_timeout_sec: float = Field(default=5.0, ge=0.01, le=600)
     startup_timeout_sec: float = Field(default=30.0, ge=0, le=86400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("namespace", "pool_id")
     @classmethod
@@ -101,10 +130,33 @@ class ConvergeConfig(BaseSettings):
             )
         return value
 
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _agents(cls, value: object) -> object:
+        """A demo worker count (1..256) or a list of agent entries, with one clear error."""
+        if isinstance(value, list | tuple):
+            specs = []
+            for i, item in enumerate(value):
+                try:
+                    specs.append(AgentSpec.model_validate(item))
+                except ValidationError as exc:
+                    raise ValueError(f"entry {i}: {_first_error(exc)}") from None
+            return specs
+        try:
+            count = _COUNT.validate_python(value)
+        except ValidationError as exc:
+            raise ValueError(_first_error(exc).removeprefix("config: ")) from None
+        return count
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("nats_url")
     @classmethod

@@ -51,9 +51,9 @@ async def run_agents(
     stop: asyncio.Event,
 ) -> dict[str, Any]:
     """Run the workers and the submitter on ``log``; stop them all before returning."""
+    from converge._cli.demo import DemoSubmitter, DemoWorker
     from converge.coordination.pool_manager import PoolManager
     from converge.coordination.task_manager import TaskManager
-    from converge.runtime.demo import DemoSubmitter, DemoWorker
     from converge.runtime.loop import AgentRuntime
 
     started = time.monotonic()
@@ -70,7 +70,8 @@ async def run_agents(
             await pm.sync()
         discovery_service = discovery(cfg, log)
         store = checkpoint_store(cfg)
-        workers = [DemoWorker(pool_id=cfg.pool_id) for _ in range(cfg.agents)]
+        count = cfg.agents if isinstance(cfg.agents, int) else 0
+        workers = [DemoWorker(pool_id=cfg.pool_id) for _ in range(count)]
         submitter = DemoSubmitter(cfg.tasks, pool_id=cfg.pool_id, seed=int(time.time()))
         for worker in workers:
             await pm.join_pool(worker.id, cfg.pool_id)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import time
 from collections.abc import Callable, Coroutine
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -21,6 +21,7 @@ __all__ = [
     "one_line",
     "parse_as_of",
     "parse_time",
+    "set_log_format",
     "setup",
     "usage_error",
 ]
@@ -46,11 +47,20 @@ def setup(config: Path | None, **overrides: Any) -> ConvergeConfig:
         cfg = load_config(config, **overrides)
     except ConfigError as exc:
         usage_error(str(exc))
-    logging.basicConfig(
-        level=getattr(logging, cfg.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from converge.observability.logging import configure_logging
+
+    log_format = _log_format_override or cfg.log_format
+    configure_logging(cfg.log_level, json=log_format == "json")
     return cfg
+
+
+_log_format_override: str | None = None
+
+
+def set_log_format(value: str | None) -> None:
+    """Use ``value`` (``json`` or ``text``) over the configured log format, or clear it."""
+    global _log_format_override
+    _log_format_override = value
 
 
 def one_line(exc: BaseException) -> str:
@@ -83,19 +93,47 @@ def parse_time(value: str, option: str) -> float:
     except ValueError:
         usage_error(f"{option} {value!r} is neither Unix seconds nor an ISO-8601 time")
     if parsed.tzinfo is None:
-        from datetime import UTC
-
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
 
 
-def parse_as_of(value: str | None) -> int | float | None:
-    """Parse ``--as-of``: digits are a stream sequence, anything else a time."""
+def parse_as_of(value: str | None, seq: int | None = None) -> int | float | None:
+    """Return the bound of ``--as-of`` (a time) or ``--as-of-seq`` (a sequence).
+
+    ``--as-of`` takes ISO-8601 (UTC when naive) or ``@<unix seconds>``; a bare number
+    is refused as ambiguous. A bad value, a time in the future or both options exit 2.
+    """
+    if value is not None and seq is not None:
+        usage_error("give --as-of (a time) or --as-of-seq (a sequence), not both")
+    if seq is not None:
+        if seq < 0:
+            usage_error(f"--as-of-seq must be a stream sequence >= 0, got {seq}")
+        return seq
     if value is None:
         return None
-    if value.isdigit():
-        return int(value)
-    when = parse_time(value, "--as-of")
+    text = value.strip()
+    if text.startswith("@"):
+        try:
+            when = float(text[1:])
+        except ValueError:
+            usage_error(f"--as-of {value!r}: after '@' give Unix seconds, e.g. @1767225600")
+        if when != when or when in (float("inf"), float("-inf")) or when < 0:
+            usage_error(f"--as-of {value!r} is not a valid Unix time")
+    else:
+        if text.lstrip("-").replace(".", "", 1).isdigit():
+            usage_error(
+                f"--as-of {value!r} is ambiguous: use --as-of-seq {text} for a sequence "
+                f"or --as-of @{text} for Unix seconds"
+            )
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            usage_error(f"--as-of {value!r} is not an ISO-8601 time or @<unix seconds>")
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        when = parsed.timestamp()
+    if when > time.time() + 1.0:
+        usage_error(f"--as-of {value!r} is in the future")
     return when
 
 

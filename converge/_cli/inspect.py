@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import sys
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-import typer
 
 from converge._cli.broker import event_log, jetstream
+from converge._cli.output import ProgressReporter
 from converge.config import ConvergeConfig
 from converge.errors import ConvergeError
-from events import RecordedEvent
+from events import EventLog, RecordedEvent
 
 __all__ = [
     "jsonable",
@@ -23,10 +28,13 @@ __all__ = [
 ]
 
 
-def jsonable(recorded: RecordedEvent) -> dict[str, Any]:
-    """Return one recorded event as a JSON-ready dict (position, envelope and data)."""
+def jsonable(recorded: RecordedEvent, *, headers: bool = False) -> dict[str, Any]:
+    """Return one recorded event as a JSON-ready dict (position, envelope and data).
+
+    With ``headers`` the stored NATS headers (``traceparent``, ids...) are included.
+    """
     event = recorded.event
-    return {
+    row = {
         "stream": recorded.stream,
         "subject": recorded.subject,
         "seq": recorded.sequence,
@@ -35,8 +43,13 @@ def jsonable(recorded: RecordedEvent) -> dict[str, Any]:
         "version": event.version,
         "id": event.id,
         "actor": event.actor,
+        "correlation_id": event.correlation_id,
+        "causation_id": event.causation_id,
         "data": event.payload(),
     }
+    if headers:
+        row["headers"] = dict(recorded.headers or {})
+    return row
 
 
 async def replay_events(
@@ -49,10 +62,24 @@ async def replay_events(
     start_time: float | None,
     end_time: float | None,
     limit: int | None,
+    follow: bool = False,
+    headers: bool = False,
 ) -> int:
-    """Print the selected events as JSON lines; return how many were printed."""
+    """Print the selected events as JSON lines; return how many were printed.
+
+    With ``follow`` keep printing new events (of ``stream``, or of every known stream)
+    until SIGINT/SIGTERM.
+    """
     count = 0
+
+    def emit(recorded: RecordedEvent) -> None:
+        sys.stdout.write(orjson.dumps(jsonable(recorded, headers=headers), default=str).decode())
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+
     async with event_log(cfg) as log:
+        if follow:
+            return await _follow(log, emit, stream, subject, start_seq, start_time)
         async for recorded in log.read(
             stream=stream,
             subject=subject,
@@ -61,27 +88,89 @@ async def replay_events(
             start_time=start_time,
             end_time=end_time,
         ):
-            typer.echo(orjson.dumps(jsonable(recorded), default=str).decode())
+            emit(recorded)
             count += 1
             if limit is not None and count >= limit:
                 break
     return count
 
 
-async def projection_summary(cfg: ConvergeConfig, as_of: int | float | None) -> dict[str, Any]:
-    """Rebuild the task and pool projections (up to ``as_of``) and summarise them."""
-    from projections import PoolProjection, ProjectionRunner, TaskProjection
+async def _follow(
+    log: EventLog,
+    emit: Callable[[RecordedEvent], None],
+    stream: str | None,
+    subject: str | None,
+    start_seq: int | None,
+    start_time: float | None,
+) -> int:
+    """Print ``stream``'s (or every known stream's) events, then new ones, until a signal."""
+    from events.subjects import KNOWN_KINDS
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    count = 0
+
+    async def handler(recorded: RecordedEvent) -> None:
+        nonlocal count
+        if start_time is not None and recorded.time < start_time:
+            return
+        emit(recorded)
+        count += 1
+
+    subscriptions = []
+    try:
+        for kind in [stream] if stream is not None else list(KNOWN_KINDS):
+            subscriptions.append(
+                await log.subscribe(handler, stream=kind, subject=subject, start_seq=start_seq or 1)
+            )
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        for sub in subscriptions:
+            await sub.stop()
+    return count
+
+
+async def projection_summary(
+    cfg: ConvergeConfig, as_of: int | float | None, *, progress: bool = True
+) -> dict[str, Any]:
+    """Rebuild the task and pool projections (up to ``as_of``) and summarise them.
+
+    ``as_of``: an int stream sequence (each stream) or a float Unix time. With
+    ``progress`` a bar with rate and ETA shows on stderr while events are folded.
+    """
+    from projections import PoolProjection, TaskProjection
+
+    tasks = TaskProjection()
+    pools = PoolProjection()
     async with event_log(cfg) as log:
-        tasks = TaskProjection()
-        pools = PoolProjection()
         skipped: dict[str, int] = {}  # per stream: undecodable messages and misfit events
-        for kind, projection in (("tasks", tasks), ("pools", pools)):
-            before = log.skipped_events
-            await ProjectionRunner(projection, log).rebuild(as_of)
-            undecodable = log.skipped_events - before
-            skipped[kind] = undecodable + projection.skipped_by_stream.get(kind, 0)
         last = {kind: await log.last_sequence(stream=kind) for kind in ("tasks", "pools")}
+        end_seq = as_of if isinstance(as_of, int) else None
+        end_time = as_of if isinstance(as_of, float) else None
+        total: int | None = sum(
+            min(n, end_seq) if end_seq is not None else n for n in last.values()
+        )
+        if end_time is not None:
+            total = None  # unknown until read
+        done = 0
+        with ProgressReporter("rebuilding", total, quiet=not progress) as bar:
+            for projection, kind in ((tasks, "tasks"), (pools, "pools")):
+                before = log.skipped_events
+                if end_seq != 0 and last[kind] != 0:
+                    async for recorded in log.read(stream=kind, end_seq=end_seq, end_time=end_time):
+                        projection.apply(recorded)
+                        done += 1
+                        if done % 500 == 0:
+                            bar.update(done)
+                undecodable = log.skipped_events - before
+                skipped[kind] = undecodable + projection.skipped_by_stream.get(kind, 0)
+            bar.update(done, done)
     return {
         "namespace": cfg.namespace,
         "as_of": as_of,

@@ -95,7 +95,7 @@ def test_run_then_replay_projections_and_streams(nats_url: str, namespace: str) 
 
     result = runner.invoke(app, ["projections", "rebuild", *common])
     assert result.exit_code == 0, result.output
-    state = orjson.loads(result.output)
+    state = orjson.loads(result.stdout)
     assert state["tasks"]["total"] == 6 and state["tasks"]["by_state"] == {"completed": 6}
     assert state["pools"]["total"] == 1
 
@@ -106,10 +106,10 @@ def test_run_then_replay_projections_and_streams(nats_url: str, namespace: str) 
     first_report = min(seq for seq, kind in history if kind == "task.reported")
     submitted_before = [s for s, kind in history if kind == "task.submitted" and s < first_report]
     result = runner.invoke(
-        app, ["projections", "rebuild", *common, "--as-of", str(first_report - 1)]
+        app, ["projections", "rebuild", *common, "--as-of-seq", str(first_report - 1)]
     )
     assert result.exit_code == 0, result.output
-    early = orjson.loads(result.output)
+    early = orjson.loads(result.stdout)
     assert early["tasks"]["total"] == len(submitted_before) >= 1
     assert "completed" not in early["tasks"]["by_state"]
 

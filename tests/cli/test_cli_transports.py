@@ -11,7 +11,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from converge.cli import _transports, app
+from converge._cli.agents import make_transports as _transports
+from converge.cli import app
 from converge.config import load_config
 from converge.core.message import Message
 

@@ -7,11 +7,11 @@ from collections import Counter
 
 import pytest
 
+from converge._cli.demo import DEMO_CAPABILITY, DemoWorker, analyze_text
 from converge.coordination.task_manager import TaskManager
 from converge.core.task import Task, TaskState
 from converge.network.transport.local import LocalTransport, LocalTransportRegistry
 from converge.runtime import AgentRuntime
-from converge.runtime.demo import DEMO_CAPABILITY, DemoWorker, analyze_text
 from events import EventLog, JetStreamEventLog
 
 pytestmark = pytest.mark.nats

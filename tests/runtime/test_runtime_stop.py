@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from converge._cli.demo import DemoSubmitter
 from converge.coordination.task_manager import TaskManager
 from converge.network.transport.local import LocalTransport, LocalTransportRegistry
 from converge.runtime import AgentRuntime
-from converge.runtime.demo import DemoSubmitter
 from converge.runtime.loop import RuntimeState
 from events import Event, MemoryEventLog, RecordedEvent
 

@@ -2,7 +2,9 @@
 
 The job (:func:`analyze_text`) hashes a text with SHA-256 and counts its words; the
 submitter sends ``count`` tasks with generated texts, each worker claims one pending task
-per tick and reports the analysis of each task it holds.
+per tick and reports the analysis of each task it holds. Workers take only demo tasks
+(objective :data:`DEMO_OBJECTIVE` requiring :data:`DEMO_CAPABILITY`), never a user's
+task in the same namespace.
 """
 
 from __future__ import annotations
@@ -21,12 +23,29 @@ from converge.core.identity import Identity
 from converge.core.message import Message
 from converge.core.task import Task, TaskState
 
-__all__ = ["DEMO_CAPABILITY", "DemoSubmitter", "DemoWorker", "analyze_text", "demo_texts"]
+__all__ = [
+    "DEMO_CAPABILITY",
+    "DEMO_OBJECTIVE",
+    "DemoSubmitter",
+    "DemoWorker",
+    "analyze_text",
+    "demo_texts",
+    "is_demo_task",
+]
 
 logger = logging.getLogger(__name__)
 
 DEMO_CAPABILITY = "text-analysis"
 """Capability the demo tasks require and the demo workers offer."""
+
+DEMO_OBJECTIVE = "analyze-text"
+"""Objective of every demo task."""
+
+
+def is_demo_task(task: Task) -> bool:
+    """Return whether ``task`` is a demo task (its objective and required capability)."""
+    return task.objective == DEMO_OBJECTIVE and DEMO_CAPABILITY in task.required_capabilities
+
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 
@@ -95,7 +114,7 @@ class DemoWorker(Agent):
                     text = str(task.inputs.get("text", ""))
                     out.append(ReportTask(task.id, analyze_text(text)))
                     self.completed += 1
-        untried = [task for task in tasks if task.id not in self._tried]
+        untried = [task for task in tasks if task.id not in self._tried and is_demo_task(task)]
         if untried:
             # A random pick spreads the workers over the backlog instead of all racing
             # for the oldest task.
@@ -119,7 +138,7 @@ class DemoSubmitter(Agent):
         super().__init__(identity or Identity.generate())
         self.tasks_to_submit = [
             Task(
-                objective="analyze-text",
+                objective=DEMO_OBJECTIVE,
                 inputs={"text": text},
                 pool_id=pool_id,
                 required_capabilities=[DEMO_CAPABILITY],

@@ -1,0 +1,205 @@
+"""The work of ``tasks``, ``agents`` and ``pools``: commands on the task service, reads of
+the projections, each on its own connection to the broker.
+
+Listings rebuild a projection from its stream and print it; they never append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from converge._cli.broker import event_log
+from converge.config import ConvergeConfig
+from converge.core.task import Task, TaskState
+from converge.errors import ConvergeError, ConvergeTimeoutError, NotFoundError
+from events import EventLog, RecordedEvent
+from events.subjects import encode_token
+
+__all__ = [
+    "agent_rows",
+    "cancel_task",
+    "pool_rows",
+    "submit_tasks",
+    "sweep_claims",
+    "task_history",
+    "task_row",
+    "task_rows",
+    "wait_task",
+]
+
+
+def task_row(task: Task) -> dict[str, Any]:
+    """Return a task as a JSON-ready dict (``id``, ``state``, ``assigned_to``, ``result``...)."""
+    return task.to_dict()
+
+
+async def _tasks(log: EventLog) -> dict[str, Task]:
+    from projections import ProjectionRunner, TaskProjection
+
+    projection = TaskProjection()
+    await ProjectionRunner(projection, log).rebuild()
+    return dict(projection.tasks)
+
+
+async def submit_tasks(cfg: ConvergeConfig, tasks: list[Task]) -> list[str]:
+    """Submit ``tasks`` in order; return their ids."""
+    from converge.coordination.task_manager import TaskManager
+
+    async with event_log(cfg) as log, TaskManager(log) as tm:
+        return [await tm.submit(task) for task in tasks]
+
+
+async def task_rows(
+    cfg: ConvergeConfig,
+    *,
+    state: TaskState | None = None,
+    pool: str | None = None,
+    agent: str | None = None,
+) -> list[dict[str, Any]]:
+    """Return the namespace's tasks (oldest first) that match every given filter."""
+    async with event_log(cfg) as log:
+        tasks = await _tasks(log)
+    return [
+        task_row(t)
+        for t in tasks.values()
+        if (state is None or t.state is state)
+        and (pool is None or t.pool_id == pool)
+        and (agent is None or t.assigned_to == agent)
+    ]
+
+
+def _event_row(recorded: RecordedEvent) -> dict[str, Any]:
+    event = recorded.event
+    return {
+        "seq": recorded.sequence,
+        "time": recorded.time,
+        "type": event.type,
+        "actor": event.actor,
+        "data": event.payload(),
+    }
+
+
+async def task_history(cfg: ConvergeConfig, task_id: str) -> dict[str, Any]:
+    """Return the task ``task_id`` with its events; raise ``ConvergeError`` when unknown."""
+    async with event_log(cfg) as log:
+        history = [
+            _event_row(r)
+            async for r in log.read(stream="tasks", subject=f"tasks.{encode_token(task_id)}")
+        ]
+        if not history:
+            raise ConvergeError(f"no task {task_id!r} in namespace {cfg.namespace!r}")
+        task = (await _tasks(log)).get(task_id)
+    if task is None:  # pragma: no cover - the subject has events, so the fold has the task
+        raise ConvergeError(f"task {task_id!r} has events but no state")
+    return {**task_row(task), "events": history}
+
+
+async def wait_task(cfg: ConvergeConfig, task_id: str, timeout: float | None) -> Task:  # noqa: ASYNC109
+    """Return the task once it is terminal.
+
+    Raises ``ConvergeTimeoutError`` after ``timeout`` seconds and ``NotFoundError`` when
+    the task does not exist.
+    """
+    from converge.coordination.task_manager import TaskManager
+
+    async with event_log(cfg) as log, TaskManager(log) as tm:
+        if tm.get_task(task_id) is None:
+            raise NotFoundError(f"no task {task_id!r} in namespace {cfg.namespace!r}")
+        try:
+            wait = getattr(tm, "wait", None)
+            if wait is not None:
+                task: Task = await wait(task_id, timeout=timeout)
+                return task
+            return await _wait_terminal(tm, task_id, timeout)
+        except TimeoutError:
+            raise ConvergeTimeoutError(
+                f"task {task_id!r} not finished after {timeout:g}s"
+            ) from None
+
+
+async def _wait_terminal(tm: Any, task_id: str, timeout: float | None) -> Task:  # noqa: ASYNC109
+    """Wait on the manager's change listener (no polling) until ``task_id`` is terminal."""
+    done = asyncio.Event()
+
+    def current() -> Task:
+        found: Task | None = tm.get_task(task_id)
+        if found is None:  # pragma: no cover - tasks are never removed
+            raise ConvergeError(f"task {task_id!r} vanished")
+        return found
+
+    def check(_recorded: RecordedEvent) -> None:
+        if current().state.is_terminal:
+            done.set()
+
+    tm.add_listener(check)
+    try:
+        if not current().state.is_terminal:
+            async with asyncio.timeout(timeout):
+                await done.wait()
+    finally:
+        tm.remove_listener(check)
+    return current()
+
+
+async def cancel_task(cfg: ConvergeConfig, task_id: str) -> Task:
+    """Cancel ``task_id``; return it. Raise ``ConvergeError`` when unknown or finished."""
+    from converge.coordination.task_manager import TaskManager
+
+    async with event_log(cfg) as log, TaskManager(log) as tm:
+        task = tm.get_task(task_id)
+        if task is None:
+            raise ConvergeError(f"no task {task_id!r} in namespace {cfg.namespace!r}")
+        if not await tm.cancel_task(task_id):
+            task = tm.get_task(task_id) or task
+            raise ConvergeError(f"task {task_id!r} is {task.state.value}; it cannot be cancelled")
+        final = tm.get_task(task_id)
+        assert final is not None
+        return final
+
+
+async def sweep_claims(cfg: ConvergeConfig) -> list[str]:
+    """Release every expired claim; return the ids of the tasks released."""
+    from converge.coordination.task_manager import TaskManager
+
+    async with event_log(cfg) as log, TaskManager(log) as tm:
+        return await tm.release_expired_claims()
+
+
+def _names(values: Iterable[Any], key: str) -> list[str]:
+    out = []
+    for value in values:
+        if isinstance(value, dict):
+            out.append(str(value.get(key, value)))
+        else:
+            out.append(str(value))
+    return out
+
+
+async def agent_rows(cfg: ConvergeConfig) -> list[dict[str, Any]]:
+    """Return the agents registered with discovery: id, capabilities, topics, metadata."""
+    from projections import DiscoveryProjection, ProjectionRunner
+
+    async with event_log(cfg) as log:
+        projection = DiscoveryProjection()
+        await ProjectionRunner(projection, log).rebuild()
+    return [
+        {
+            "id": agent_id,
+            "capabilities": _names(d.get("capabilities") or [], "name"),
+            "topics": _names(d.get("topics") or [], "namespace"),
+            "metadata": d.get("metadata") or {},
+        }
+        for agent_id, d in projection.descriptors.items()
+    ]
+
+
+async def pool_rows(cfg: ConvergeConfig) -> list[dict[str, Any]]:
+    """Return every pool as plain data (id, topics, agents, policies)."""
+    from projections import PoolProjection, ProjectionRunner
+
+    async with event_log(cfg) as log:
+        projection = PoolProjection()
+        await ProjectionRunner(projection, log).rebuild()
+    return [pool.to_dict() for pool in projection.pools.values()]
