@@ -6,7 +6,7 @@ Public names: :class:`Event` and every event type, :class:`EventRegistry`,
 :class:`Subscription`, :class:`MemoryEventLog`, :class:`JetStreamEventLog`,
 :class:`StoreEventLog` (any key-value store),
 :class:`~converge.errors.ConcurrencyError`, :class:`EmbeddedNatsServer`,
-:class:`BrokerConfig`, :func:`connect_nats`, :class:`EventSigner`,
+:class:`BrokerConfig`, :func:`connect_nats`, :class:`EventSigner`, :class:`SignerRing`,
 :func:`verify_event_signature`.
 """
 
@@ -20,7 +20,7 @@ from events.jetstream import JetStreamEventLog, StreamSettings, StreamSpec
 from events.log import EventLog, RecordedEvent, Subscription
 from events.memory import MemoryEventLog
 from events.server import EmbeddedNatsServer
-from events.signing import EventSigner, verify_event_signature
+from events.signing import EventSigner, SignerRing, verify_event_signature
 from events.store_log import StoreEventLog
 from events.subjects import stream_name, subject
 from events.types import (
@@ -40,6 +40,7 @@ from events.types import (
     ProposalAccepted,
     ProposalMade,
     ProposalRejected,
+    SignaturePolicySet,
     TaskCancelled,
     TaskClaimed,
     TaskClaimReleased,
@@ -77,6 +78,8 @@ __all__ = [
     "ProposalMade",
     "ProposalRejected",
     "RecordedEvent",
+    "SignaturePolicySet",
+    "SignerRing",
     "StoreEventLog",
     "StreamSettings",
     "StreamSpec",

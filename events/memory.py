@@ -30,7 +30,7 @@ from events.log import (
     check_expected,
     normalize_items,
 )
-from events.signing import EventSigner
+from events.signing import EventSigner, SignerRing, check_signer
 from events.subjects import (
     kind_of,
     subject_matches,
@@ -122,7 +122,9 @@ class MemoryEventLog(AsyncService):
 
     ``duplicate_window_sec=None`` remembers every event id for deduplication
     (JetStream forgets them after its window). With a ``signer``
-    (:class:`~events.signing.EventSigner`) every appended event carries its signature
+    (:class:`~events.signing.EventSigner`, or a
+    :class:`~events.signing.SignerRing` signing as each event's acting agent) every
+    appended event carries its signature
     headers. A new log starts on its first append or subscription. ``stop()`` ends
     subscriptions but keeps the events; until :meth:`start` is called again, every
     operation raises :class:`~converge.errors.ClosedError`.
@@ -134,10 +136,9 @@ class MemoryEventLog(AsyncService):
         *,
         registry: EventRegistry | None = None,
         duplicate_window_sec: float | None = None,
-        signer: EventSigner | None = None,
+        signer: EventSigner | SignerRing | None = None,
     ) -> None:
-        if signer is not None and not isinstance(signer, EventSigner):
-            raise ConfigError(f"signer must be an EventSigner, got {type(signer).__name__}")
+        check_signer(signer)
         self.namespace = validate_namespace(namespace)
         self._signer = signer
         self.registry = registry if registry is not None else default_registry
@@ -255,7 +256,7 @@ class MemoryEventLog(AsyncService):
             )
         data, headers = encode_event(event)
         if self._signer is not None:
-            self._signer.add_headers(headers, subject, data)
+            self._signer.add_headers(headers, subject, data, event)
         stored = self._store(subject, data, headers, event.id)
         return RecordedEvent(
             event=event,

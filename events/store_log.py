@@ -48,7 +48,7 @@ from events.log import (
     check_expected,
     normalize_items,
 )
-from events.signing import EventSigner
+from events.signing import EventSigner, SignerRing, check_signer
 from events.subjects import (
     kind_of,
     subject_matches,
@@ -234,7 +234,7 @@ class StoreEventLog(AsyncService):
         namespace: str = "converge",
         *,
         registry: EventRegistry | None = None,
-        signer: EventSigner | None = None,
+        signer: EventSigner | SignerRing | None = None,
         poll_interval_sec: float = 0.05,
     ) -> None:
         if not all(
@@ -244,8 +244,7 @@ class StoreEventLog(AsyncService):
                 f"StoreEventLog needs a store with get, put_if_absent and list, "
                 f"got {type(store).__name__}"
             )
-        if signer is not None and not isinstance(signer, EventSigner):
-            raise ConfigError(f"signer must be an EventSigner, got {type(signer).__name__}")
+        check_signer(signer)
         if not poll_interval_sec > 0:
             raise ConfigError(f"poll_interval_sec must be > 0, got {poll_interval_sec!r}")
         self.store = store
@@ -413,7 +412,7 @@ class StoreEventLog(AsyncService):
         kind = kind_of(subject)
         data, headers = encode_event(event)
         if self._signer is not None:
-            self._signer.add_headers(headers, subject, data)
+            self._signer.add_headers(headers, subject, data, event)
         state = self._stream(kind)
         async with state.lock:  # this log's appends to one stream go one at a time
             await self._pull(kind)

@@ -14,7 +14,9 @@ from pydantic import Field
 from events.base import Event
 
 __all__ = [
+    "ACTING_AGENT_FIELDS",
     "ALL_EVENT_TYPES",
+    "NAMED_AGENT_FIELDS",
     "AgentJoinedPool",
     "AgentLeftPool",
     "AgentRegistered",
@@ -30,6 +32,7 @@ __all__ = [
     "ProposalAccepted",
     "ProposalMade",
     "ProposalRejected",
+    "SignaturePolicySet",
     "TaskCancelled",
     "TaskClaimReleased",
     "TaskClaimed",
@@ -305,6 +308,26 @@ class TrustUpdated(Event):
     subject_id: str | None = None
 
 
+# -- namespace settings ------------------------------------------------------------------
+
+
+class SignaturePolicySet(Event):
+    """A namespace's signature rule, on subject ``config.signatures``.
+
+    ``require_signatures``: every process verifying this namespace refuses unsigned
+    events and events acting for no agent unless a trusted identity signed them.
+    ``trusted_signers``: key ids (agent fingerprints) of the deployment's services.
+    Only the first policy, or one signed by a signer the current policy trusts, counts
+    (see :mod:`projections.policy`).
+    """
+
+    type: ClassVar[str] = "signatures.policy_set"
+    version: ClassVar[int] = 1
+
+    require_signatures: bool = True
+    trusted_signers: list[str] = Field(default_factory=list)
+
+
 ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     TaskSubmitted,
     TaskClaimed,
@@ -329,4 +352,52 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     AgentRegistered,
     AgentUnregistered,
     TrustUpdated,
+    SignaturePolicySet,
 )
+
+
+# -- who acts: the fields naming the agent an event acts for -----------------------------
+
+#: For every event type, the fields naming the agent the event acts for: a signed
+#: event must be signed by that agent's key (its id is the key's fingerprint) or by a
+#: trusted service identity. ``"actor"`` is the envelope field, which always counts when
+#: set; a dotted name reads into a dict field (``"descriptor.id"``). An empty tuple: the
+#: event acts for no agent (a service's event), so only a trusted identity may sign it
+#: when a namespace requires signatures. A new event type must be listed here (a test
+#: fails otherwise), and so must any field naming agents (here or in
+#: :data:`NAMED_AGENT_FIELDS`).
+ACTING_AGENT_FIELDS: dict[str, tuple[str, ...]] = {
+    TaskSubmitted.type: ("actor",),  # an agent may submit for itself; else a service
+    TaskClaimed.type: ("agent_id",),
+    TaskReported.type: ("agent_id",),
+    TaskFailed.type: ("agent_id",),  # None: an operator's or a sweeper's failure
+    TaskCancelled.type: (),  # an operator's or submitter service's decision
+    TaskClaimReleased.type: ("agent_id",),  # the holder, or a trusted sweeper
+    PoolCreated.type: ("actor",),
+    AgentJoinedPool.type: ("agent_id",),
+    AgentLeftPool.type: ("agent_id",),
+    DecisionExecuted.type: ("agent_id",),
+    AuctionOpened.type: (),
+    BidSubmitted.type: ("agent_id",),
+    AuctionResolved.type: (),
+    VoteCast.type: ("voter_id",),
+    NegotiationStarted.type: ("actor",),
+    ProposalMade.type: ("proposer_id",),
+    ProposalAccepted.type: ("agent_id",),
+    ProposalRejected.type: ("agent_id",),
+    DelegationGranted.type: ("delegator_id",),
+    DelegationRevoked.type: (),  # carries no delegator: a service's revocation
+    AgentRegistered.type: ("descriptor.id",),
+    AgentUnregistered.type: ("agent_id",),
+    TrustUpdated.type: ("subject_id",),  # the rater; the rated agent is only named
+    SignaturePolicySet.type: (),
+}
+
+#: Fields that name agents without acting for them (a delegatee, an auction's winner,
+#: the agent whose trust changed). Checked by the same test as the table above.
+NAMED_AGENT_FIELDS: dict[str, tuple[str, ...]] = {
+    DelegationGranted.type: ("delegatee_id",),
+    AuctionResolved.type: ("winner",),
+    NegotiationStarted.type: ("participants",),
+    TrustUpdated.type: ("agent_id",),
+}

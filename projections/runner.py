@@ -562,9 +562,10 @@ class ProjectionRunner(Generic[P]):
         rejected event, so the next command on the entity must expect it.
         """
         self.rejected_events += 1
-        self._projection.pass_over(
-            recorded.stream, recorded.subject, recorded.sequence, "signature rejected"
-        )
+        why = "signature rejected"
+        if self._verifier is not None and self._verifier.recent:
+            why = f"{why}: {self._verifier.recent[-1].reason}"
+        self._projection.pass_over(recorded.stream, recorded.subject, recorded.sequence, why)
 
     async def _on_event(self, recorded: RecordedEvent) -> None:
         if self._failure is not None or self._state is not RunnerState.RUNNING:

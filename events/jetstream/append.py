@@ -51,7 +51,7 @@ from events.jetstream.jsapi import (
 )
 from events.jetstream.subscribe import unsubscribe
 from events.log import AppendItem, RecordedEvent, check_event, check_expected, normalize_items
-from events.signing import EventSigner
+from events.signing import EventSigner, SignerRing
 from events.subjects import kind_of, validate_subject
 
 __all__ = ["Appender"]
@@ -74,7 +74,7 @@ class Appender:
         conn: LogConnection,
         admin: StreamAdmin,
         decoder: RecordDecoder,
-        signer: EventSigner | None,
+        signer: EventSigner | SignerRing | None,
     ) -> None:
         self._conn = conn
         self._admin = admin
@@ -151,7 +151,7 @@ class Appender:
         validate_subject(subject)
         body, headers = encode_event(event)
         if self._signer is not None:
-            self._signer.add_headers(headers, subject, body)
+            self._signer.add_headers(headers, subject, body, event)
         if expected is not None:
             headers[HDR_EXPECTED_SUBJECT_SEQ] = str(expected)
         return event, subject, kind_of(subject), body, headers, expected

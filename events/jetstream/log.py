@@ -25,7 +25,7 @@ from events.jetstream.read import Reader
 from events.jetstream.streams import StreamSettings, StreamSpec
 from events.jetstream.subscribe import Subscriber
 from events.log import AppendItem, Handler, RecordedEvent, Subscription
-from events.signing import EventSigner
+from events.signing import EventSigner, SignerRing, check_signer
 from events.subjects import validate_namespace
 
 __all__ = ["JetStreamEventLog"]
@@ -41,7 +41,9 @@ class JetStreamEventLog(AsyncService):
     (``JetStreamEventLog(nc, namespace=...)``; ``stop()`` leaves it open).
     ``start()`` provisions the streams of the known kinds; other kinds get their
     stream on first use. Durations are seconds. With a ``signer``
-    (:class:`~events.signing.EventSigner`) every appended event carries its signature
+    (:class:`~events.signing.EventSigner`, or a
+    :class:`~events.signing.SignerRing` signing as each event's acting agent) every
+    appended event carries its signature
     headers (see :mod:`events.signing`).
     """
 
@@ -58,7 +60,7 @@ class JetStreamEventLog(AsyncService):
         api_timeout_sec: float = 5.0,
         max_inflight: int = 2048,
         idle_heartbeat_sec: float = 5.0,
-        signer: EventSigner | None = None,
+        signer: EventSigner | SignerRing | None = None,
     ) -> None:
         if nc is None and config is None:
             raise ConfigError(
@@ -71,8 +73,7 @@ class JetStreamEventLog(AsyncService):
             )
         if publish_retries < 0 or max_inflight < 1:
             raise ConfigError("publish_retries must be >= 0 and max_inflight >= 1")
-        if signer is not None and not isinstance(signer, EventSigner):
-            raise ConfigError(f"signer must be an EventSigner, got {type(signer).__name__}")
+        check_signer(signer)
         self._opts = LogOptions(
             namespace=validate_namespace(namespace),
             settings=settings or StreamSettings(),
@@ -113,7 +114,7 @@ class JetStreamEventLog(AsyncService):
         max_inflight: int = 2048,
         idle_heartbeat_sec: float = 5.0,
         registry: EventRegistry | None = None,
-        signer: EventSigner | None = None,
+        signer: EventSigner | SignerRing | None = None,
     ) -> JetStreamEventLog:
         """Connect to ``servers`` (or ``config``), provision the streams, return a started log.
 

@@ -96,6 +96,7 @@ def test_every_event_type_round_trips() -> None:
         events.AgentRegistered(descriptor={"id": "a", "topics": []}),
         events.AgentUnregistered(agent_id="a"),
         events.TrustUpdated(agent_id="a", trust=0.7, delta=0.1),
+        events.SignaturePolicySet(require_signatures=True, trusted_signers=["f" * 64]),
     ]
     assert {type(s) for s in samples} == set(events.ALL_EVENT_TYPES)
     for sample in samples:

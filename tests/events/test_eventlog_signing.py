@@ -22,9 +22,10 @@ from events import (
     subject,
     verify_event_signature,
 )
-from events.signing import HDR_SIGNATURE, HDR_SIGNER, signed_payload
+from events.signing import HDR_SIGNATURE, HDR_SIGNER, key_fingerprint, signed_payload
 
 KEY = bytes(range(32))
+T = "task.submitted"
 
 
 def submitted(task_id: str, **payload: object) -> TaskSubmitted:
@@ -38,7 +39,7 @@ def assert_verifies(recorded: RecordedEvent, public_key: bytes) -> None:
     assert headers[HDR_SIGNER] == "agent-a"
     assert recorded.body is not None
     assert verify_event_signature(
-        recorded.subject, recorded.body, headers[HDR_SIGNATURE], public_key
+        recorded.subject, recorded.body, headers[HDR_SIGNATURE], public_key, recorded.event.type
     )
 
 
@@ -46,31 +47,32 @@ def assert_verifies(recorded: RecordedEvent, public_key: bytes) -> None:
 
 
 def test_sign_and_verify_round_trip(signer: EventSigner) -> None:
-    sig = signer.sign("tasks.t1", b'{"a":1}')
+    sig = signer.sign("tasks.t1", b'{"a":1}', T)
     assert "=" not in sig and "+" not in sig and "/" not in sig
     assert len(base64.urlsafe_b64decode(sig + "==")) == 64
-    assert verify_event_signature("tasks.t1", b'{"a":1}', sig, signer.public_key)
-    assert verify_event_signature("tasks.t1", b'{"a":1}', sig + "==", signer.public_key)
+    assert verify_event_signature("tasks.t1", b'{"a":1}', sig, signer.public_key, T)
+    assert verify_event_signature("tasks.t1", b'{"a":1}', sig + "==", signer.public_key, T)
 
 
-def test_signature_covers_subject_body_and_key(signer: EventSigner) -> None:
-    sig = signer.sign("tasks.t1", b"{}")
+def test_signature_covers_subject_type_body_and_key(signer: EventSigner) -> None:
+    sig = signer.sign("tasks.t1", b"{}", T)
     other = EventSigner(bytes(32), key_id="agent-b")
-    assert not verify_event_signature("tasks.t2", b"{}", sig, signer.public_key)
-    assert not verify_event_signature("tasks.t1", b"{ }", sig, signer.public_key)
-    assert not verify_event_signature("tasks.t1", b"{}", sig, other.public_key)
-    assert signed_payload("tasks.t1", b"{}") == b"tasks.t1\n{}"
+    assert not verify_event_signature("tasks.t2", b"{}", sig, signer.public_key, T)
+    assert not verify_event_signature("tasks.t1", b"{ }", sig, signer.public_key, T)
+    assert not verify_event_signature("tasks.t1", b"{}", sig, other.public_key, T)
+    assert not verify_event_signature("tasks.t1", b"{}", sig, signer.public_key, "task.claimed")
+    assert signed_payload("tasks.t1", b"{}", T) == b"tasks.t1\ntask.submitted\n{}"
 
 
 @pytest.mark.parametrize("bad", ["", "!!!", "abc", "A" * 200, "AAAA" * 10])
 def test_malformed_signature_is_false_not_an_error(signer: EventSigner, bad: str) -> None:
-    assert not verify_event_signature("tasks.t1", b"{}", bad, signer.public_key)
+    assert not verify_event_signature("tasks.t1", b"{}", bad, signer.public_key, T)
 
 
 def test_malformed_public_key_is_false(signer: EventSigner) -> None:
-    sig = signer.sign("tasks.t1", b"{}")
-    assert not verify_event_signature("tasks.t1", b"{}", sig, b"short")
-    assert not verify_event_signature("tasks.t1", b"{}", sig, b"\x00" * 32)
+    sig = signer.sign("tasks.t1", b"{}", T)
+    assert not verify_event_signature("tasks.t1", b"{}", sig, b"short", T)
+    assert not verify_event_signature("tasks.t1", b"{}", sig, b"\x00" * 32, T)
 
 
 def test_signer_accepts_a_key_object_and_matches_an_identity() -> None:
@@ -81,10 +83,14 @@ def test_signer_accepts_a_key_object_and_matches_an_identity() -> None:
         key_id=identity.fingerprint,
     )
     assert from_bytes.public_key == from_object.public_key == identity.public_key
-    sig = from_object.sign("tasks.t1", b"{}")
-    assert verify_event_signature("tasks.t1", b"{}", sig, identity.public_key)
-    assert identity.verify(signed_payload("tasks.t1", b"{}"), base64.urlsafe_b64decode(sig + "=="))
+    sig = from_object.sign("tasks.t1", b"{}", T)
+    assert verify_event_signature("tasks.t1", b"{}", sig, identity.public_key, T)
+    payload = signed_payload("tasks.t1", b"{}", T)
+    assert identity.verify(payload, base64.urlsafe_b64decode(sig + "=="))
     assert identity.fingerprint in repr(from_bytes)
+    assert EventSigner.from_identity(identity).key_id == identity.fingerprint
+    assert EventSigner(identity.private_key_bytes()).key_id == identity.fingerprint
+    assert key_fingerprint(identity.public_key) == identity.fingerprint
 
 
 @pytest.mark.parametrize("key", [b"short", "a" * 32, None, 32])
@@ -93,7 +99,7 @@ def test_signer_refuses_bad_keys(key: object) -> None:
         EventSigner(key, key_id="a")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("key_id", ["", "a\nb", None])
+@pytest.mark.parametrize("key_id", ["", "a\nb", 7])
 def test_signer_refuses_bad_key_ids(key_id: object) -> None:
     with pytest.raises(ConfigError, match="key_id"):
         EventSigner(KEY, key_id=key_id)  # type: ignore[arg-type]

@@ -50,7 +50,7 @@ async def forge(
     """Store ``event`` signed with ``key`` but claiming ``key_id``, bypassing the log's signer."""
     body, headers = encode_event(event)
     headers[HDR_SIGNER] = key_id
-    headers[HDR_SIGNATURE] = EventSigner(key, key_id=key_id).sign(subj, body)
+    headers[HDR_SIGNATURE] = EventSigner(key, key_id=key_id).sign(subj, body, event.type)
     if backend is None:
         assert isinstance(log, MemoryEventLog)
         log.append_raw(subj, body, headers)
@@ -75,9 +75,9 @@ def test_verifier_accepts_a_good_signature(signer: EventSigner, registry: Identi
     event = submitted("t1")
     body = encode_event(event)[0]
     verifier = SignatureVerifier(registry.get)
-    assert verifier.check(record(event, signer.headers("tasks.t1", body), body))
+    assert verifier.check(record(event, signer.headers("tasks.t1", body, event.type), body))
     # without the raw body it re-encodes the event (deterministic)
-    assert verifier(record(event, signer.headers("tasks.t1", body)))
+    assert verifier(record(event, signer.headers("tasks.t1", body, event.type)))
     assert (verifier.accepted, verifier.rejected, verifier.unsigned) == (2, 0, 0)
 
 
@@ -86,22 +86,28 @@ def test_verifier_rejects_and_logs(
 ) -> None:
     event = submitted("t1")
     body = encode_event(event)[0]
-    good = signer.headers("tasks.t1", body)
+    good = signer.headers("tasks.t1", body, event.type)
     verifier = SignatureVerifier(registry.get)
     cases = [
-        {**good, HDR_SIGNATURE: EventSigner(FORGER_KEY, key_id="agent-a").sign("tasks.t1", body)},
+        {
+            **good,
+            HDR_SIGNATURE: EventSigner(FORGER_KEY, key_id="agent-a").sign(
+                "tasks.t1", body, event.type
+            ),
+        },
         {**good, HDR_SIGNER: "stranger"},
         {HDR_SIGNER: "agent-a"},
         {HDR_SIGNATURE: good[HDR_SIGNATURE]},
         {**good, HDR_SIGNATURE: "not base64!"},
-        signer.headers("tasks.t2", body),  # signed for another subject
+        signer.headers("tasks.t2", body, event.type),  # signed for another subject
+        signer.headers("tasks.t1", body, "task.claimed"),  # signed as another type
     ]
     with caplog.at_level(logging.WARNING, logger="projections.verify"):
         for headers in cases:
             assert not verifier.check(record(event, headers, body))
     assert verifier.rejected == len(cases) and verifier.accepted == 0
     assert "stream tasks seq 1" in caplog.text
-    assert "'stranger' is not in the identity registry" in caplog.text
+    assert "'stranger' is not a key fingerprint" in caplog.text
     assert "does not verify" in caplog.text
 
 
@@ -122,7 +128,7 @@ def test_verifier_key_lookup_errors_count_as_unknown(signer: EventSigner) -> Non
     event = submitted("t1")
     body = encode_event(event)[0]
     verifier = SignatureVerifier(broken)
-    assert not verifier.check(record(event, signer.headers("tasks.t1", body), body))
+    assert not verifier.check(record(event, signer.headers("tasks.t1", body, event.type), body))
     assert verifier.rejected == 1
 
 
@@ -132,10 +138,11 @@ def test_verifier_match_actor(signer: EventSigner, registry: IdentityRegistry) -
     verifier = SignatureVerifier(registry.get, match_actor=True)
     for event, ok in ((mine, True), (theirs, False)):
         body = encode_event(event)[0]
-        assert verifier.check(record(event, signer.headers("tasks.t1", body), body)) is ok
-    lax = SignatureVerifier(registry.get)
+        headers = signer.headers("tasks.t1", body, event.type)
+        assert verifier.check(record(event, headers, body)) is ok
+    lax = SignatureVerifier(registry.get, match_actor=False)
     body = encode_event(theirs)[0]
-    assert lax.check(record(theirs, signer.headers("tasks.t1", body), body))
+    assert lax.check(record(theirs, signer.headers("tasks.t1", body, event.type), body))
 
 
 def test_verifier_and_runner_refuse_bad_arguments() -> None:
