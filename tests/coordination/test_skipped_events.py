@@ -90,13 +90,15 @@ async def test_a_forged_event_moves_the_version_too(
             body, headers = encode_event(forged)
             headers[HDR_SIGNER] = "agent-a"
             headers[HDR_SIGNATURE] = EventSigner(bytes(range(1, 33)), key_id="agent-a").sign(
-                subj, body
+                subj, body, forged.type
             )
             await publish_raw(log, backend, subj, body, headers)
             await tm.sync()
             assert tm.runner.rejected_events == 1
-            assert [s.reason for s in tm.projection.recent_skips] == ["signature rejected"]
-            assert await tm.claim("a", task_id)
+            assert [s.reason for s in tm.projection.recent_skips] == [
+                "signature rejected: bad-signature"
+            ]
+            assert await tm.claim("agent-a", task_id)  # the signer claims for itself
             assert tm.conflicts == 0  # the version moved when the forgery was rejected
     finally:
         await log.close()
