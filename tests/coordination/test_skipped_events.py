@@ -140,6 +140,6 @@ def test_projections_status_counts_garbage(nats_url: str, namespace: str) -> Non
         app, ["projections", "status", "--url", nats_url, "--namespace", namespace]
     )
     assert result.exit_code == 0, result.output
-    status = orjson.loads(result.output)
+    status = orjson.loads(result.stdout)
     assert status["skipped"] == {"tasks": 1, "pools": 0}
     assert status["tasks"]["by_state"] == {"assigned": 1}
