@@ -34,10 +34,12 @@ __all__ = [
     "ProposalRejected",
     "SignaturePolicySet",
     "TaskCancelled",
+    "TaskClaimExtended",
     "TaskClaimReleased",
     "TaskClaimed",
     "TaskFailed",
     "TaskReported",
+    "TaskRetryScheduled",
     "TaskSubmitted",
     "TrustUpdated",
     "VoteCast",
@@ -57,7 +59,12 @@ class TaskSubmitted(Event):
 
 
 class TaskClaimed(Event):
-    """An agent claimed a task at ``claimed_at`` (Unix seconds)."""
+    """An agent claimed a task at ``claimed_at`` (Unix seconds).
+
+    ``claim_ttl_sec`` is the claim's time to live as the claimer decided it (the task's
+    own ``claim_ttl_sec`` or the manager's default), so every process agrees when it
+    expires; ``None`` (events written before it existed) means the task's constraint.
+    """
 
     type: ClassVar[str] = "task.claimed"
     version: ClassVar[int] = 1
@@ -65,6 +72,18 @@ class TaskClaimed(Event):
     task_id: str
     agent_id: str
     claimed_at: float
+    claim_ttl_sec: float | None = None
+
+
+class TaskClaimExtended(Event):
+    """The assignee is alive and still working: its claim counts from ``extended_at``."""
+
+    type: ClassVar[str] = "task.claim_extended"
+    version: ClassVar[int] = 1
+
+    task_id: str
+    agent_id: str
+    extended_at: float
 
 
 class TaskReported(Event):
@@ -90,6 +109,23 @@ class TaskFailed(Event):
     details: Any = None
 
 
+class TaskRetryScheduled(Event):
+    """An attempt failed and the task has retries left: it is PENDING again.
+
+    ``attempt`` is the number of the attempt that failed (1 for the first); ``details``
+    keeps the structured reason as given.
+    """
+
+    type: ClassVar[str] = "task.retry_scheduled"
+    version: ClassVar[int] = 1
+
+    task_id: str
+    agent_id: str
+    attempt: int
+    reason: str
+    details: Any = None
+
+
 class TaskCancelled(Event):
     """A task was cancelled."""
 
@@ -101,7 +137,7 @@ class TaskCancelled(Event):
 
 
 class TaskClaimReleased(Event):
-    """A claim on a task was released (by default because it expired)."""
+    """A claim on a task was released: ``"expired"`` (swept), ``"shutdown"`` (a clean stop)."""
 
     type: ClassVar[str] = "task.claim_released"
     version: ClassVar[int] = 1
@@ -335,6 +371,8 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     TaskFailed,
     TaskCancelled,
     TaskClaimReleased,
+    TaskClaimExtended,
+    TaskRetryScheduled,
     PoolCreated,
     AgentJoinedPool,
     AgentLeftPool,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from converge.core.task import Task, TaskState
@@ -11,9 +11,11 @@ from events import (
     RecordedEvent,
     TaskCancelled,
     TaskClaimed,
+    TaskClaimExtended,
     TaskClaimReleased,
     TaskFailed,
     TaskReported,
+    TaskRetryScheduled,
     TaskSubmitted,
     subject,
 )
@@ -31,12 +33,20 @@ class TaskProjection(Projection):
     Transitions (an event that does not fit is skipped and counted):
 
     - ``task.submitted``: a new task (a second submission of an id is skipped);
-    - ``task.claimed``: PENDING -> ASSIGNED to the agent, ``claimed_at`` set;
+    - ``task.claimed``: PENDING -> ASSIGNED to the agent, ``claimed_at`` set; the
+      claim's lease runs ``claim_ttl_sec`` (the event's, else the task's constraint);
+    - ``task.claim_extended``: ASSIGNED (to that agent), the lease restarts at
+      ``extended_at``;
     - ``task.reported``: ASSIGNED (to that agent) -> COMPLETED with the result;
     - ``task.failed``: not terminal -> FAILED, the reason as result (an ``agent_id``
       must be the assignee);
+    - ``task.retry_scheduled``: ASSIGNED (to that agent) -> PENDING, the attempt counted;
     - ``task.cancelled``: not terminal -> CANCELLED, assignment cleared;
     - ``task.claim_released``: ASSIGNED (to that agent) -> PENDING, assignment cleared.
+
+    Besides every task by id it keeps indexes, so no query walks every task ever seen:
+    the PENDING ids in order, the ids each agent holds, the lease expiry of each claim
+    with a TTL, and the failed attempts of each task.
 
     :attr:`tasks` and the objects in it belong to the projection: read, do not mutate.
     """
@@ -47,6 +57,9 @@ class TaskProjection(Projection):
     def __init__(self) -> None:
         self.tasks: dict[str, Task] = {}
         self._pending: dict[str, None] = {}  # insertion-ordered set of PENDING ids
+        self._held: dict[str, dict[str, None]] = {}  # agent id -> ids it holds, in order
+        self._leases: dict[str, tuple[float, float]] = {}  # task id -> (expires at, TTL)
+        self._attempts: dict[str, int] = {}  # task id -> failed attempts so far
         super().__init__()
 
     # -- queries ---------------------------------------------------------------
@@ -63,6 +76,41 @@ class TaskProjection(Projection):
         """Return the PENDING tasks, oldest first (a released task goes to the back)."""
         tasks = self.tasks
         return [tasks[task_id] for task_id in self._pending]
+
+    def held_by(self, agent_id: str) -> list[Task]:
+        """Return the ASSIGNED tasks ``agent_id`` holds, in the order it claimed them."""
+        tasks = self.tasks
+        return [tasks[task_id] for task_id in self._held.get(agent_id, ())]
+
+    def holders(self) -> list[str]:
+        """Return the ids of the agents that hold at least one task."""
+        return list(self._held)
+
+    def lease_expires_at(self, task_id: str) -> float | None:
+        """Return when the claim on ``task_id`` expires (Unix seconds), ``None`` without TTL."""
+        lease = self._leases.get(task_id)
+        return None if lease is None else lease[0]
+
+    def claim_ttl(self, task_id: str) -> float | None:
+        """Return the TTL the claim on ``task_id`` was made with, ``None`` without one."""
+        lease = self._leases.get(task_id)
+        return None if lease is None else lease[1]
+
+    def is_claim_expired(self, task_id: str, now: float) -> bool:
+        """Whether ``task_id`` is ASSIGNED and its claim's lease ended at or before ``now``."""
+        lease = self._leases.get(task_id)
+        return lease is not None and now >= lease[0]
+
+    def expired_claims(self, now: float) -> Iterator[Task]:
+        """Yield the ASSIGNED tasks whose lease ended at or before ``now``."""
+        tasks = self.tasks
+        for task_id, (expires, _) in list(self._leases.items()):
+            if now >= expires:
+                yield tasks[task_id]
+
+    def attempts(self, task_id: str) -> int:
+        """Return how many attempts at ``task_id`` failed and were retried so far."""
+        return self._attempts.get(task_id, 0)
 
     # -- fold ------------------------------------------------------------------
 
@@ -84,11 +132,32 @@ class TaskProjection(Projection):
             task.assigned_to = event.agent_id
             task.claimed_at = event.claimed_at
             self._pending.pop(task.id, None)
+            self._held.setdefault(event.agent_id, {})[task.id] = None
+            ttl = event.claim_ttl_sec if event.claim_ttl_sec is not None else task.claim_ttl_sec
+            if ttl is not None:
+                self._leases[task.id] = (event.claimed_at + ttl, ttl)
+        elif isinstance(event, TaskClaimExtended):
+            task = self._task(event.task_id)
+            self._expect(task, TaskState.ASSIGNED, event.type, agent_id=event.agent_id)
+            lease = self._leases.get(task.id)
+            if lease is not None:
+                expires, ttl = lease
+                self._leases[task.id] = (max(expires, event.extended_at + ttl), ttl)
         elif isinstance(event, TaskReported):
             task = self._task(event.task_id)
             self._expect(task, TaskState.ASSIGNED, event.type, agent_id=event.agent_id)
             task.state = TaskState.COMPLETED
             task.result = event.result
+            self._unassign(task)
+        elif isinstance(event, TaskRetryScheduled):
+            task = self._task(event.task_id)
+            self._expect(task, TaskState.ASSIGNED, event.type, agent_id=event.agent_id)
+            self._unassign(task)
+            task.state = TaskState.PENDING
+            task.assigned_to = None
+            task.claimed_at = None
+            self._attempts[task.id] = max(self._attempts.get(task.id, 0), event.attempt)
+            self._pending[task.id] = None
         elif isinstance(event, TaskFailed):
             task = self._task(event.task_id)
             self._expect_open(task, event.type)
@@ -96,6 +165,7 @@ class TaskProjection(Projection):
                 raise InvalidStateError(
                     f"task {task.id!r} is not assigned to {event.agent_id!r}; {event.type} ignored"
                 )
+            self._unassign(task)
             task.state = TaskState.FAILED
             task.result = event.reason if event.details is None else event.details
             task.claimed_at = None
@@ -103,6 +173,7 @@ class TaskProjection(Projection):
         elif isinstance(event, TaskCancelled):
             task = self._task(event.task_id)
             self._expect_open(task, event.type)
+            self._unassign(task)
             task.state = TaskState.CANCELLED
             task.assigned_to = None
             task.claimed_at = None
@@ -110,12 +181,25 @@ class TaskProjection(Projection):
         elif isinstance(event, TaskClaimReleased):
             task = self._task(event.task_id)
             self._expect(task, TaskState.ASSIGNED, event.type, agent_id=event.agent_id)
+            self._unassign(task)
             task.state = TaskState.PENDING
             task.assigned_to = None
             task.claimed_at = None
             self._pending[task.id] = None
         else:
             raise DecodeError(f"{event.type} is not a task event")
+
+    def _unassign(self, task: Task) -> None:
+        """Drop ``task`` from the holder and lease indexes (before its state changes)."""
+        self._leases.pop(task.id, None)
+        holder = task.assigned_to
+        if holder is None:
+            return
+        held = self._held.get(holder)
+        if held is not None:
+            held.pop(task.id, None)
+            if not held:
+                del self._held[holder]
 
     def _task(self, task_id: str) -> Task:
         task = self.tasks.get(task_id)
@@ -143,11 +227,16 @@ class TaskProjection(Projection):
     def clear(self) -> None:
         self.tasks = {}
         self._pending = {}
+        self._held = {}
+        self._leases = {}
+        self._attempts = {}
 
     def snapshot_state(self) -> dict[str, Any]:
         return {
             "tasks": [task.to_dict() for task in self.tasks.values()],
             "pending": list(self._pending),
+            "leases": {task_id: list(lease) for task_id, lease in self._leases.items()},
+            "attempts": dict(self._attempts),
         }
 
     def restore_state(self, state: Mapping[str, Any]) -> None:
@@ -160,3 +249,20 @@ class TaskProjection(Projection):
         ):
             raise DecodeError("tasks snapshot lists a pending task that is not PENDING")
         self._pending = pending
+        held: dict[str, dict[str, None]] = {}
+        for task in tasks:
+            if task.state is TaskState.ASSIGNED and task.assigned_to is not None:
+                held.setdefault(task.assigned_to, {})[task.id] = None
+        self._held = held
+        # snapshots written before leases existed: a lease from the task's own TTL
+        leases = state.get("leases")
+        if leases is None:
+            leases = {
+                task.id: [task.claimed_at + ttl, ttl]
+                for task in tasks
+                if task.state is TaskState.ASSIGNED
+                and task.claimed_at is not None
+                and (ttl := task.claim_ttl_sec) is not None
+            }
+        self._leases = {str(k): (float(v[0]), float(v[1])) for k, v in leases.items()}
+        self._attempts = {str(k): int(v) for k, v in state.get("attempts", {}).items()}

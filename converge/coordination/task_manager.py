@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,7 +26,9 @@ from converge.core.task import Task, TaskState
 from converge.core.topic import Topic
 from converge.errors import (
     ConcurrencyError,
+    ConfigError,
     ConvergeError,
+    ConvergeTimeoutError,
     DecodeError,
     InvalidStateError,
     NotAuthorizedError,
@@ -35,11 +38,14 @@ from converge.service import Plan, ProjectedService
 from events import (
     Event,
     EventLog,
+    RecordedEvent,
     TaskCancelled,
     TaskClaimed,
+    TaskClaimExtended,
     TaskClaimReleased,
     TaskFailed,
     TaskReported,
+    TaskRetryScheduled,
     TaskSubmitted,
     subject,
 )
@@ -51,6 +57,10 @@ __all__ = ["TaskManager"]
 logger = logging.getLogger(__name__)
 
 _SWEEP_CONCURRENCY = 64
+_WAIT_RECHECK_SEC = 1.0  # wait() also re-reads the projection this often (gap reads)
+
+DEFAULT_CLAIM_TTL_SEC = 30.0
+"""TTL of a claim on a task that sets no ``claim_ttl_sec`` of its own."""
 
 
 def _check_id(value: object, what: str) -> str:
@@ -80,6 +90,11 @@ class TaskManager(ProjectedService[TaskProjection]):
     (:func:`converge.compat.resolve_event_log`).
     Commands start a manager that was not started. Task objects returned by queries
     belong to the projection: read them, do not mutate them.
+
+    Every claim has a TTL: the task's ``claim_ttl_sec``, else ``default_claim_ttl_sec``
+    (``None``: claims without one never expire). It is recorded in the claim event, so
+    every process agrees when the claim expires; the assignee keeps it alive with
+    :meth:`extend_claim`, and :meth:`release_expired_claims` puts expired ones back.
     """
 
     def __init__(
@@ -91,7 +106,20 @@ class TaskManager(ProjectedService[TaskProjection]):
         snapshot_every: int = 10_000,
         sync_timeout_sec: float = 10.0,
         verifier: SignatureVerifier | None = None,
+        default_claim_ttl_sec: float | None = DEFAULT_CLAIM_TTL_SEC,
     ) -> None:
+        if default_claim_ttl_sec is not None and (
+            isinstance(default_claim_ttl_sec, bool)
+            or not isinstance(default_claim_ttl_sec, int | float)
+            or not (math.isfinite(default_claim_ttl_sec) and default_claim_ttl_sec > 0)
+        ):
+            raise ConfigError(
+                f"default_claim_ttl_sec must be seconds > 0 or None, got {default_claim_ttl_sec!r}"
+            )
+        self.default_claim_ttl_sec = (
+            None if default_claim_ttl_sec is None else float(default_claim_ttl_sec)
+        )
+        self._waiters: dict[str, set[asyncio.Event]] = {}
         super().__init__(
             TaskProjection(),
             resolve_event_log(event_log, store, "TaskManager"),
@@ -100,6 +128,7 @@ class TaskManager(ProjectedService[TaskProjection]):
             sync_timeout_sec=sync_timeout_sec,
             verifier=verifier,
         )
+        self.add_listener(self._wake_waiters)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -116,6 +145,13 @@ class TaskManager(ProjectedService[TaskProjection]):
     def pending_task_ids(self) -> set[str]:
         """The ids of the PENDING tasks (a snapshot)."""
         return {task.id for task in self.projection.pending()}
+
+    def list_tasks_held_by(self, agent_id: str) -> list[Task]:
+        """Return the ASSIGNED tasks ``agent_id`` holds, in the order it claimed them.
+
+        Reads an index of the projection: the cost does not grow with finished tasks.
+        """
+        return self.projection.held_by(agent_id)
 
     def list_pending_tasks(self) -> list[Task]:
         """Return the PENDING tasks, oldest first."""
@@ -196,7 +232,11 @@ class TaskManager(ProjectedService[TaskProjection]):
             if task is None or task.state is not TaskState.PENDING:
                 return (), False
             event = TaskClaimed(
-                task_id=task_id, agent_id=agent_id, claimed_at=time.time(), actor=agent_id
+                task_id=task_id,
+                agent_id=agent_id,
+                claimed_at=time.time(),
+                claim_ttl_sec=self._claim_ttl(task),
+                actor=agent_id,
             )
             return (event,), True
 
@@ -274,8 +314,8 @@ class TaskManager(ProjectedService[TaskProjection]):
         await self._ensure_started()
         expired = [
             (task.id, task.assigned_to)
-            for task in self.projection.tasks.values()
-            if task.is_claim_expired(now) and task.assigned_to is not None
+            for task in self.projection.expired_claims(now)
+            if task.assigned_to is not None
         ]
         if not expired:
             return []
@@ -285,7 +325,11 @@ class TaskManager(ProjectedService[TaskProjection]):
         async def release(task_id: str, agent_id: str) -> str | None:
             def plan() -> Plan[str | None]:
                 task = projection.tasks.get(task_id)
-                if task is None or task.assigned_to != agent_id or not task.is_claim_expired(now):
+                if (
+                    task is None
+                    or task.assigned_to != agent_id
+                    or not projection.is_claim_expired(task_id, now)
+                ):
                     return (), None  # another writer changed it meanwhile
                 event = TaskClaimReleased(task_id=task_id, agent_id=agent_id, reason="expired")
                 return (event,), task_id
@@ -306,7 +350,142 @@ class TaskManager(ProjectedService[TaskProjection]):
             logger.info("released %d expired claims", len(released))
         return released
 
+    async def extend_claim(self, agent_id: str, task_id: str) -> bool:
+        """Restart the lease of ``agent_id``'s claim on ``task_id`` (a heartbeat event).
+
+        Returns ``False`` when the task is not (or no longer) assigned to ``agent_id``:
+        the claim expired and was released, or the task finished. Raises
+        ``NotFoundError`` for an unknown task.
+        """
+        agent_id = _check_id(agent_id, "agent_id")
+        task_id = _check_id(task_id, "task_id")
+
+        def make() -> Event:
+            return TaskClaimExtended(
+                task_id=task_id, agent_id=agent_id, extended_at=time.time(), actor=agent_id
+            )
+
+        try:
+            await self._assignee_command(agent_id, task_id, "extend the claim on", make)
+        except (NotAuthorizedError, InvalidStateError):
+            return False
+        return True
+
+    async def release_claim(self, agent_id: str, task_id: str, *, reason: str = "released") -> bool:
+        """Give up ``agent_id``'s claim: the task is PENDING again, claimable by anyone.
+
+        ``reason`` is recorded (the runtime says ``"shutdown"``). Returns ``False`` when
+        the task is not assigned to ``agent_id``; raises ``NotFoundError`` when unknown.
+        """
+        agent_id = _check_id(agent_id, "agent_id")
+        task_id = _check_id(task_id, "task_id")
+        reason = check_str(reason, "reason", allow_empty=False)
+
+        def make() -> Event:
+            return TaskClaimReleased(
+                task_id=task_id, agent_id=agent_id, reason=reason, actor=agent_id
+            )
+
+        try:
+            await self._assignee_command(agent_id, task_id, "release", make)
+        except (NotAuthorizedError, InvalidStateError):
+            return False
+        return True
+
+    async def fail_attempt(self, agent_id: str, task_id: str, reason: object) -> bool:
+        """Record a failed attempt by the assignee; retry the task while it may.
+
+        While fewer than ``max_retries`` attempts failed before this one, the task goes
+        back to PENDING (a ``task.retry_scheduled`` event with the attempt number) and
+        this returns ``True``; otherwise it FAILS (``task.failed``, ``reason`` as result)
+        and this returns ``False``. ``reason`` is a string or plain data. Raises as
+        :meth:`fail_task` with ``agent_id`` does.
+        """
+        agent_id = _check_id(agent_id, "agent_id")
+        task_id = _check_id(task_id, "task_id")
+        text = reason if isinstance(reason, str) else str(reason)
+        details = None if isinstance(reason, str) else check_value(reason, "fail_attempt reason")
+        projection = self.projection
+        retried = False
+
+        def make() -> Event:
+            nonlocal retried
+            task = projection.tasks[task_id]
+            attempt = projection.attempts(task_id) + 1
+            retried = attempt <= (task.max_retries or 0)
+            if retried:
+                return TaskRetryScheduled(
+                    task_id=task_id,
+                    agent_id=agent_id,
+                    attempt=attempt,
+                    reason=text,
+                    details=details,
+                    actor=agent_id,
+                )
+            return TaskFailed(
+                task_id=task_id, reason=text, agent_id=agent_id, actor=agent_id, details=details
+            )
+
+        await self._assignee_command(agent_id, task_id, "fail", make)
+        return retried
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> Task:  # noqa: ASYNC109
+        """Return the task once it is COMPLETED, FAILED or CANCELLED.
+
+        Woken by the projection's events (also those of other processes), never by
+        polling the broker. ``timeout`` in seconds; ``None`` waits as long as it takes.
+        Raises ``NotFoundError`` when no task has this id (after a sync) and
+        ``ConvergeTimeoutError`` (a ``TimeoutError``) at the timeout.
+        """
+        task_id = _check_id(task_id, "task_id")
+        await self._ensure_started()
+        task = await self._find(task_id)
+        if task is None:
+            raise NotFoundError(f"unknown task {task_id!r}: submit it before waiting for it")
+        if task.state.is_terminal:
+            return task
+        woken = asyncio.Event()
+        waiters = self._waiters.setdefault(task_id, set())
+        waiters.add(woken)
+        projection = self.projection
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    # the listener wakes us; the bounded wait also covers events that
+                    # reached the projection through a gap read, which calls no listener
+                    with_recheck = asyncio.timeout(_WAIT_RECHECK_SEC)
+                    try:
+                        async with with_recheck:
+                            await woken.wait()
+                    except TimeoutError:
+                        if not with_recheck.expired():
+                            raise
+                    woken.clear()
+                    task = projection.tasks.get(task_id)
+                    if task is not None and task.state.is_terminal:
+                        return task
+        except TimeoutError as exc:
+            raise ConvergeTimeoutError(
+                f"task {task_id!r} did not finish within {timeout}s; it is "
+                f"{projection.tasks[task_id].state.value}"
+            ) from exc
+        finally:
+            waiters.discard(woken)
+            if not waiters:
+                self._waiters.pop(task_id, None)
+
     # -- internals -----------------------------------------------------------------------
+
+    def _claim_ttl(self, task: Task) -> float | None:
+        ttl = task.claim_ttl_sec
+        return self.default_claim_ttl_sec if ttl is None else ttl
+
+    def _wake_waiters(self, recorded: RecordedEvent) -> None:
+        if not self._waiters:
+            return
+        task_id = getattr(recorded.event, "task_id", None)
+        for woken in self._waiters.get(task_id, ()) if isinstance(task_id, str) else ():
+            woken.set()
 
     async def _find(self, task_id: str) -> Task | None:
         """Return the task, syncing once with the log when the projection lacks it."""

@@ -20,6 +20,7 @@ class DecidePart(RuntimeParts):
     """Call the agent's hooks and ``decide`` with a timeout; keep only real decisions."""
 
     def _pending_tasks(self) -> list[Task]:
+        """The PENDING tasks the agent may take, then the ASSIGNED ones it holds."""
         tm = self.task_manager
         if tm is None:
             return []
@@ -27,10 +28,15 @@ class DecidePart(RuntimeParts):
             pool_ids = None
             if self.pool_manager is not None:
                 pool_ids = self.pool_manager.get_pools_for_agent(self.agent.id)
-            tasks = tm.list_pending_tasks_for_agent(
-                self.agent.id, pool_ids=pool_ids, capabilities=self.agent.capabilities
+            tasks = list(
+                tm.list_pending_tasks_for_agent(
+                    self.agent.id, pool_ids=pool_ids, capabilities=self.agent.capabilities
+                )
             )
-            return list(tasks)
+            held = getattr(tm, "list_tasks_held_by", None)
+            if callable(held):  # the tasks it holds come after the ones it may claim
+                tasks.extend(held(self.agent.id))
+            return tasks
         except Exception as exc:  # a projection read failing skips this tick's tasks
             self.last_error = f"tasks: {type(exc).__name__}: {exc}"
             logger.warning("agent %s: listing pending tasks failed: %s", self.agent.id, exc)

@@ -22,9 +22,11 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from converge.coordination.task_manager import TaskManager
 from converge.core.agent import Agent, AgentState, maybe_await
 from converge.core.decisions import Decision
 from converge.core.tools import ToolRegistry
@@ -34,9 +36,11 @@ from converge.runtime._checkpoint import CheckpointPart
 from converge.runtime._decide import DecidePart
 from converge.runtime._receive import ReceivePart
 from converge.runtime._state import RuntimeState, RuntimeStats
+from converge.runtime._work import WorkRunner
 from converge.runtime.executor import Executor, StandardExecutor
 from converge.runtime.inbox import Inbox
 from converge.runtime.scheduler import Scheduler
+from converge.runtime.worker import Worker
 from events import EventLog
 
 __all__ = ["AgentRuntime", "Inbox", "RuntimeState", "RuntimeStats"]
@@ -60,6 +64,15 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
     call, ``tick_interval_sec`` how long the loop sleeps without work,
     ``receive_timeout_sec`` each wait of the receive task. ``executor_factory`` is
     called like :class:`StandardExecutor` with ``executor_kwargs`` added.
+
+    With a ``task_manager``: a :class:`~converge.runtime.worker.Worker` agent gets
+    its tasks claimed and handled (see :mod:`converge.runtime.worker`); ``decide``
+    receives the PENDING tasks the agent may take followed by the tasks it holds;
+    every ``claim_sweep_interval_sec`` (with jitter; ``None``: never) the runtime
+    releases expired claims, whoever held them. ``stop()`` stops claiming, lets
+    running ``handle`` calls finish within ``drain_timeout_sec`` (then cancels them)
+    and releases every claim the agent still holds (reason ``"shutdown"``), so no task
+    stays assigned to a process that is gone.
     """
 
     def __init__(
@@ -90,6 +103,9 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
         tick_interval_sec: float = 1.0,
         batch_size: int | None = 100,
         stop_timeout_sec: float = 10.0,
+        drain_timeout_sec: float = 10.0,
+        claim_sweep_interval_sec: float | None = 5.0,
+        rescan_interval_sec: float = 5.0,
     ) -> None:
         if not isinstance(agent, Agent):
             raise ConfigError(f"agent must be an Agent, got {type(agent).__name__}")
@@ -99,6 +115,12 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
             ("decide_timeout_sec", decide_timeout_sec),
             ("tick_interval_sec", tick_interval_sec),
             ("stop_timeout_sec", stop_timeout_sec),
+            ("drain_timeout_sec", drain_timeout_sec),
+            (
+                "claim_sweep_interval_sec",
+                1.0 if claim_sweep_interval_sec is None else claim_sweep_interval_sec,
+            ),
+            ("rescan_interval_sec", rescan_interval_sec),
         ):
             if (
                 isinstance(value, bool)
@@ -130,6 +152,12 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
         self.tick_interval_sec = float(tick_interval_sec)
         self.batch_size = batch_size
         self.stop_timeout_sec = float(stop_timeout_sec)
+        self.drain_timeout_sec = float(drain_timeout_sec)
+        self.claim_sweep_interval_sec = (
+            None if claim_sweep_interval_sec is None else float(claim_sweep_interval_sec)
+        )
+        self.rescan_interval_sec = float(rescan_interval_sec)
+        self.work: WorkRunner | None = None
         self.stats = RuntimeStats()
         self.last_error: str | None = None
         self._executor_factory = executor_factory
@@ -200,6 +228,22 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
                 ),
                 asyncio.create_task(self._run_loop(), name=f"converge-loop-{self.agent.id[:8]}"),
             ]
+            if self.task_manager is not None and self.claim_sweep_interval_sec is not None:
+                self._tasks.append(
+                    asyncio.create_task(
+                        self._sweep_loop(self.claim_sweep_interval_sec),
+                        name=f"converge-sweep-{self.agent.id[:8]}",
+                    )
+                )
+            if isinstance(self.agent, Worker) and isinstance(self.task_manager, TaskManager):
+                self.work = WorkRunner(
+                    self.agent,
+                    self.task_manager,
+                    pool_ids=self._worker_pools,
+                    metric=self._metric,
+                    rescan_interval_sec=self.rescan_interval_sec,
+                )
+                await self.work.start()
             async with asyncio.timeout(self.stop_timeout_sec):
                 await self._loop_started.wait()
         except BaseException:
@@ -236,7 +280,64 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
     def _on_task_event(self, recorded: object) -> None:
         self.scheduler.notify()
 
+    def _worker_pools(self) -> list[str] | None:
+        """Pools whose tasks a worker without its own ``pool_id`` takes (None: any)."""
+        if self.pool_manager is None:
+            return None
+        try:
+            return list(self.pool_manager.get_pools_for_agent(self.agent.id))
+        except ConvergeError as exc:
+            logger.warning("agent %s: reading its pools failed: %s", self.agent.id, exc)
+            return []
+
+    async def _sweep_loop(self, interval: float) -> None:
+        """Release expired claims now and then; jitter spreads the sweepers of processes."""
+        tm = self.task_manager
+        rng = random.Random()
+        while True:
+            await asyncio.sleep(interval * rng.uniform(0.5, 1.5))
+            try:
+                released = await tm.release_expired_claims()
+            except ConvergeError as exc:  # a broker outage: the next sweep tries again
+                logger.warning("agent %s: claim sweep failed: %s", self.agent.id, exc)
+                continue
+            if released:
+                self._metric("runtime_claims_released_total", len(released))
+
+    async def _release_held(self) -> None:
+        """Release every claim the agent still holds, so other processes take the tasks."""
+        tm = self.task_manager
+        if not isinstance(tm, TaskManager):
+            return
+        held = tm.list_tasks_held_by(self.agent.id)
+        if not held:
+            return
+        agent_id = self.agent.id
+
+        async def release(task_id: str) -> bool:
+            try:
+                return await tm.release_claim(agent_id, task_id, reason="shutdown")
+            except (ConvergeError, OSError) as exc:
+                logger.warning("agent %s: release of %s failed: %s", agent_id, task_id, exc)
+                return False
+
+        try:
+            async with asyncio.timeout(self.stop_timeout_sec):
+                done = await asyncio.gather(*(release(task.id) for task in held))
+        except TimeoutError:
+            logger.error("agent %s: releasing its claims timed out", agent_id)
+            return
+        logger.info(
+            "agent %s released %d claims at shutdown",
+            agent_id,
+            sum(done),
+            extra={"agent_id": agent_id},
+        )
+
     async def _teardown(self) -> None:
+        work, self.work = self.work, None
+        if work is not None:
+            await work.stop(self.drain_timeout_sec)
         self._listen_for_tasks(False)
         self.scheduler.notify()
         tasks, self._tasks = self._tasks, []
@@ -262,6 +363,7 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
                     logger.error("runtime task %s failed: %r", task.get_name(), task.exception())
         if self._state is not RuntimeState.STARTING:
             self._checkpoint(force=True)
+        await self._release_held()
         with contextlib.suppress(ConvergeError):
             await self._call_hook(self.agent.on_stop, "on_stop")
         await self._unregister()

@@ -135,7 +135,9 @@ async def test_claim_race_between_managers(event_log: EventLog) -> None:
 
 
 async def test_release_expired_claims_wall_clock(event_log: EventLog) -> None:
-    async with TaskManager(event_log) as tm, TaskManager(event_log) as sweeper:
+    # no default TTL here: a claim on a task without claim_ttl_sec never expires
+    no_default = TaskManager(event_log, default_claim_ttl_sec=None)
+    async with no_default as tm, TaskManager(event_log) as sweeper:
         short = await tm.submit(Task("o", constraints={"claim_ttl_sec": 30}))
         forever = await tm.submit(Task("o"))
         await tm.claim("a", short)
@@ -156,6 +158,22 @@ async def test_release_expired_claims_wall_clock(event_log: EventLog) -> None:
         with pytest.raises(NotAuthorizedError):
             await tm.report("a", short, 1)
         assert await tm.claim("b", short)
+
+
+async def test_a_claim_without_a_ttl_gets_the_default_recorded(event_log: EventLog) -> None:
+    async with (
+        TaskManager(event_log, default_claim_ttl_sec=5) as tm,
+        TaskManager(event_log) as other,
+    ):
+        task_id = await tm.submit(Task("o"))
+        assert await tm.claim("a", task_id)
+        await other.sync()
+        claimed_at = tm.get_task(task_id).claimed_at  # type: ignore[union-attr]
+        assert claimed_at is not None
+        # the TTL is in the claim event: a manager with another default agrees
+        assert other.projection.lease_expires_at(task_id) == claimed_at + 5
+        assert await other.release_expired_claims(now=claimed_at + 4.9) == []
+        assert await other.release_expired_claims(now=claimed_at + 5) == [task_id]
 
 
 async def test_routing(event_log: EventLog) -> None:

@@ -79,6 +79,8 @@ def test_every_event_type_round_trips() -> None:
         events.TaskFailed(task_id="t", reason="r"),
         events.TaskCancelled(task_id="t"),
         events.TaskClaimReleased(task_id="t", agent_id="a"),
+        events.TaskClaimExtended(task_id="t", agent_id="a", extended_at=2.5),
+        events.TaskRetryScheduled(task_id="t", agent_id="a", attempt=1, reason="r"),
         events.PoolCreated(pool={"id": "p"}),
         events.AgentJoinedPool(pool_id="p", agent_id="a"),
         events.AgentLeftPool(pool_id="p", agent_id="a"),

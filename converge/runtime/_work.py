@@ -1,0 +1,316 @@
+"""The runtime's work part: claim what a :class:`Worker` accepts and run its ``handle``.
+
+Woken by the task projection: each event that makes a task PENDING (submitted,
+claim released, retry scheduled) adds its id to the candidates when the worker
+accepts it, so no step walks every task ever seen. The PENDING index is read once at
+start and again when idle for ``rescan_interval_sec`` (events applied by a gap read
+reach no listener).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import itertools
+import logging
+import random
+from collections.abc import Callable, Collection
+
+from converge.coordination.task_manager import TaskManager
+from converge.core.task import Task, TaskState
+from converge.errors import ConvergeError, DecodeError
+from converge.runtime.worker import Worker
+from events import RecordedEvent, TaskClaimReleased, TaskRetryScheduled, TaskSubmitted
+
+__all__ = ["WorkRunner"]
+
+logger = logging.getLogger("converge.runtime.worker")
+
+_CLAIM_WINDOW = 8  # pick among the oldest few candidates so workers do not all race one
+
+
+def failure_reason(
+    exc: BaseException, attempt: int, message: str | None = None
+) -> dict[str, object]:
+    """Return the structured reason a failed attempt records."""
+    return {
+        "error": type(exc).__name__,
+        "message": str(exc) if message is None else message,
+        "attempt": attempt,
+    }
+
+
+class WorkRunner:
+    """Claim tasks for one worker and run up to ``max_concurrency`` ``handle`` calls."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        tasks: TaskManager,
+        *,
+        pool_ids: Callable[[], Collection[str] | None],
+        metric: Callable[[str], None],
+        rescan_interval_sec: float = 5.0,
+    ) -> None:
+        self.worker = worker
+        self.tasks = tasks
+        self._pool_ids = pool_ids
+        self._metric = metric
+        self._rescan_sec = rescan_interval_sec
+        self._candidates: dict[str, None] = {}
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(worker.max_concurrency)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._loop: asyncio.Task[None] | None = None
+        self._intake = False
+        self._claiming = False
+        self._rng = random.Random()
+        self.completed = 0
+        self.failed_attempts = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen to the projection, read the PENDING index once, start claiming."""
+        self._intake = True
+        self.tasks.add_listener(self._on_event)
+        self._rescan()
+        self._loop = asyncio.create_task(
+            self._claim_loop(), name=f"converge-work-{self.worker.id[:8]}"
+        )
+
+    async def stop(self, drain_timeout_sec: float) -> None:
+        """Stop claiming; let running ``handle`` calls finish, cancel them after the timeout.
+
+        Claims still held afterwards are the runtime's to release.
+        """
+        self._intake = False
+        self.tasks.remove_listener(self._on_event)
+        self._wake.set()
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            # a claim in flight completes (its record must not be lost); then the loop ends
+            if not self._claiming:
+                loop.cancel()
+            _, pending = await asyncio.wait({loop}, timeout=drain_timeout_sec)
+            for task in pending:
+                task.cancel()
+            await asyncio.wait({loop}, timeout=drain_timeout_sec)
+        running = list(self._running.values())
+        if running:
+            _, pending = await asyncio.wait(running, timeout=drain_timeout_sec)
+            for task in pending:
+                logger.warning(
+                    "worker %s: task still running after the %ss drain; cancelled",
+                    self.worker.id,
+                    drain_timeout_sec,
+                )
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=drain_timeout_sec)
+
+    @property
+    def running(self) -> list[str]:
+        """Ids of the tasks whose ``handle`` runs now."""
+        return list(self._running)
+
+    # -- candidates ----------------------------------------------------------------------
+
+    def _takes(self, task: Task) -> bool:
+        if task.state is not TaskState.PENDING:
+            return False
+        pools = self._pool_ids()
+        if pools is not None and task.pool_id is not None and task.pool_id not in pools:
+            return False
+        try:
+            return self.worker.accepts(task)
+        except Exception as exc:  # accepts is user code: a failure means "no"
+            logger.warning("worker %s: accepts(%s) raised %r", self.worker.id, task.id, exc)
+            return False
+
+    def _on_event(self, recorded: RecordedEvent) -> None:
+        event = recorded.event
+        if isinstance(event, TaskSubmitted):
+            task_id = event.task.get("id")
+        elif isinstance(event, TaskClaimReleased | TaskRetryScheduled):
+            task_id = event.task_id
+        else:
+            return
+        task = self.tasks.get_task(task_id) if isinstance(task_id, str) else None
+        if task is not None and self._takes(task):
+            self._candidates[task.id] = None
+            self._wake.set()
+
+    def _rescan(self) -> None:
+        for task in self.tasks.list_pending_tasks():
+            if self._takes(task):
+                self._candidates[task.id] = None
+        if self._candidates:
+            self._wake.set()
+
+    def _pick(self) -> Task | None:
+        """Pop a candidate that is still PENDING, or return ``None`` when none is left."""
+        while self._candidates:
+            window = list(itertools.islice(self._candidates, _CLAIM_WINDOW))
+            task_id = window[self._rng.randrange(len(window))]
+            del self._candidates[task_id]
+            task = self.tasks.get_task(task_id)
+            if task is not None and self._takes(task):
+                return task
+        return None
+
+    # -- claiming ------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while self._intake:
+            await self._slots.acquire()  # a free slot; stop() cancels this wait
+            try:
+                task = await self._claim_next()
+            except BaseException:
+                self._slots.release()
+                raise
+            if task is None:
+                self._slots.release()
+                continue
+            runner = asyncio.create_task(self._run(task), name=f"converge-handle-{task.id[:8]}")
+            self._running[task.id] = runner
+            runner.add_done_callback(functools.partial(self._done, task.id))
+
+    def _done(self, task_id: str, _finished: asyncio.Task[None]) -> None:
+        self._running.pop(task_id, None)
+        self._slots.release()
+
+    async def _claim_next(self) -> Task | None:
+        while self._intake:
+            task = self._pick()
+            if task is None:
+                self._wake.clear()
+                try:
+                    async with asyncio.timeout(self._rescan_sec):
+                        await self._wake.wait()
+                except TimeoutError:
+                    self._rescan()
+                continue
+            self._claiming = True
+            try:
+                won = await self.tasks.claim(self.worker.id, task.id)
+            except ConvergeError as exc:
+                logger.warning("worker %s: claim of %s failed: %s", self.worker.id, task.id, exc)
+                continue
+            finally:
+                self._claiming = False
+            if won:
+                self._metric("worker_claims_total")
+                return self.tasks.get_task(task.id) or task
+        return None
+
+    # -- running -------------------------------------------------------------------------
+
+    async def _run(self, task: Task) -> None:
+        worker, tasks = self.worker, self.tasks
+        attempt = tasks.projection.attempts(task.id) + 1
+        runner = asyncio.current_task()
+        assert runner is not None
+        lost = asyncio.Event()
+        beat = asyncio.create_task(
+            self._heartbeat(task.id, runner, lost), name=f"converge-heartbeat-{task.id[:8]}"
+        )
+        log_extra = {"agent_id": worker.id, "task_id": task.id}
+        try:
+            result = await self._call_handle(task, attempt)
+        except _AttemptFailed as failed:
+            if lost.is_set():
+                return
+            await self._fail(task, failed.reason)
+            return
+        except asyncio.CancelledError:
+            if lost.is_set() and self._intake:
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                logger.warning(
+                    "worker %s lost its claim on %s; handle cancelled",
+                    worker.id,
+                    task.id,
+                    extra=log_extra,
+                )
+                return
+            raise
+        finally:
+            beat.cancel()
+            await asyncio.wait({beat}, timeout=5.0)
+        try:
+            await tasks.report(worker.id, task.id, result)
+        except DecodeError as exc:
+            await self._fail(task, failure_reason(exc, attempt))
+            return
+        except ConvergeError as exc:
+            logger.warning(
+                "worker %s: report of %s refused: %s", worker.id, task.id, exc, extra=log_extra
+            )
+            return
+        self.completed += 1
+        self._metric("worker_tasks_completed_total")
+
+    async def _call_handle(self, task: Task, attempt: int) -> object:
+        timeout = task.timeout_sec
+        limit = asyncio.timeout(timeout)
+        try:
+            async with limit:
+                if self.worker.is_async_handle:
+                    outcome = self.worker.handle(task)
+                    assert inspect.isawaitable(outcome)
+                    return await outcome
+                return await asyncio.to_thread(self.worker.handle, task)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError as exc:
+            message = f"handle did not finish within {timeout}s" if limit.expired() else None
+            raise _AttemptFailed(failure_reason(exc, attempt, message)) from exc
+        except Exception as exc:  # handle is user code: its failure fails the attempt
+            logger.info(
+                "worker %s: handle(%s) raised %r",
+                self.worker.id,
+                task.id,
+                exc,
+                extra={"agent_id": self.worker.id, "task_id": task.id},
+            )
+            raise _AttemptFailed(failure_reason(exc, attempt)) from exc
+
+    async def _fail(self, task: Task, reason: dict[str, object]) -> None:
+        self.failed_attempts += 1
+        self._metric("worker_attempts_failed_total")
+        try:
+            await self.tasks.fail_attempt(self.worker.id, task.id, reason)
+        except ConvergeError as exc:
+            logger.warning("worker %s: failing %s refused: %s", self.worker.id, task.id, exc)
+
+    async def _heartbeat(
+        self, task_id: str, runner: asyncio.Task[None], lost: asyncio.Event
+    ) -> None:
+        """Extend the claim a third of its TTL apart; cancel ``runner`` once it is lost."""
+        ttl = self.tasks.projection.claim_ttl(task_id)
+        if ttl is None:
+            return
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                alive = await self.tasks.extend_claim(self.worker.id, task_id)
+            except ConvergeError as exc:  # the broker may be back before the TTL runs out
+                logger.warning(
+                    "worker %s: heartbeat of %s failed: %s", self.worker.id, task_id, exc
+                )
+                continue
+            if not alive:
+                lost.set()
+                runner.cancel()
+                return
+
+
+class _AttemptFailed(Exception):
+    """``handle`` failed or timed out; ``reason`` is what the attempt records."""
+
+    def __init__(self, reason: dict[str, object]) -> None:
+        super().__init__(reason)
+        self.reason = reason
