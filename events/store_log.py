@@ -1,42 +1,39 @@
 """An event log kept in any key-value store (memory, one directory of files, NATS KV).
 
-Each stream is a chain of keys ``events/<namespace>/<kind>/<sequence>``, one per event,
-each written once with ``put_if_absent``: the store decides which writer gets a
-sequence, so two processes on one ``FileStore`` directory (or one KV bucket) never
-store two events under one sequence, and a stream stays gap-free. An append reads the
-stream up to its end (every writer knows the whole prefix before it claims the next
-sequence), checks ``expected_version`` against the subject's last sequence in that
-prefix and the event id against the ids in it, then claims ``end + 1``; when another
-writer took that sequence first, the append reads the new events and checks again.
-So per-subject optimistic concurrency and deduplication are decided against exactly
-the events that precede the new one, and one atomic ``put_if_absent`` per event is the
-whole write: a writer that dies mid-append leaves either nothing or a complete event.
-
-Records never change once written, so each log keeps the ones it has read in memory
-and asks the store only for sequences past its end. Subscriptions poll the store every
-``poll_interval_sec`` (and wake at once on appends through the same log object), so
-they see events other processes wrote. With a synchronous store (``MemoryStore``,
-``FileStore``), :meth:`StoreEventLog.read_now` reads without awaiting; managers use it
-so a plain query sees what another manager on the same store wrote.
-
-The stored body and headers are those a JetStream log would store; values are dicts
-of plain data (``subject``, ``time``, ``body``, ``headers``, ``id``) that every
-converge store accepts.
+Each stream is a chain of keys ``events/<namespace>/<kind>/<sequence>``, each written
+once with ``put_if_absent``: the store decides which writer gets a sequence, so the
+stream stays gap-free across processes. An append reads the stream to its end, checks
+``expected_version`` and the event id against that prefix, then claims ``end + 1``; if
+another writer took it first, it reads the new events and checks again. One atomic
+``put_if_absent`` per event is the whole write: a writer that dies mid-append leaves
+nothing or a complete event. Records never change, so a log keeps those it read in
+memory. Subscriptions poll the store every ``poll_interval_sec`` (and wake at once on
+appends through the same log object); with a synchronous store :meth:`StoreEventLog.
+read_now` reads without awaiting. Values are dicts of plain data (``subject``,
+``time``, ``body``, ``headers``, ``id``) with the body and headers JetStream would store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, cast, runtime_checkable
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import Any, cast
 
 from converge.errors import ClosedError, ConcurrencyError, ConfigError, DecodeError
 from converge.lifecycle import AsyncService
+from events._store_parts import (
+    AsyncKeyValueStore,
+    KeyValueStore,
+    _parse,
+    _Stored,
+    _StoreSubscription,
+    _Stream,
+    check_append,
+    kinds_for,
+)
 from events.base import Event
 from events.codec import EventRegistry, decode_event, default_registry, encode_event
 from events.log import (
@@ -62,156 +59,8 @@ __all__ = ["AsyncKeyValueStore", "KeyValueStore", "StoreEventLog"]
 
 logger = logging.getLogger(__name__)
 
-_STOP_TIMEOUT_SEC = 5.0
 _READ_YIELD_EVERY = 64
 _SEQ_DIGITS = 12  # keys sort in sequence order in listings
-
-
-@runtime_checkable
-class KeyValueStore(Protocol):
-    """The part of a synchronous store the log uses (``converge.core.store.Store``)."""
-
-    def get(self, key: str) -> Any:
-        """Return the value under ``key`` or ``None``."""
-        ...
-
-    def put_if_absent(self, key: str, value: object) -> bool:
-        """Store ``value`` only when ``key`` has none; return whether it did (atomically)."""
-        ...
-
-    def list(self, prefix: str = "") -> list[str]:
-        """Return the keys starting with ``prefix``, sorted."""
-        ...
-
-
-class AsyncKeyValueStore(Protocol):
-    """The part of an asynchronous store the log uses (``converge.core.store.AsyncStore``)."""
-
-    async def get(self, key: str) -> Any:
-        """Return the value under ``key`` or ``None``."""
-        ...
-
-    async def put_if_absent(self, key: str, value: object) -> bool:
-        """Store ``value`` only when ``key`` has none; return whether it did (atomically)."""
-        ...
-
-    async def list(self, prefix: str = "") -> list[str]:
-        """Return the keys starting with ``prefix``, sorted."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    subject: str
-    sequence: int
-    time: float
-    data: bytes
-    headers: dict[str, str]
-    event_id: str | None
-
-
-@dataclass(slots=True)
-class _Stream:
-    records: list[_Stored] = field(default_factory=list)
-    subject_last: dict[str, int] = field(default_factory=dict)
-    ids: dict[str, int] = field(default_factory=dict)
-    loaded: bool = False  # read from the store at least once by this log
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def add(self, stored: _Stored) -> None:
-        self.records.append(stored)
-        self.subject_last[stored.subject] = stored.sequence
-        if stored.event_id is not None:
-            self.ids.setdefault(stored.event_id, stored.sequence)
-
-
-def _parse(value: object, sequence: int) -> _Stored | None:
-    """Return the record a store value holds, or ``None`` when it is not one."""
-    if not isinstance(value, Mapping):
-        return None
-    subject, at, body, headers = (value.get(k) for k in ("subject", "time", "body", "headers"))
-    event_id = value.get("id")
-    if (
-        not isinstance(subject, str)
-        or not isinstance(at, int | float)
-        or not isinstance(body, bytes)
-        or not isinstance(headers, Mapping)
-        or not (event_id is None or isinstance(event_id, str))
-    ):
-        return None
-    return _Stored(
-        subject, sequence, float(at), body, {str(k): str(v) for k, v in headers.items()}, event_id
-    )
-
-
-class _StoreSubscription(Subscription):
-    def __init__(
-        self,
-        log: StoreEventLog,
-        handler: Handler,
-        *,
-        stream: str,
-        subject: str | None,
-        start_seq: int,
-    ) -> None:
-        super().__init__(handler, stream=stream, subject=subject, start_seq=start_seq)
-        self._log = log
-        self._next = start_seq  # next sequence to look at
-        self._task: asyncio.Task[None] | None = None
-
-    def _begin(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"store-subscription-{self.stream}"
-        )
-
-    async def _run(self) -> None:
-        log, kind = self._log, self.stream
-        try:
-            while self.is_active:
-                changed = log._changed
-                state = log._stream(kind)
-                while self._next <= len(state.records) and self.is_active:
-                    stored = state.records[self._next - 1]
-                    self._next += 1
-                    if self.subject is not None and not subject_matches(
-                        self.subject, stored.subject
-                    ):
-                        self._advance(stored.sequence)
-                        continue
-                    recorded = log._decode(kind, stored)
-                    if recorded is None:
-                        self._skip(stored.sequence)
-                    elif not await self._dispatch(recorded):
-                        return
-                if not self.is_active:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(log.poll_interval_sec):
-                        await changed.wait()
-                if log._closed:
-                    self._fail(log._closed_error())
-                    return
-                await log._pull(kind)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the store failed: stop delivery, report it
-            logger.exception("store subscription on stream %s failed", kind)
-            self._fail(exc)
-
-    def _check_backend(self) -> None:
-        if self._log._closed:
-            self._fail(self._log._closed_error())
-
-    async def _close(self) -> None:
-        self._log._subscriptions.discard(self)
-        task, self._task = self._task, None
-        if task is asyncio.current_task():
-            return
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                async with asyncio.timeout(_STOP_TIMEOUT_SEC):
-                    await task
 
 
 class StoreEventLog(AsyncService):
@@ -417,9 +266,11 @@ class StoreEventLog(AsyncService):
         async with state.lock:  # this log's appends to one stream go one at a time
             await self._pull(kind)
             while True:
-                known = self._known(kind, state, event.id, subject, expected)
-                if known is not None:
-                    return known
+                original = check_append(state, event.id, subject, expected)
+                if original is not None:
+                    known = self._decode(kind, state.records[original - 1])
+                    if known is not None:
+                        return known
                 sequence = len(state.records) + 1
                 now = time.time()
                 if state.records and state.records[-1].time > now:
@@ -442,29 +293,6 @@ class StoreEventLog(AsyncService):
                         subject=subject,
                         expected=expected,
                     )
-
-    def _known(
-        self, kind: str, state: _Stream, event_id: str, subject: str, expected: int | None
-    ) -> RecordedEvent | None:
-        """Return the stored record of ``event_id`` for a retry; raise on a lost check."""
-        seq = state.ids.get(event_id)
-        known = None if seq is None else self._decode(kind, state.records[seq - 1])
-        actual = state.subject_last.get(subject, 0)
-        # As on JetStream: the expected version is checked before deduplication, and a
-        # retried event stored after the expected version is the original.
-        if known is not None and (expected is None or actual == expected):
-            return known
-        if expected is not None and actual != expected:
-            if known is not None and known.sequence > expected and known.subject == subject:
-                return known
-            raise ConcurrencyError(
-                f"append to {subject!r} expected last sequence {expected}, but it is {actual}; "
-                "reload the entity and retry",
-                subject=subject,
-                expected=expected,
-                actual=actual,
-            )
-        return None
 
     def _decode(self, kind: str, stored: _Stored) -> RecordedEvent | None:
         try:
@@ -501,7 +329,7 @@ class StoreEventLog(AsyncService):
         """
         if self._closed:
             raise self._closed_error()
-        kinds = self._kinds_for(stream, subject) or await self._kinds()
+        kinds = kinds_for(stream, subject) or await self._kinds()
         for kind in kinds:
             await self._pull(kind)
         ends = {k: len(self._stream(k).records) for k in kinds}  # the end as of the call
@@ -543,17 +371,6 @@ class StoreEventLog(AsyncService):
             if stored.subject and (recorded := self._decode(kind, stored)) is not None:
                 out.append(recorded)
         return out
-
-    def _kinds_for(self, stream: str | None, subject: str | None) -> list[str]:
-        if subject is not None:
-            validate_filter(subject)
-            kind = kind_of(subject)
-            if stream is not None and validate_kind(stream) != kind:
-                raise ConfigError(f"subject {subject!r} is not in stream {stream!r}")
-            return [kind]
-        if stream is not None:
-            return [validate_kind(stream)]
-        return []
 
     async def subscribe(
         self, handler: Handler, *, stream: str, subject: str | None = None, start_seq: int = 1
