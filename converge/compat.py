@@ -4,39 +4,38 @@ The main classes take one clear type per argument; the seed's looser forms are
 translated here, once, and nowhere else:
 
 * :func:`resolve_event_log`: a ``Store`` where an ``EventLog`` is expected
-  (``TaskManager(store)``, ``PoolManager(store=store)``) means "share state with the
-  other managers built on that store".
+  (``TaskManager(store)``, ``PoolManager(store=store)``) means "keep the events in that
+  store" (a :class:`~events.StoreEventLog`): every manager on the store, in this
+  process or another one sharing it (a ``FileStore`` directory, a NATS KV bucket),
+  shares the state, and a restart finds it again.
 """
 
 from __future__ import annotations
 
-import weakref
+import contextlib
 
 from converge.core.store import AsyncStore, Store
 from converge.errors import ConfigError
-from events import EventLog, MemoryEventLog
+from events import EventLog, StoreEventLog
 
 __all__ = ["resolve_event_log", "store_event_log"]
 
-_logs: weakref.WeakKeyDictionary[Store | AsyncStore, EventLog] = weakref.WeakKeyDictionary()
+_ATTRIBUTE = "_converge_event_log"
 
 
-def store_event_log(store: Store | AsyncStore) -> EventLog:
-    """Return the event log behind the seed's ``store`` argument: one per store object.
+def store_event_log(store: Store | AsyncStore) -> StoreEventLog:
+    """Return the event log kept in ``store``: one log object per store object.
 
-    Managers given the same store object (and no event log) share this log, as in the
-    seed design they shared the store. Raises ``ConfigError`` for a store class that
-    cannot be weakly referenced.
+    Managers given the same store object share this log object, so they also wake
+    each other at once. A store class that refuses attributes (``__slots__``) gives
+    each caller its own log object; they still share the history through the store.
     """
-    try:
-        log = _logs.get(store)
-        if log is None:
-            log = MemoryEventLog()
-            _logs[store] = log
-    except TypeError as exc:  # a store class without weak references
-        raise ConfigError(
-            f"cannot share state through {type(store).__name__}: pass an event_log instead"
-        ) from exc
+    log = getattr(store, _ATTRIBUTE, None)
+    if isinstance(log, StoreEventLog):
+        return log
+    log = StoreEventLog(store)
+    with contextlib.suppress(AttributeError):
+        setattr(store, _ATTRIBUTE, log)
     return log
 
 

@@ -33,7 +33,7 @@ from typing import Generic, TypeVar
 from converge.core.store import AsyncStore, Store
 from converge.errors import ConcurrencyError, ConfigError
 from converge.lifecycle import AsyncService
-from events import Event, EventLog, MemoryEventLog, RecordedEvent
+from events import Event, EventLog, MemoryEventLog, RecordedEvent, StoreEventLog
 from events.subjects import kind_of
 from projections.base import Projection
 from projections.runner import ProjectionRunner
@@ -162,6 +162,21 @@ class ProjectedService(AsyncService, Generic[P]):
             if exc is None:
                 raise
             logger.warning("%s stopped with %r", type(self).__name__, stop_exc)  # keep exc
+
+    def _refresh(self, from_store: bool = False) -> None:
+        """Apply what the log holds without waiting, before a plain query answers.
+
+        Only a :class:`~events.StoreEventLog` can: it gives the events other services
+        on the same log object appended and, on a synchronous store read for the first
+        time or with ``from_store``, those other processes wrote. Other logs are
+        followed live once the service is started (``sync()`` for the latest).
+        """
+        log = self._log
+        if isinstance(log, StoreEventLog) and not self._runner.failure:
+            position = self._runner.projection.position
+            for stream in self._runner.projection.streams:
+                records = log.read_now(stream, position[stream] + 1, refresh=from_store)
+                self._runner.apply_now(records)
 
     async def sync(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Apply every event stored so far, also those written by other processes.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from converge.core.pool import Pool
@@ -21,15 +21,24 @@ class PoolProjection(Projection):
 
     ``pool.created`` adds a pool (a second creation of an id is skipped),
     ``pool.agent_joined`` / ``pool.agent_left`` change its members. The objects in
-    :attr:`pools` belong to the projection: read, do not mutate.
+    :attr:`pools` belong to the projection: read, do not mutate. ``resolve_policies``
+    (given by the application layer, which knows the policy registries) turns a new
+    pool's recorded policies into policy objects in place.
     """
 
     name: ClassVar[str] = "pools"
     streams: ClassVar[tuple[str, ...]] = (POOLS_STREAM,)
 
-    def __init__(self) -> None:
+    def __init__(self, resolve_policies: Callable[[Pool], None] | None = None) -> None:
         self.pools: dict[str, Pool] = {}
+        self._resolve = resolve_policies
         super().__init__()
+
+    def _new_pool(self, data: Mapping[str, Any]) -> Pool:
+        pool = Pool.from_dict(data)
+        if self._resolve is not None:
+            self._resolve(pool)
+        return pool
 
     def get(self, pool_id: str) -> Pool | None:
         """Return the pool, or ``None``."""
@@ -46,7 +55,7 @@ class PoolProjection(Projection):
     def fold(self, recorded: RecordedEvent) -> None:
         event = recorded.event
         if isinstance(event, PoolCreated):
-            pool = Pool.from_dict(event.pool)
+            pool = self._new_pool(event.pool)
             if pool.id in self.pools:
                 raise InvalidStateError(f"pool {pool.id!r} was already created")
             self.pools[pool.id] = pool
@@ -70,5 +79,5 @@ class PoolProjection(Projection):
         return {"pools": [pool.to_dict() for pool in self.pools.values()]}
 
     def restore_state(self, state: Mapping[str, Any]) -> None:
-        pools = [Pool.from_dict(item) for item in state["pools"]]
+        pools = [self._new_pool(item) for item in state["pools"]]
         self.pools = {pool.id: pool for pool in pools}

@@ -30,7 +30,7 @@ import enum
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
@@ -309,6 +309,35 @@ class ProjectionRunner(Generic[P]):
         async with self._lock:
             applied = await self._apply_in_order(recorded)
         await self._maybe_snapshot()
+        return applied
+
+    def apply_now(self, records: Iterable[RecordedEvent]) -> int:
+        """Apply events the caller read without awaiting (in stream order); return the new ones.
+
+        For logs that can read without waiting (a store-backed log on a synchronous
+        store): plain queries call it so they see what other writers stored. Events at
+        or below the position are no-ops, as everywhere; checks and listeners apply.
+        """
+        self._raise_failure()
+        applied = 0
+        for recorded in records:
+            position = self._projection.position.get(recorded.stream)
+            if position is None or recorded.sequence <= position:
+                continue
+            if self._verifier is not None and not self._verifier.check(recorded):
+                self._skip_rejected(recorded)
+                continue
+            if self._projection.apply(recorded):
+                applied += 1
+                for listener in tuple(self._listeners):
+                    try:
+                        listener(recorded)
+                    except Exception:  # a listener never stops the projection
+                        logger.exception("%s: listener %r failed", self._name, listener)
+        if applied:
+            self.applied_events += applied
+            self._since_snapshot += applied
+            self._notify()
         return applied
 
     async def sync(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109

@@ -88,14 +88,30 @@ def _recorded_policy(value: object, what: str, build: Any) -> object:
     return dict(spec)
 
 
+def _resolve_policies(pool: Pool) -> None:
+    """Turn a pool's recorded policies into policy objects (kept as recorded when unknown here)."""
+    for attr, build in (
+        ("admission_policy", admission_policy_from_spec),
+        ("governance", governance_from_spec),
+    ):
+        recorded = getattr(pool, attr)
+        if isinstance(recorded, Mapping) and str(recorded.get("name")).startswith("local:"):
+            continue  # a process-local policy: only its creator has it
+        if isinstance(recorded, Mapping | str):
+            try:
+                setattr(pool, attr, build(recorded))
+            except ConfigError as exc:  # e.g. a class registered only by its creator
+                logger.warning("pool %s keeps its recorded %s: %s", pool.id, attr, exc)
+
+
 class PoolManager(ProjectedService[PoolProjection]):
     """Pools and their members on an event log; the state is a projection of ``pools``.
 
     ``trust_model`` (anything with ``get_trust(agent_id) -> float``) scores agents for
     admission and the pools' ``trust_threshold``; without one, thresholds are not
     checked. ``event_log=None`` uses a private in-process ``MemoryEventLog``; the seed
-    design's ``store`` (positional or ``store=``) makes managers on the same store
-    object share one in-process log. Pools
+    design's ``store`` (positional or ``store=``) keeps the events in that store, so
+    managers on it, in any process, share the pools and a restart finds them. Pools
     returned by queries belong to the projection: read them, do not mutate them.
     """
 
@@ -115,7 +131,7 @@ class PoolManager(ProjectedService[PoolProjection]):
                 f"trust_model needs get_trust(agent_id), got {type(trust_model).__name__}"
             )
         super().__init__(
-            PoolProjection(),
+            PoolProjection(_resolve_policies),
             resolve_event_log(event_log, store, "PoolManager"),
             snapshot_store=snapshot_store,
             snapshot_every=snapshot_every,
@@ -132,11 +148,13 @@ class PoolManager(ProjectedService[PoolProjection]):
 
     def get_pool(self, pool_id: str) -> Pool | None:
         """Return the pool, or ``None`` when the projection does not know it."""
+        self._refresh()
         return self.projection.pools.get(pool_id)
 
     @property
     def pools(self) -> CallableMapping[Pool]:
         """Every known pool by id; call it (``pools()``) for a list in creation order."""
+        self._refresh()
         return CallableMapping(lambda: self.projection.pools)
 
     def get_governance(self, pool_id: str) -> object | None:
@@ -159,6 +177,7 @@ class PoolManager(ProjectedService[PoolProjection]):
 
     def get_pools_for_agent(self, agent_id: str) -> list[str]:
         """Return the ids of the pools ``agent_id`` is a member of."""
+        self._refresh()
         return self.projection.pools_for_agent(agent_id)
 
     # -- commands ------------------------------------------------------------------------

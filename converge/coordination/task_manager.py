@@ -85,9 +85,11 @@ class TaskManager(ProjectedService[TaskProjection]):
 
     ``event_log=None`` uses a private in-process ``MemoryEventLog``. ``snapshot_store``
     keeps projection snapshots so a restart resumes (every ``snapshot_every`` events and
-    on ``stop()``). The seed design's ``store`` (``TaskManager(store)`` or
-    ``store=``) makes managers on the same store object share one log
-    (:func:`converge.compat.resolve_event_log`).
+    on ``stop()``). The seed design's ``store`` (``TaskManager(store)`` or ``store=``,
+    see :func:`converge.compat.resolve_event_log`) keeps the events in that store (a
+    :class:`~events.StoreEventLog`): managers on it, in any process, share the tasks,
+    and a restart finds them again; plain queries then read what the store holds
+    without ``start()``.
     Commands start a manager that was not started. Task objects returned by queries
     belong to the projection: read them, do not mutate them.
 
@@ -134,16 +136,19 @@ class TaskManager(ProjectedService[TaskProjection]):
 
     def get_task(self, task_id: str) -> Task | None:
         """Return the task, or ``None`` when the projection does not know it."""
+        self._refresh()
         return self.projection.tasks.get(task_id)
 
     @property
     def tasks(self) -> CallableMapping[Task]:
         """Every known task by id; call it (``tasks()``) for a list in submission order."""
+        self._refresh()
         return CallableMapping(lambda: self.projection.tasks)
 
     @property
     def pending_task_ids(self) -> set[str]:
         """The ids of the PENDING tasks (a snapshot)."""
+        self._refresh()
         return {task.id for task in self.projection.pending()}
 
     def list_tasks_held_by(self, agent_id: str) -> list[Task]:
@@ -151,10 +156,16 @@ class TaskManager(ProjectedService[TaskProjection]):
 
         Reads an index of the projection: the cost does not grow with finished tasks.
         """
+        self._refresh()
         return self.projection.held_by(agent_id)
 
-    def list_pending_tasks(self) -> list[Task]:
-        """Return the PENDING tasks, oldest first."""
+    def list_pending_tasks(self, *, refresh_from_store: bool = False) -> list[Task]:
+        """Return the PENDING tasks, oldest first.
+
+        ``refresh_from_store`` (the seed's flag): with a store-backed log on a
+        synchronous store, read what other processes stored first.
+        """
+        self._refresh(refresh_from_store)
         return self.projection.pending()
 
     def list_pending_tasks_for_agent(
@@ -164,6 +175,7 @@ class TaskManager(ProjectedService[TaskProjection]):
         capabilities: Iterable[object] | None = None,
         *,
         topics: Iterable[Topic] | None = None,
+        refresh_from_store: bool = False,
     ) -> list[Task]:
         """Return the PENDING tasks ``agent_id`` may take, oldest first.
 
@@ -171,8 +183,10 @@ class TaskManager(ProjectedService[TaskProjection]):
         of them; with ``capabilities`` (names or ``Capability`` objects), a task is
         visible only when every required capability is among them; with ``topics``, a
         task with a topic is visible only when one of them equals or matches it. A
-        filter given as ``None`` is not applied.
+        filter given as ``None`` is not applied. ``refresh_from_store`` as in
+        :meth:`list_pending_tasks`.
         """
+        self._refresh(refresh_from_store)
         pools = None if pool_ids is None else set(pool_ids)
         caps = None if capabilities is None else _capability_names(capabilities)
         wanted = None if topics is None else [Topic.coerce(t) for t in topics]

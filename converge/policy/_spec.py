@@ -160,6 +160,11 @@ class RecordedPolicy:
         return self.to_spec()
 
     def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):  # its recorded form, as pools held before rebuilding
+            try:
+                return self.to_spec() == dict(other)
+            except ConfigError:
+                return False
         if type(other) is not type(self):
             return NotImplemented
         assert isinstance(other, RecordedPolicy)

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from abc import ABC
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from converge.errors import ConfigError
 from converge.policy._spec import PolicyRegistry, RecordedPolicy
@@ -45,6 +45,15 @@ class AdmissionPolicy(RecordedPolicy, ABC):  # admit() or the older can_admit() 
 
     _kind = "admission policy"
     _register_hint = "register_admission_policy"
+
+    def __new__(cls, *args: object, **kwargs: object) -> Self:
+        # Abstract as an ABC would be, yet a subclass may override either hook.
+        if cls.admit is AdmissionPolicy.admit and cls.can_admit is AdmissionPolicy.can_admit:
+            raise TypeError(
+                f"Can't instantiate abstract class {cls.__name__}: override admit() "
+                "(or the older can_admit())"
+            )
+        return super().__new__(cls)
 
     @classmethod
     def _policy_registry(cls) -> PolicyRegistry[Any]:
@@ -87,6 +96,9 @@ class AdmissionPolicy(RecordedPolicy, ABC):  # admit() or the older can_admit() 
         )
 
 
+_UNSET: Any = object()  # an argument not given (None is a wrong value, not a missing one)
+
+
 def _names(value: object, what: str) -> frozenset[str]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise ConfigError(f"{what} must be a list of str, got {type(value).__name__}")
@@ -112,13 +124,19 @@ class OpenAdmission(AdmissionPolicy):
 
 
 class WhitelistAdmission(AdmissionPolicy):
-    """Admit only the agent ids in ``allowed``.
+    """Admit only the agent ids in ``allowed`` (``whitelist=``, the seed's name, also works).
 
-    Raises ``ConfigError`` when ``allowed`` is a single str or holds non-str items.
+    Raises ``ConfigError`` when ``allowed`` is a single str or holds non-str items, and
+    ``TypeError`` (as for a missing argument) when both or neither are given.
     """
 
-    def __init__(self, allowed: Iterable[str]) -> None:
-        self.allowed = _names(allowed, "WhitelistAdmission.allowed")
+    def __init__(
+        self, allowed: Iterable[str] = _UNSET, *, whitelist: Iterable[str] = _UNSET
+    ) -> None:
+        if (allowed is _UNSET) == (whitelist is _UNSET):
+            raise TypeError("WhitelistAdmission takes the agent ids once: allowed or whitelist=")
+        given = allowed if whitelist is _UNSET else whitelist
+        self.allowed = _names(given, "WhitelistAdmission.allowed")
 
     @property
     def whitelist(self) -> frozenset[str]:
@@ -146,10 +164,11 @@ def _digest(token: str) -> str:
 class TokenAdmission(AdmissionPolicy):
     """Admit agents that present one of ``tokens``.
 
-    ``tokens`` is one token or a list. Only SHA-256 digests are kept and recorded
-    (``params()`` gives ``token_hashes``), so the secrets never reach the event
-    log; a rebuilt policy is made from ``token_hashes``. Comparison is constant-time.
-    Raises ``ConfigError`` for empty or non-str tokens, or when no token is given.
+    ``tokens`` is one token or a list; ``required_token`` (the seed's name) one more.
+    Only SHA-256 digests are kept and recorded (``params()`` gives ``token_hashes``),
+    so the secrets never reach the event log; a rebuilt policy is made from
+    ``token_hashes``. Comparison is constant-time. Raises ``ConfigError`` for empty
+    or non-str tokens, or when no token is given.
     """
 
     def __init__(
@@ -157,12 +176,15 @@ class TokenAdmission(AdmissionPolicy):
         tokens: str | Iterable[str] = (),
         *,
         token_hashes: Iterable[str] = (),
+        required_token: str | None = None,
     ) -> None:
         plain = (
             _names([tokens], "TokenAdmission.tokens")
             if isinstance(tokens, str)
             else _names(tokens, "TokenAdmission.tokens")
         )
+        if required_token is not None:
+            plain |= _names([required_token], "TokenAdmission.required_token")
         hashes = set(_names(token_hashes, "TokenAdmission.token_hashes"))
         for digest in hashes:
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

@@ -11,6 +11,7 @@ from converge.core import Topic
 from converge.errors import ConfigError, DecodeError, InvalidStateError
 from converge.extensions.storage.memory import MemoryStore
 from converge.policy.admission import TokenAdmission, WhitelistAdmission
+from converge.policy.governance import DictatorialGovernance, GovernanceModel
 from events import EventLog, PoolCreated
 
 
@@ -58,14 +59,21 @@ async def test_policies_are_recorded_and_enforced_after_rebuild(event_log: Event
                 "governance": {"name": "dictatorial", "params": {"leader_id": "alice"}},
             }
         )
+        assert pool.admission_policy == WhitelistAdmission(["alice", "bob"])
         assert pool.admission_policy == WhitelistAdmission(["alice", "bob"]).to_spec()
-        assert isinstance(pool.governance, dict) and pool.governance["name"] == "dictatorial"
+        assert isinstance(pool.governance, DictatorialGovernance)
+        assert pool.governance.to_spec()["name"] == "dictatorial"
         gated = await pm.create_pool({"id": "gated", "admission_policy": TokenAdmission(["s3"])})
         assert gated.admission_policy == TokenAdmission(["s3"]).to_spec()
     created = [r.event async for r in event_log.read(stream="pools")]
     assert isinstance(created[0], PoolCreated)
     assert created[0].pool["admission_policy"]["name"] == "whitelist"
     async with PoolManager(event_log) as other:  # rebuilt from the stream
+        rebuilt = other.get_pool("vip")
+        assert rebuilt is not None
+        assert isinstance(rebuilt.admission_policy, WhitelistAdmission)  # objects, not dicts
+        assert rebuilt.admission_policy.allowed == {"alice", "bob"}
+        assert isinstance(rebuilt.governance, GovernanceModel)
         assert await other.join_pool("alice", "vip")
         assert not await other.join_pool("mallory", "vip")
         assert not await other.join_pool("carol", "gated")

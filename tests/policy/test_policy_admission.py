@@ -98,8 +98,10 @@ def test_subclass_without_any_hook_fails_loudly() -> None:
     class Nothing(AdmissionPolicy):
         pass
 
-    with pytest.raises(NotImplementedError, match="Nothing"):
-        Nothing().admit("a")
+    with pytest.raises(TypeError, match="Nothing"):  # abstract: fails at construction
+        Nothing()
+    with pytest.raises(TypeError, match="abstract"):
+        AdmissionPolicy()
 
 
 @pytest.mark.parametrize(

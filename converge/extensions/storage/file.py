@@ -82,13 +82,23 @@ class FileStore(Store):
     the target with ``O_CREAT | O_EXCL``). Several processes may share one directory.
     The directory is created if missing; ``ConfigError`` when ``path`` is a file or
     cannot be created. Disk failures raise ``OSError``. Keys that differ only in
-    letter case collide on case-insensitive file systems.
+    letter case collide on case-insensitive file systems. ``base_path`` is the seed's
+    name of ``path``.
     """
 
     atomic_put_if_absent: ClassVar[bool] = True
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
-        root = Path(path)
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        fsync: bool = True,
+        base_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        given = path if base_path is None else base_path
+        if given is None or (path is not None and base_path is not None):
+            raise ConfigError("FileStore takes its directory once: path or base_path=")
+        root = Path(given)
         if root.exists() and not root.is_dir():
             raise ConfigError(f"FileStore path {str(root)!r} is a file; give a directory")
         try:
@@ -97,6 +107,11 @@ class FileStore(Store):
             raise ConfigError(f"FileStore cannot create directory {str(root)!r}: {exc}") from exc
         self.path = root
         self.fsync = fsync
+
+    @property
+    def base_path(self) -> Path:
+        """The directory (the seed's name of :attr:`path`)."""
+        return self.path
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.path)!r})"
