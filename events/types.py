@@ -411,6 +411,8 @@ ACTING_AGENT_FIELDS: dict[str, tuple[str, ...]] = {
     TaskFailed.type: ("agent_id",),  # None: an operator's or a sweeper's failure
     TaskCancelled.type: (),  # an operator's or submitter service's decision
     TaskClaimReleased.type: ("agent_id",),  # the holder, or a trusted sweeper
+    TaskClaimExtended.type: ("agent_id",),  # the holder's heartbeat
+    TaskRetryScheduled.type: ("agent_id",),  # the holder's failed attempt
     PoolCreated.type: ("actor",),
     AgentJoinedPool.type: ("agent_id",),
     AgentLeftPool.type: ("agent_id",),
