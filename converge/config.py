@@ -85,8 +85,13 @@ class ConvergeConfig(BaseSettings):
     ``namespace`` prefixes every stream, created with ``replicas`` copies (3 on a
     three-node cluster); ``data_dir`` holds local state, the embedded
     server's JetStream data in ``nats_data_dir`` (default ``<data_dir>/nats``).
+    ``nats_max_file_store`` caps the embedded server's JetStream file store in bytes
+    (default: just below the free disk space); ``nats_server_config`` is a nats-server
+    configuration file the embedded server includes (users, TLS, permissions).
     ``connect_timeout_sec`` bounds one connection attempt; ``startup_timeout_sec`` how
-    long ``converge run`` keeps retrying an unreachable ``nats_url`` at start-up.
+    long ``converge run`` keeps retrying an unreachable ``nats_url`` at start-up;
+    ``shutdown_timeout_sec`` how long a stop (SIGINT/SIGTERM) may take before the
+    process exits anyway.
     """
 
     model_config = SettingsConfigDict(
@@ -112,9 +117,12 @@ class ConvergeConfig(BaseSettings):
     replicas: int = Field(default=1, ge=1, le=5)
     data_dir: Path = Path(".converge")
     nats_data_dir: Path | None = None
+    nats_max_file_store: int | None = Field(default=None, ge=1024 * 1024)
+    nats_server_config: Path | None = None
     tick_interval_sec: float = Field(default=0.05, ge=0.01, le=3600)
     connect_timeout_sec: float = Field(default=5.0, ge=0.01, le=600)
     startup_timeout_sec: float = Field(default=30.0, ge=0, le=86400)
+    shutdown_timeout_sec: float = Field(default=15.0, ge=0.1, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     log_format: Literal["text", "json"] = "text"
 

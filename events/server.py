@@ -29,6 +29,7 @@ from types import TracebackType
 
 from converge.errors import ConfigError, ConvergeTimeoutError, EventLogError
 from events.datadir import DataDirLock, Holder
+from events.serverconf import file_store_limit, write_config
 
 __all__ = ["DataDirInUseError", "EmbeddedNatsServer", "find_nats_server"]
 
@@ -74,6 +75,12 @@ class EmbeddedNatsServer:
     server accepts clients; ``stop()`` shuts it down gracefully (SIGTERM, then
     SIGKILL after ``stop_timeout_sec``).
 
+    JetStream's ``max_file_store`` is ``max_file_store`` bytes, or by default just below
+    the free space of the data directory's filesystem (:mod:`events.serverconf`), so a
+    full disk is refused at once ("insufficient resources"). ``config_file`` is an
+    operator's nats-server configuration (users, accounts, TLS, permissions) included
+    in the generated one; its ``jetstream`` block is replaced, ``host``/``port`` win.
+
     One owner per data directory: ``start()`` takes the directory's lock
     (:mod:`events.datadir`) for the server's lifetime. When another process holds it,
     ``reuse_running=True`` waits up to ``start_timeout_sec`` for the holder's server
@@ -93,6 +100,8 @@ class EmbeddedNatsServer:
         start_timeout_sec: float = 10.0,
         stop_timeout_sec: float = 10.0,
         reuse_running: bool = False,
+        max_file_store: int | None = None,
+        config_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._given_dir = Path(data_dir) if data_dir is not None else None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -103,6 +112,8 @@ class EmbeddedNatsServer:
         self.start_timeout_sec = start_timeout_sec
         self.stop_timeout_sec = stop_timeout_sec
         self.reuse_running = reuse_running
+        self.max_file_store = max_file_store
+        self.config_file = Path(config_file) if config_file is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._url: str | None = None
         self._lock: DataDirLock | None = None
@@ -206,11 +217,18 @@ class EmbeddedNatsServer:
         ports_dir.mkdir(exist_ok=True)
         for stale in ports_dir.glob("*.ports"):
             stale.unlink()
+        store_dir = data_dir / "jetstream"
+        limit = self.max_file_store or file_store_limit(store_dir)
+        if self.config_file is not None and not self.config_file.is_file():
+            raise ConfigError(f"nats-server config {str(self.config_file)!r} is not a file")
+        conf = write_config(
+            data_dir, store_dir=store_dir, max_file_store=limit, include=self.config_file
+        )
+        logger.info("JetStream file store limited to %d bytes in %s", limit, store_dir)
         args = [
             binary,
-            "--jetstream",
-            "--store_dir",
-            str(data_dir / "jetstream"),
+            "--config",
+            str(conf),
             "--addr",
             self.host,
             "--port",
@@ -301,6 +319,11 @@ class EmbeddedNatsServer:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+    def signal_stop(self) -> None:
+        """Send SIGTERM to the server without waiting (for a process about to exit)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
 
     async def kill(self) -> None:
         """Kill the server abruptly (SIGKILL), keeping its data directory."""

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections import Counter
 from typing import Any
 
 import typer
 
-from converge._cli.broker import connected
+from converge._cli.broker import connected, stop_signals
 from converge.config import ConvergeConfig
 from converge.errors import ConfigError, ConvergeError
 from converge.network.transport.mesh import start_mesh
@@ -29,17 +28,9 @@ LOOPBACK = "127.0.0.1"
 async def run(cfg: ConvergeConfig, duration: float | None, quiet: bool) -> dict[str, Any]:
     """Run the demo network until done, ``duration`` or SIGINT/SIGTERM; return a summary."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_signals(stop, cfg.shutdown_timeout_sec):
         async with connected(cfg) as (log, url):
             return await run_agents(cfg, log, url, duration, quiet, stop)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
 
 
 async def run_agents(

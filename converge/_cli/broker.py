@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
@@ -32,6 +34,7 @@ __all__ = [
     "jetstream",
     "preflight",
     "serve",
+    "stop_signals",
 ]
 
 CONNECT_TIMEOUT_SEC = 5.0
@@ -57,11 +60,15 @@ async def broker(cfg: ConvergeConfig) -> AsyncIterator[str]:
         host=cfg.host,
         port=cfg.port if cfg.port else None,
         reuse_running=True,
+        max_file_store=cfg.nats_max_file_store,
+        config_file=cfg.nats_server_config,
     )
     url = await server.start()
+    _EMBEDDED.append(server)
     try:
         yield url
     finally:
+        _EMBEDDED.remove(server)
         await server.stop()
 
 
@@ -183,23 +190,72 @@ async def jetstream(cfg: ConvergeConfig) -> AsyncIterator[Any]:
             await nc.close()
 
 
+_EMBEDDED: list[Any] = []  # embedded servers this process runs (stopped on a forced exit)
+
+
+@contextlib.contextmanager
+def stop_signals(stop: asyncio.Event, limit_sec: float) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop``; the shutdown that follows has ``limit_sec`` to finish.
+
+    Past the limit, or on a second signal, the process stops its embedded server
+    (SIGTERM: JetStream flushes), prints one line and exits with status 1.
+    """
+    loop = asyncio.get_running_loop()
+    timer: list[asyncio.TimerHandle] = []
+
+    def _force() -> None:
+        for server in _EMBEDDED:
+            server.signal_stop()
+        sys.stderr.write(
+            f"error: shutdown did not finish within {limit_sec:g}s "
+            "(shutdown_timeout_sec); exiting\n"
+        )
+        sys.stderr.flush()
+        os._exit(1)
+
+    def _on_signal() -> None:
+        if stop.is_set():
+            _force()
+        stop.set()
+        if not timer:
+            timer.append(loop.call_later(limit_sec, _force))
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, _on_signal)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for handle in timer:
+            handle.cancel()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
 async def serve(cfg: ConvergeConfig, port: int) -> None:
     """Run the embedded nats-server on ``port`` (0: any) until SIGINT/SIGTERM."""
     from events.server import EmbeddedNatsServer
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    embedded = EmbeddedNatsServer(data_dir=cfg.nats_dir, host=cfg.host, port=port or None)
-    url = await embedded.start()
-    typer.echo(f"nats-server with JetStream at {url} (data in {cfg.nats_dir}); Ctrl-C stops it")
-    try:
-        while not stop.is_set() and embedded.is_running:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await stop.wait()
-    finally:
-        await embedded.stop()
+    embedded = EmbeddedNatsServer(
+        data_dir=cfg.nats_dir,
+        host=cfg.host,
+        port=port or None,
+        max_file_store=cfg.nats_max_file_store,
+        config_file=cfg.nats_server_config,
+    )
+    with stop_signals(stop, cfg.shutdown_timeout_sec):
+        url = await embedded.start()
+        _EMBEDDED.append(embedded)
+        typer.echo(f"nats-server with JetStream at {url} (data in {cfg.nats_dir}); Ctrl-C stops it")
+        try:
+            while not stop.is_set() and embedded.is_running:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await stop.wait()
+        finally:
+            await embedded.stop()
+            _EMBEDDED.remove(embedded)
     typer.echo("stopped", err=True)

@@ -59,6 +59,9 @@ __all__ = ["Appender"]
 logger = logging.getLogger(__name__)
 
 _CONFLICT_CODES = frozenset({ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SUBJECT_SEQUENCE})
+# "insufficient resources" / "insufficient storage resources available": the server's
+# (or account's) file store is full; retrying cannot help until space is freed.
+_STORAGE_FULL_CODES = frozenset({10023, 10047})
 
 _MAX_CONFLICT_SCAN = 256  # lookups after a lost race with a stale expected version
 _IN_PROCESS_RETRIES = 20
@@ -282,7 +285,13 @@ class Appender:
                     in_process += 1
                     await asyncio.sleep(min(0.005 * 2**in_process, 0.5))
                     continue
-                if refused.code == 503 and not reprovisioned:
+                if refused.err_code in _STORAGE_FULL_CODES:
+                    raise EventLogError(
+                        f"disk full: JetStream refused event {event.id} on {subject!r} "
+                        f"({refused.description}, err_code {refused.err_code}); free space on "
+                        "the broker's disk or raise its max_file_store, then retry"
+                    ) from None
+                if refused.code == 503 and refused.err_code is None and not reprovisioned:
                     reprovisioned = True  # the stream was deleted behind our back
                     self._admin.forget(kind)
                     await self._admin.ensure_kind(kind)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -87,3 +88,33 @@ async def test_run_gives_up_after_the_stated_limit_with_one_error_line(tmp_path:
     assert "gave up after 1.5s" in errors[0] and "startup_timeout_sec" in errors[0]
     assert any("waiting for the broker" in line for line in lines[:-1])
     assert out == b""
+
+
+async def test_sigterm_during_retries_exits_within_the_shutdown_limit(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "converge",
+        "run",
+        "--url",
+        f"nats://127.0.0.1:{_free_port()}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(CONVERGE_STARTUP_TIMEOUT_SEC="600", CONVERGE_SHUTDOWN_TIMEOUT_SEC="1"),
+        cwd=tmp_path,
+    )
+    assert proc.stderr is not None
+    try:
+        line = (await asyncio.wait_for(proc.stderr.readline(), WAIT_SEC)).decode()
+        assert "waiting for the broker" in line, line
+        proc.send_signal(signal.SIGTERM)
+        # Still retrying (600 s allowed), it is made to exit by its 1 s shutdown limit.
+        assert await asyncio.wait_for(proc.wait(), WAIT_SEC) == 1
+        rest = (await proc.stderr.read()).decode().strip().splitlines()
+        assert rest[-1] == (
+            "error: shutdown did not finish within 1s (shutdown_timeout_sec); exiting"
+        )
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
