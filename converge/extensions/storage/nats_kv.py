@@ -10,27 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
 import re
 import string
-from collections.abc import Iterator
 from enum import StrEnum
-from typing import Any, Self
-
-import nats.errors
-import nats.js.errors
-from nats.js.api import StorageType
+from typing import Any, Literal, Self, cast
 
 from converge.core.store import AsyncStore, check_key, check_prefix, check_value, decode_value
-from converge.errors import (
-    ClosedError,
-    ConfigError,
-    ConvergeError,
-    ConvergeTimeoutError,
-    TransportError,
-)
+from converge.errors import ClosedError, ConfigError
 from events.connection import BrokerConfig, NatsClient, connect_nats
+from events.jetstream.kv import KVBucket, close_connection
 
 __all__ = ["NatsKVStore", "decode_kv_key", "encode_kv_key"]
 
@@ -92,7 +81,9 @@ class NatsKVStore(AsyncStore):
     (``list`` at most ``list_timeout_sec``), then raises ``ConvergeTimeoutError``;
     broker failures raise ``TransportError`` naming the bucket and the key.
     ``put_if_absent`` relies on the broker's per-key sequence check, so it is atomic
-    across processes.
+    across processes. To share an event log's connection, give
+    ``JetStreamEventLog.connection`` as ``client``. The bucket operations themselves
+    live in the JetStream backend (:class:`events.jetstream.kv.KVBucket`).
     """
 
     def __init__(
@@ -138,7 +129,7 @@ class NatsKVStore(AsyncStore):
                 servers if isinstance(servers, BrokerConfig) else BrokerConfig(servers=servers)  # type: ignore[arg-type]
             )
         self._owns_client = client is None
-        self._kv: Any = None
+        self._kv: KVBucket | None = None
         self._state = _State.NEW
         self._lock = asyncio.Lock()
 
@@ -191,22 +182,19 @@ class NatsKVStore(AsyncStore):
             self._state = _State.STARTED
             logger.info("NatsKVStore bound bucket %s", self.bucket)
 
-    async def _bind(self) -> Any:
+    async def _bind(self) -> KVBucket:
         assert self._client is not None
-        js = self._client.jetstream(timeout=self.timeout_sec)
-        with self._mapped("bind bucket", None):
-            try:
-                return await js.key_value(self.bucket)
-            except nats.js.errors.BucketNotFoundError:
-                pass
-            return await js.create_key_value(
-                bucket=self.bucket,
-                history=self.history,
-                ttl=self.ttl_sec,
-                replicas=self.replicas,
-                storage=StorageType.FILE if self.storage == "file" else StorageType.MEMORY,
-                max_value_size=self.max_value_size,
-            )
+        return await KVBucket.bind(
+            self._client,
+            bucket=self.bucket,
+            history=self.history,
+            ttl_sec=self.ttl_sec,
+            replicas=self.replicas,
+            storage=cast(Literal["file", "memory"], self.storage),
+            max_value_size=self.max_value_size,
+            timeout_sec=self.timeout_sec,
+            label="NatsKVStore",
+        )
 
     async def stop(self) -> None:
         """Stop the store; closes the connection only when the store opened it. Idempotent."""
@@ -220,15 +208,14 @@ class NatsKVStore(AsyncStore):
 
     async def _close_client(self) -> None:
         client, self._client = self._client, None
-        if client is not None and not client.is_closed:
-            try:
-                await asyncio.wait_for(client.close(), timeout=self.timeout_sec)
-            except (TimeoutError, nats.errors.Error) as exc:
+        if client is not None:
+            problem = await close_connection(client, self.timeout_sec)
+            if problem is not None:
                 logger.warning(
-                    "NatsKVStore %s: closing the connection failed: %s", self.bucket, exc
+                    "NatsKVStore %s: closing the connection failed: %s", self.bucket, problem
                 )
 
-    async def _ready(self) -> Any:
+    async def _ready(self) -> KVBucket:
         if self._state is not _State.STARTED:
             await self.start()
         kv = self._kv
@@ -236,53 +223,29 @@ class NatsKVStore(AsyncStore):
             raise ClosedError(f"NatsKVStore {self.bucket!r} was stopped; make a new one")
         return kv
 
-    @contextlib.contextmanager
-    def _mapped(self, op: str, key: str | None, timeout_sec: float | None = None) -> Iterator[None]:
-        where = f"NatsKVStore bucket {self.bucket!r}: {op}" + ("" if key is None else f" {key!r}")
-        try:
-            yield
-        except ConvergeError:
-            raise
-        except (TimeoutError, nats.errors.TimeoutError) as exc:
-            limit = self.timeout_sec if timeout_sec is None else timeout_sec
-            raise ConvergeTimeoutError(f"{where} timed out after {limit} s") from exc
-        except nats.errors.Error as exc:
-            raise TransportError(f"{where} failed: {exc}") from exc
-
     # -- AsyncStore --------------------------------------------------------------
 
     async def put(self, key: str, value: object) -> None:
         key = check_key(key)
         data = check_value(value, key)
         kv = await self._ready()
-        with self._mapped("put", key):
-            await kv.put(encode_kv_key(key), data)
+        await kv.put(encode_kv_key(key), data, shown=key)
 
     async def get(self, key: str) -> Any:
         key = check_key(key)
         kv = await self._ready()
-        with self._mapped("get", key):
-            try:
-                entry = await kv.get(encode_kv_key(key))
-            except nats.js.errors.KeyNotFoundError:
-                return None
-        return decode_value(b"" if entry.value is None else bytes(entry.value), key)
+        raw = await kv.get(encode_kv_key(key), shown=key)
+        return None if raw is None else decode_value(raw, key)
 
     async def delete(self, key: str) -> None:
         key = check_key(key)
         kv = await self._ready()
-        with self._mapped("delete", key):
-            await kv.delete(encode_kv_key(key))
+        await kv.delete(encode_kv_key(key), shown=key)
 
     async def list(self, prefix: str = "") -> builtins.list[str]:
         prefix = check_prefix(prefix)
         kv = await self._ready()
-        with self._mapped("list", prefix, self.list_timeout_sec):
-            try:
-                async with asyncio.timeout(self.list_timeout_sec):
-                    encoded = await kv.keys()
-            except nats.js.errors.NoKeysError:
-                return []
+        encoded = await kv.keys(timeout_sec=self.list_timeout_sec, shown=prefix)
         keys: builtins.list[str] = []
         for name in encoded:
             key = decode_kv_key(name)
@@ -297,9 +260,4 @@ class NatsKVStore(AsyncStore):
         key = check_key(key)
         data = check_value(value, key)
         kv = await self._ready()
-        with self._mapped("put_if_absent", key):
-            try:
-                await kv.create(encode_kv_key(key), data)
-            except nats.js.errors.KeyWrongLastSequenceError:
-                return False
-        return True
+        return await kv.create(encode_kv_key(key), data, shown=key)
