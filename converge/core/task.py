@@ -279,6 +279,14 @@ class Task:
         and fields of the right type, the task is built directly, with copies of the
         nested containers. Anything else goes through :meth:`from_dict`, so the task
         (or the ``DecodeError``) is always the one :meth:`from_dict` gives.
+
+        Why a second path beside :meth:`from_dict`: measured in CPU time (best of 7 x
+        50,000, a loaded 2-core machine) it builds a task in 2.3 us where
+        :meth:`from_dict` (``__init__``'s full checks of every field) takes 16.7 us; in a
+        rebuild of task events (decode and fold) it saves 4-8 us of 14-18 us per event,
+        about 40 %. ``Task`` is a dataclass, so pydantic's ``model_construct`` does not
+        apply. Parity is a hypothesis property test:
+        ``tests/projections/test_projections_task_fast_path.py``.
         """
         if type(data) is not dict or data.keys() != _TASK_KEYS:
             return cls.from_dict(data)
