@@ -199,17 +199,25 @@ class ProjectedService(AsyncService, Generic[P]):
         plan: Callable[[], Plan[T] | Awaitable[Plan[T]]],
         *,
         what: str,
+        fresh: bool = False,
     ) -> T:
         """Run one command on the entity ``subject``: plan, append checked, retry on a loss.
 
         ``plan`` (sync or async) validates against the projection and returns the
         events and the result; it may raise to refuse. Events are appended in order,
-        each expecting the subject's current version. Raises ``ConcurrencyError``
-        naming ``what`` after :attr:`max_attempts` lost races.
+        each expecting the subject's current version. With ``fresh`` the projection
+        first catches up with the entity's last event in the log (one round trip), for
+        commands that a stale projection would refuse (an entity made elsewhere).
+        Raises ``ConcurrencyError`` naming ``what`` after :attr:`max_attempts` lost races.
         """
         await self._ensure_started()
         last: ConcurrencyError | None = None
         async with self._entity(subject):
+            if fresh:
+                stream = kind_of(subject)
+                await self._catch_up_to(
+                    subject, await self._log.last_sequence(stream=stream, subject=subject)
+                )
             for _ in range(self.max_attempts):
                 planned = plan()
                 events, result = await planned if inspect.isawaitable(planned) else planned
@@ -262,19 +270,24 @@ class ProjectedService(AsyncService, Generic[P]):
         not decode it): it is recorded as skipped and the version moves to it.
         """
         self.conflicts += 1
-        stream = kind_of(subject)
-        actual = exc.actual
-        if actual is None or actual <= 0:
+        if exc.actual is None or exc.actual <= 0:
             await self._runner.sync(self._sync_timeout)
-            return
-        await self._runner.wait_for(stream, actual, timeout=self._sync_timeout)
+        else:
+            await self._catch_up_to(subject, exc.actual)
+
+    async def _catch_up_to(self, subject: str, last: int) -> None:
+        """Apply the stream of ``subject`` up to ``last``, the subject's last sequence."""
         projection = self.projection
-        if projection.version(subject) < actual and projection.position.get(stream, 0) >= actual:
+        if last <= projection.version(subject):
+            return
+        stream = kind_of(subject)
+        await self._runner.wait_for(stream, last, timeout=self._sync_timeout)
+        if projection.version(subject) < last and projection.position.get(stream, 0) >= last:
             logger.warning(
                 "%s: %s seq %d was never folded (undecodable); its version moves past it",
                 type(self).__name__,
                 subject,
-                actual,
-                extra={"stream": stream, "seq": actual},
+                last,
+                extra={"stream": stream, "seq": last},
             )
-            projection.pass_over(stream, subject, actual, "undecodable")
+            projection.pass_over(stream, subject, last, "undecodable")

@@ -8,19 +8,27 @@ sequence or a time, and applies append acknowledgements for read-your-writes.
 
 from __future__ import annotations
 
+from projections.auctions import COORD_STREAM, AuctionProjection
 from projections.base import Projection, SkippedEvent
+from projections.delegations import DelegationProjection
 from projections.discovery import AGENTS_STREAM, DiscoveryProjection
+from projections.negotiations import NegotiationProjection
 from projections.pools import POOLS_STREAM, PoolProjection
 from projections.runner import AsOf, ProjectionRunner, RunnerState
 from projections.tasks import TASKS_STREAM, TaskProjection
+from projections.trust import TrustProjection
 from projections.verify import SignatureVerifier
 
 __all__ = [
     "AGENTS_STREAM",
+    "COORD_STREAM",
     "POOLS_STREAM",
     "TASKS_STREAM",
     "AsOf",
+    "AuctionProjection",
+    "DelegationProjection",
     "DiscoveryProjection",
+    "NegotiationProjection",
     "PoolProjection",
     "Projection",
     "ProjectionRunner",
@@ -28,4 +36,5 @@ __all__ = [
     "SignatureVerifier",
     "SkippedEvent",
     "TaskProjection",
+    "TrustProjection",
 ]

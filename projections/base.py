@@ -74,6 +74,10 @@ class Projection(ABC):
     streams: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
+        self.key = self.name
+        """Names this instance's snapshots (one auction's projection adds its id)."""
+        self.filters: dict[str, str] = {}
+        """Per stream, the subject filter this instance reads (none: the whole stream)."""
         self.position: dict[str, int] = dict.fromkeys(self.streams, 0)
         self.versions: dict[str, int] = {}
         self.skipped_events = 0

@@ -105,7 +105,7 @@ class ProjectionRunner(Generic[P]):
         self._log = event_log
         self._store = None if snapshot_store is None else as_async_store(snapshot_store)
         self._snapshot_every = snapshot_every
-        self._snapshot_key = snapshot_key or f"projections.{projection.name}.{event_log.namespace}"
+        self._snapshot_key = snapshot_key or f"projections.{projection.key}.{event_log.namespace}"
         self._grace = max(0.0, float(resync_grace_sec))
         self._start_timeout = float(start_timeout_sec)
         self._pause_gc = bool(pause_gc)
@@ -198,6 +198,7 @@ class ProjectionRunner(Generic[P]):
                     subscription = await self._log.subscribe(
                         self._on_event,
                         stream=stream,
+                        subject=self._projection.filters.get(stream),
                         start_seq=self._projection.position[stream] + 1,
                     )
                     self._subscriptions.append(subscription)
@@ -304,7 +305,11 @@ class ProjectionRunner(Generic[P]):
         position = self._projection.position.get(stream)
         if position is None or recorded.sequence <= position:
             return False
-        if recorded.sequence > position + 1 and self._state is RunnerState.RUNNING:
+        if (
+            recorded.sequence > position + 1
+            and self._state is RunnerState.RUNNING
+            and stream not in self._projection.filters  # filtered: sequences have holes
+        ):
             await self._wait_position(stream, recorded.sequence - 1, self._grace)
         async with self._lock:
             applied = await self._apply_in_order(recorded)
@@ -356,10 +361,12 @@ class ProjectionRunner(Generic[P]):
                     # The position before the query: the subscription may apply newer
                     # events while it runs, which must not look like a shorter stream.
                     position = self._projection.position[stream]
-                    last = await self._log.last_sequence(stream=stream)
-                    if last < position:
+                    wanted = self._projection.filters.get(stream)
+                    last = await self._log.last_sequence(stream=stream, subject=wanted)
+                    if last < position and wanted is None:
                         raise self._mismatch(stream, last, position)
-                    await self.wait_for(stream, last, timeout=None)
+                    if last > position:
+                        await self.wait_for(stream, last, timeout=None)
         except TimeoutError as exc:
             self._raise_failure()
             raise ConvergeTimeoutError(
@@ -533,7 +540,13 @@ class ProjectionRunner(Generic[P]):
             return
         apply = projection.apply
         count = 0
-        records = self._log.read(stream=stream, start_seq=first, end_seq=end, end_time=end_time)
+        records = self._log.read(
+            stream=stream,
+            subject=projection.filters.get(stream),
+            start_seq=first,
+            end_seq=end,
+            end_time=end_time,
+        )
         if self._verifier is None:
             async for recorded in records:
                 if apply(recorded):
@@ -551,13 +564,22 @@ class ProjectionRunner(Generic[P]):
         self.applied_events += count
         self._since_snapshot += count
 
-    async def _apply_in_order(self, recorded: RecordedEvent) -> bool:
-        """Apply one event after filling any gap before it (lock held)."""
+    async def _apply_in_order(self, recorded: RecordedEvent, *, delivered: bool = False) -> bool:
+        """Apply one event after filling any gap before it (lock held).
+
+        On a filtered stream the sequences between two matching events are other
+        subjects': an event ``delivered`` by the (ordered, filtered) subscription has
+        every earlier match applied already, and an acknowledgement reads the matches
+        it jumps over quietly.
+        """
         stream = recorded.stream
         position = self._projection.position.get(stream)
         if position is None or recorded.sequence <= position:
             return False
-        if recorded.sequence > position + 1:
+        if stream in self._projection.filters:
+            if not delivered and recorded.sequence > position + 1:
+                await self._read_range(stream, start=position + 1, end=recorded.sequence - 1)
+        elif recorded.sequence > position + 1:
             self.resyncs += 1
             logger.warning(
                 "%s saw %s seq %d at position %d; reading the gap from the log",
@@ -604,7 +626,7 @@ class ProjectionRunner(Generic[P]):
             return
         try:
             async with self._lock:
-                await self._apply_in_order(recorded)
+                await self._apply_in_order(recorded, delivered=True)
             await self._maybe_snapshot()
         except Exception as exc:
             self._fail(exc)

@@ -11,92 +11,20 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Sequence
 from typing import Any
 
-from converge.coordination._protocol import EventSourcedProtocol
 from converge.core._codec import check_str, check_value
-from converge.errors import ConfigError, DecodeError, InvalidStateError
-from events import AuctionOpened, AuctionResolved, BidSubmitted, Event, EventLog, RecordedEvent
+from converge.core.store import AsyncStore, Store
+from converge.errors import ConfigError, DecodeError
+from converge.service import Plan, ProjectedService
+from events import AuctionOpened, AuctionResolved, BidSubmitted, Event, EventLog
+from projections.auctions import Auction, AuctionProjection, AuctionResult, AuctionType, Bid
+from projections.verify import SignatureVerifier
 
 __all__ = ["AuctionResult", "AuctionType", "Bid", "BiddingProtocol"]
 
 logger = logging.getLogger(__name__)
-
-
-class AuctionType(StrEnum):
-    """How an auction is run and resolved."""
-
-    FIRST_PRICE_SEALED_BID = "first_price_sealed_bid"
-    """One bid per agent; the highest bid wins and pays its own amount."""
-    SECOND_PRICE_SEALED_BID = "second_price_sealed_bid"
-    """One bid per agent; the highest bid wins and pays the second-highest amount."""
-    ENGLISH = "english"
-    """Open ascending: each bid must beat the current highest; the highest wins."""
-    DUTCH = "dutch"
-    """Open descending: the price falls over time; the first bid at the price wins."""
-
-
-@dataclass(frozen=True)
-class Bid:
-    """One accepted bid; ``sequence`` orders bids (ties go to the earlier bid)."""
-
-    agent_id: str
-    amount: float
-    content: Any = None
-    sequence: int = 0
-
-
-@dataclass(frozen=True)
-class AuctionResult:
-    """The outcome of an auction: ``winner`` (None without a valid bid) and ``price``.
-
-    Unpacks as ``winner, price = result`` and compares equal to the winner's id, so code
-    that treats the result as the winning agent id keeps working.
-    """
-
-    auction_id: str
-    auction_type: AuctionType
-    winner: str | None
-    price: float | None
-    bids: tuple[Bid, ...] = ()
-
-    def __iter__(self) -> Iterator[Any]:
-        yield self.winner
-        yield self.price
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):
-            return self.winner == other
-        if isinstance(other, AuctionResult):
-            return (self.auction_id, self.winner, self.price, self.auction_type) == (
-                other.auction_id,
-                other.winner,
-                other.price,
-                other.auction_type,
-            )
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((self.auction_id, self.winner, self.price))
-
-    def __bool__(self) -> bool:
-        return self.winner is not None
-
-
-@dataclass
-class _Auction:
-    auction_type: AuctionType
-    reserve_price: float | None = None
-    start_price: float | None = None
-    price_decrement: float = 0.0
-    decrement_interval_sec: float = 1.0
-    min_increment: float = 0.0
-    opened_at: float = 0.0
-    bids: list[Bid] = field(default_factory=list)
-    result: AuctionResult | None = None
 
 
 def _check_amount(amount: object) -> float:
@@ -118,7 +46,7 @@ def _optional_price(value: object, name: str) -> float | None:
     return float(value)
 
 
-class BiddingProtocol(EventSourcedProtocol):
+class BiddingProtocol(ProjectedService[AuctionProjection]):
     """Run one auction (``auction_id``, a new uuid when omitted) of ``auction_type``.
 
     ``reserve_price``: bids below it are refused and a resolution without a bid at or
@@ -126,9 +54,8 @@ class BiddingProtocol(EventSourcedProtocol):
     need ``start_price`` and fall by ``price_decrement`` every ``decrement_interval_sec``
     (wall-clock seconds since the auction opened) down to the reserve price. The first
     object to act on an auction records its parameters; later objects adopt them.
+    ``snapshot_store`` and ``verifier`` work as for :class:`TaskManager`.
     """
-
-    kind = "auction"
 
     def __init__(
         self,
@@ -141,8 +68,9 @@ class BiddingProtocol(EventSourcedProtocol):
         price_decrement: float = 0.0,
         decrement_interval_sec: float = 1.0,
         min_increment: float = 0.0,
+        snapshot_store: Store | AsyncStore | None = None,
+        verifier: SignatureVerifier | None = None,
     ) -> None:
-        super().__init__(event_log)
         try:
             kind = AuctionType(auction_type)
         except ValueError:
@@ -160,6 +88,12 @@ class BiddingProtocol(EventSourcedProtocol):
             raise ConfigError("a Dutch auction needs start_price (the price it falls from)")
         if decrement_interval_sec <= 0:
             raise ConfigError(f"decrement_interval_sec must be > 0, got {decrement_interval_sec!r}")
+        super().__init__(
+            AuctionProjection(self.auction_id),
+            event_log,
+            snapshot_store=snapshot_store,
+            verifier=verifier,
+        )
         self._params: dict[str, Any] = {
             "reserve_price": _optional_price(reserve_price, "reserve_price"),
             "start_price": start,
@@ -168,19 +102,25 @@ class BiddingProtocol(EventSourcedProtocol):
             "min_increment": _optional_price(min_increment, "min_increment") or 0.0,
         }
         self._requested_type = kind
-        self._auction: _Auction | None = None
+        self._subject = self.projection.subject
+
+    @property
+    def _auction(self) -> Auction | None:
+        return self.projection.auction
 
     # -- queries -----------------------------------------------------------------
 
     @property
     def auction_type(self) -> AuctionType:
         """The auction's type (as recorded when it opened, once it has)."""
-        return self._auction.auction_type if self._auction else self._requested_type
+        auction = self._auction
+        return auction.auction_type if auction else self._requested_type
 
     @property
     def is_active(self) -> bool:
         """Whether the auction still takes bids."""
-        return self._auction is None or self._auction.result is None
+        auction = self._auction
+        return auction is None or auction.result is None
 
     @property
     def active(self) -> bool:
@@ -191,24 +131,25 @@ class BiddingProtocol(EventSourcedProtocol):
     def bids(self) -> dict[str, float]:
         """Each bidder's best accepted amount so far."""
         out: dict[str, float] = {}
-        for bid in self._auction.bids if self._auction else ():
+        for bid in self.list_bids():
             out[bid.agent_id] = max(bid.amount, out.get(bid.agent_id, bid.amount))
         return out
 
     def list_bids(self) -> list[Bid]:
         """Return the accepted bids in order."""
-        return list(self._auction.bids) if self._auction else []
+        auction = self._auction
+        return list(auction.bids) if auction else []
 
     @property
     def result(self) -> AuctionResult | None:
         """The resolution, or None while the auction is open."""
-        return self._auction.result if self._auction else None
+        auction = self._auction
+        return auction.result if auction else None
 
     def highest_bid(self) -> Bid | None:
         """Return the highest accepted bid (the earliest among equals), or None."""
-        bids = self._auction.bids if self._auction else []
         best: Bid | None = None
-        for bid in bids:
+        for bid in self.list_bids():
             if best is None or bid.amount > best.amount:
                 best = bid
         return best
@@ -216,32 +157,22 @@ class BiddingProtocol(EventSourcedProtocol):
     def current_price(self, now: float | None = None) -> float | None:
         """Return the Dutch auction's price at ``now`` (wall-clock seconds); None otherwise."""
         auction = self._auction
-        params = self._params
-        if auction is not None:
-            params = {
-                "start_price": auction.start_price,
-                "price_decrement": auction.price_decrement,
-                "decrement_interval_sec": auction.decrement_interval_sec,
-                "reserve_price": auction.reserve_price,
-            }
-        if self.auction_type is not AuctionType.DUTCH or params["start_price"] is None:
+        if auction is None:
+            auction = self._pending_auction(self._opening())
+            auction.opened_at = time.time()
+        if auction.auction_type is not AuctionType.DUTCH or auction.start_price is None:
             return None
-        opened = auction.opened_at if auction is not None else time.time()
-        elapsed = max(0.0, (time.time() if now is None else now) - opened)
-        steps = math.floor(elapsed / float(params["decrement_interval_sec"]))
-        price = float(params["start_price"]) - steps * float(params["price_decrement"])
-        floor = float(params["reserve_price"] or 0.0)
-        return max(price, floor)
+        return _dutch_price(auction, time.time() if now is None else now)
 
     # -- commands ------------------------------------------------------------------
 
     async def open(self) -> None:
         """Record the auction's opening (done implicitly by the first bid); idempotent."""
 
-        def plan() -> tuple[Sequence[Event], None]:
+        def plan() -> Plan[None]:
             return self._opening(), None
 
-        await self._command(self.auction_id, plan)
+        await self._execute(self._subject, plan, what=f"opening of auction {self.auction_id}")
 
     async def submit_bid(self, agent_id: str, amount: float, content: Any = None) -> bool:
         """Submit a bid; return whether the auction accepted it.
@@ -256,10 +187,10 @@ class BiddingProtocol(EventSourcedProtocol):
         value = _check_amount(amount)
         content = check_value(content, "bid content")
 
-        def plan() -> tuple[Sequence[Event], bool]:
+        def plan() -> Plan[bool]:
             opening = self._opening()
             auction = self._auction or self._pending_auction(opening)
-            accepted_amount = self._admit(auction, agent_id, value)
+            accepted_amount = _admit(auction, agent_id, value)
             if accepted_amount is None:
                 return opening, False
             bid = BidSubmitted(
@@ -271,7 +202,9 @@ class BiddingProtocol(EventSourcedProtocol):
             )
             return [*opening, bid], True
 
-        accepted = await self._command(self.auction_id, plan)
+        accepted = await self._execute(
+            self._subject, plan, what=f"bid on auction {self.auction_id}"
+        )
         if accepted and self.auction_type is AuctionType.DUTCH:
             await self.resolve()
         return accepted
@@ -285,12 +218,12 @@ class BiddingProtocol(EventSourcedProtocol):
         price pays that price. Ties go to the earlier bid.
         """
 
-        def plan() -> tuple[Sequence[Event], AuctionResult]:
+        def plan() -> Plan[AuctionResult]:
             opening = self._opening()
             auction = self._auction or self._pending_auction(opening)
             if auction.result is not None:
                 return [], auction.result
-            result = self._compute(auction)
+            result = _compute(self.auction_id, auction)
             event = AuctionResolved(
                 auction_id=self.auction_id,
                 winner=result.winner,
@@ -299,12 +232,14 @@ class BiddingProtocol(EventSourcedProtocol):
             )
             return [*opening, event], result
 
-        return await self._command(self.auction_id, plan)
+        return await self._execute(
+            self._subject, plan, what=f"resolution of auction {self.auction_id}"
+        )
 
     # -- rules -----------------------------------------------------------------------
 
     def _opening(self) -> list[Event]:
-        if self._auction is not None:
+        if self.projection.auction is not None:
             return []
         return [
             AuctionOpened(
@@ -314,109 +249,64 @@ class BiddingProtocol(EventSourcedProtocol):
             )
         ]
 
-    def _pending_auction(self, opening: Sequence[Event]) -> _Auction:
+    @staticmethod
+    def _pending_auction(opening: Sequence[Event]) -> Auction:
         event = opening[0]
         assert isinstance(event, AuctionOpened)
-        return self._auction_from(event)
+        return Auction.opened(event)
 
-    @staticmethod
-    def _auction_from(event: AuctionOpened) -> _Auction:
-        params = event.params
-        return _Auction(
-            auction_type=AuctionType(event.auction_type),
-            reserve_price=params.get("reserve_price"),
-            start_price=params.get("start_price"),
-            price_decrement=float(params.get("price_decrement") or 0.0),
-            decrement_interval_sec=float(params.get("decrement_interval_sec") or 1.0),
-            min_increment=float(params.get("min_increment") or 0.0),
-            opened_at=event.occurred_at,
-        )
 
-    def _admit(self, auction: _Auction, agent_id: str, amount: float) -> float | None:
-        """Return the amount to record when the bid is valid, else None."""
-        if auction.result is not None:
+def _dutch_price(auction: Auction, now: float) -> float:
+    start = auction.start_price or 0.0
+    elapsed = max(0.0, now - auction.opened_at) if auction.opened_at else 0.0
+    steps = math.floor(elapsed / auction.decrement_interval_sec)
+    return max(start - steps * auction.price_decrement, auction.reserve_price or 0.0)
+
+
+def _admit(auction: Auction, agent_id: str, amount: float) -> float | None:
+    """Return the amount to record when the bid is valid, else None."""
+    if auction.result is not None:
+        return None
+    if auction.reserve_price is not None and amount < auction.reserve_price:
+        return None
+    kind = auction.auction_type
+    if kind in (AuctionType.FIRST_PRICE_SEALED_BID, AuctionType.SECOND_PRICE_SEALED_BID):
+        if any(b.agent_id == agent_id for b in auction.bids):
             return None
-        if auction.reserve_price is not None and amount < auction.reserve_price:
-            return None
-        kind = auction.auction_type
-        if kind in (AuctionType.FIRST_PRICE_SEALED_BID, AuctionType.SECOND_PRICE_SEALED_BID):
-            if any(b.agent_id == agent_id for b in auction.bids):
-                return None
+        return amount
+    if kind is AuctionType.ENGLISH:
+        best = max((b.amount for b in auction.bids), default=None)
+        if best is None:
             return amount
-        if kind is AuctionType.ENGLISH:
-            best = max((b.amount for b in auction.bids), default=None)
-            if best is None:
-                return amount
-            if amount <= best or amount < best + auction.min_increment:
-                return None
-            return amount
-        # Dutch: the first bid at or above the current price takes it at that price.
-        if auction.bids:
+        if amount <= best or amount < best + auction.min_increment:
             return None
-        if auction.start_price is None:
-            return None
-        elapsed = max(0.0, time.time() - auction.opened_at) if auction.opened_at else 0.0
-        steps = math.floor(elapsed / auction.decrement_interval_sec)
-        price = max(
-            auction.start_price - steps * auction.price_decrement, auction.reserve_price or 0.0
-        )
-        return price if amount >= price else None
+        return amount
+    # Dutch: the first bid at or above the current price takes it at that price.
+    if auction.bids or auction.start_price is None:
+        return None
+    price = _dutch_price(auction, time.time())
+    return price if amount >= price else None
 
-    def _compute(self, auction: _Auction) -> AuctionResult:
-        ranked = sorted(auction.bids, key=lambda b: (-b.amount, b.sequence))
-        winner: str | None = None
-        price: float | None = None
-        if ranked:
-            top = ranked[0]
-            winner, price = top.agent_id, top.amount
-            if auction.auction_type is AuctionType.SECOND_PRICE_SEALED_BID:
-                others = [b.amount for b in ranked[1:] if b.agent_id != top.agent_id]
-                if others:
-                    price = others[0]
-                elif auction.reserve_price is not None:
-                    price = auction.reserve_price
-                if auction.reserve_price is not None:
-                    price = max(price, auction.reserve_price)
-        return AuctionResult(
-            auction_id=self.auction_id,
-            auction_type=auction.auction_type,
-            winner=winner,
-            price=price,
-            bids=tuple(auction.bids),
-        )
 
-    def _apply(self, recorded: RecordedEvent) -> None:
-        event = recorded.event
-        if isinstance(event, AuctionOpened):
-            if self._auction is None:
-                self._auction = self._auction_from(event)
-                if self._auction.auction_type is not self._requested_type:
-                    logger.warning(
-                        "auction %s was opened as %s; this object asked for %s and adopts %s",
-                        self.auction_id,
-                        self._auction.auction_type.value,
-                        self._requested_type.value,
-                        self._auction.auction_type.value,
-                    )
-            return
-        auction = self._auction
-        if auction is None:
-            raise InvalidStateError(
-                f"auction {self.auction_id}: {event.type} before auction.opened"
-            )
-        if isinstance(event, BidSubmitted):
-            auction.bids.append(
-                Bid(event.agent_id, float(event.amount), event.content, recorded.sequence)
-            )
-        elif isinstance(event, AuctionResolved):
-            auction.result = AuctionResult(
-                auction_id=self.auction_id,
-                auction_type=auction.auction_type,
-                winner=event.winner,
-                price=event.price,
-                bids=tuple(auction.bids),
-            )
-
-    async def _catch_up_all(self) -> None:
-        # One auction per object: read only its subject.
-        await self._catch_up(self._subject(self.auction_id))
+def _compute(auction_id: str, auction: Auction) -> AuctionResult:
+    ranked = sorted(auction.bids, key=lambda b: (-b.amount, b.sequence))
+    winner: str | None = None
+    price: float | None = None
+    if ranked:
+        top = ranked[0]
+        winner, price = top.agent_id, top.amount
+        if auction.auction_type is AuctionType.SECOND_PRICE_SEALED_BID:
+            others = [b.amount for b in ranked[1:] if b.agent_id != top.agent_id]
+            if others:
+                price = others[0]
+            elif auction.reserve_price is not None:
+                price = auction.reserve_price
+            if auction.reserve_price is not None:
+                price = max(price, auction.reserve_price)
+    return AuctionResult(
+        auction_id=auction_id,
+        auction_type=auction.auction_type,
+        winner=winner,
+        price=price,
+        bids=tuple(auction.bids),
+    )

@@ -7,49 +7,23 @@ kept as ``{"permissions": [...]}``) on behalf of ``delegator_id`` until it is re
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from converge.coordination._protocol import EventSourcedProtocol
+from converge.coordination._protocol import CoordinationProtocol
 from converge.core._codec import check_mapping, check_str
 from converge.errors import DecodeError, InvalidStateError
-from events import DelegationGranted, DelegationRevoked, Event, EventLog, RecordedEvent
+from converge.service import Plan
+from events import DelegationGranted, DelegationRevoked, subject
+from projections.auctions import COORD_STREAM
+from projections.delegations import Delegation, DelegationProjection
 
 __all__ = ["Delegation", "DelegationProtocol", "normalize_scope"]
 
 
-@dataclass
-class Delegation:
-    """A granted delegation; ``active`` turns False when it is revoked."""
-
-    id: str
-    delegator_id: str
-    delegatee_id: str
-    scope: dict[str, Any]
-    active: bool = True
-    granted_at: float = 0.0
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-    @property
-    def permissions(self) -> list[str]:
-        """The scope's ``permissions`` list (empty when the scope has none)."""
-        value = self.scope.get("permissions", [])
-        return [str(p) for p in value] if isinstance(value, list) else []
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the delegation as plain data."""
-        return {
-            "id": self.id,
-            "delegator_id": self.delegator_id,
-            "delegatee_id": self.delegatee_id,
-            "scope": dict(self.scope),
-            "active": self.active,
-            "granted_at": self.granted_at,
-        }
+def _subject(delegation_id: str) -> str:
+    return subject(COORD_STREAM, "delegation", delegation_id)
 
 
 def normalize_scope(scope: object) -> dict[str, Any]:
@@ -69,14 +43,18 @@ def normalize_scope(scope: object) -> dict[str, Any]:
     )
 
 
-class DelegationProtocol(EventSourcedProtocol):
-    """Grant and revoke delegations; every object on one event log sees the same set."""
+class DelegationProtocol(CoordinationProtocol[DelegationProjection]):
+    """Grant and revoke delegations; every object on one event log sees the same set.
 
-    kind = "delegation"
+    ``snapshot_store`` and ``verifier`` work as for :class:`TaskManager`.
+    """
 
-    def __init__(self, event_log: EventLog | None = None) -> None:
-        super().__init__(event_log)
-        self._delegations: dict[str, Delegation] = {}
+    def _new_projection(self) -> DelegationProjection:
+        return DelegationProjection()
+
+    @property
+    def _delegations(self) -> dict[str, Delegation]:
+        return self.projection.delegations
 
     # -- queries -----------------------------------------------------------------
 
@@ -126,7 +104,7 @@ class DelegationProtocol(EventSourcedProtocol):
         normalized = normalize_scope(scope)
         delegation_id = uuid.uuid4().hex
 
-        def plan() -> tuple[Sequence[Event], str]:
+        def plan() -> Plan[str]:
             if delegation_id in self._delegations:
                 return [], delegation_id
             event = DelegationGranted(
@@ -138,35 +116,18 @@ class DelegationProtocol(EventSourcedProtocol):
             )
             return [event], delegation_id
 
-        return await self._command(delegation_id, plan)
+        return await self._execute(_subject(delegation_id), plan, what="delegation")
 
     async def revoke(self, delegation_id: str) -> bool:
         """Revoke ``delegation_id``; return False when it is unknown or already revoked."""
         delegation_id = check_str(delegation_id, "delegation_id", allow_empty=False)
 
-        def plan() -> tuple[Sequence[Event], bool]:
+        def plan() -> Plan[bool]:
             delegation = self._delegations.get(delegation_id)
             if delegation is None or not delegation.active:
                 return [], False
             return [DelegationRevoked(delegation_id=delegation_id)], True
 
-        return await self._command(delegation_id, plan)
-
-    def _apply(self, recorded: RecordedEvent) -> None:
-        event = recorded.event
-        if isinstance(event, DelegationGranted):
-            self._delegations.setdefault(
-                event.delegation_id,
-                Delegation(
-                    id=event.delegation_id,
-                    delegator_id=event.delegator_id,
-                    delegatee_id=event.delegatee_id,
-                    scope=dict(event.scope),
-                    granted_at=event.occurred_at,
-                ),
-            )
-        elif isinstance(event, DelegationRevoked):
-            delegation = self._delegations.get(event.delegation_id)
-            if delegation is None:
-                raise InvalidStateError(f"revoke of unknown delegation {event.delegation_id!r}")
-            delegation.active = False
+        return await self._execute(
+            _subject(delegation_id), plan, what=f"revocation of {delegation_id}", fresh=True
+        )

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
+from collections.abc import Iterable
 from typing import Any
 
-from converge.coordination._protocol import EventSourcedProtocol
+from converge.coordination._protocol import CoordinationProtocol
 from converge.core._codec import check_str, check_value
 from converge.errors import (
     DecodeError,
@@ -28,14 +26,22 @@ from converge.errors import (
     NotAuthorizedError,
     NotFoundError,
 )
+from converge.service import Plan
 from events import (
     Event,
-    EventLog,
     NegotiationStarted,
     ProposalAccepted,
     ProposalMade,
     ProposalRejected,
-    RecordedEvent,
+    subject,
+)
+from projections.auctions import COORD_STREAM
+from projections.negotiations import (
+    NegotiationProjection,
+    NegotiationSession,
+    NegotiationState,
+    Proposal,
+    SessionStatus,
 )
 
 __all__ = [
@@ -51,104 +57,8 @@ logger = logging.getLogger(__name__)
 _REFUSALS = (NotFoundError, NotAuthorizedError, InvalidStateError)
 
 
-class NegotiationState(Enum):
-    """A session's state in the seed design's terms (see ``NegotiationSession.state``)."""
-
-    PROPOSED = "proposed"
-    COUNTERED = "countered"
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-    CLOSED = "closed"
-
-
-class SessionStatus:
-    """Status names of a negotiation session."""
-
-    OPEN = "open"
-    AGREED = "agreed"
-
-
-@dataclass
-class Proposal:
-    """One proposal; ``status`` is ``open``, ``accepted``, ``rejected`` or ``superseded``."""
-
-    id: str
-    proposer_id: str
-    content: Any
-    status: str = "open"
-    accepted_by: list[str] = field(default_factory=list)
-    rejected_by: dict[str, str | None] = field(default_factory=dict)
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the proposal as plain data."""
-        return {
-            "id": self.id,
-            "proposer_id": self.proposer_id,
-            "content": self.content,
-            "status": self.status,
-            "accepted_by": list(self.accepted_by),
-            "rejected_by": dict(self.rejected_by),
-        }
-
-
-@dataclass
-class NegotiationSession:
-    """A session's folded state; read it with attributes or ``session["status"]``."""
-
-    id: str
-    participants: list[str]
-    subject: Any = None
-    status: str = SessionStatus.OPEN
-    proposals: list[Proposal] = field(default_factory=list)
-    agreement: Any = None
-    agreed_proposal_id: str | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-    @property
-    def current_proposal(self) -> Proposal | None:
-        """The latest proposal that is still open, or None."""
-        for proposal in reversed(self.proposals):
-            if proposal.status == "open":
-                return proposal
-        return None
-
-    @property
-    def history(self) -> list[Proposal]:
-        """Every proposal made, oldest first."""
-        return list(self.proposals)
-
-    @property
-    def state(self) -> NegotiationState:
-        """The state: ACCEPTED once agreed; REJECTED when the latest proposal was
-        rejected and none is open; COUNTERED after a counter-proposal; else PROPOSED."""
-        if self.status == SessionStatus.AGREED:
-            return NegotiationState.ACCEPTED
-        if self.proposals and self.proposals[-1].status == "rejected":
-            return NegotiationState.REJECTED
-        if len(self.proposals) > 1:
-            return NegotiationState.COUNTERED
-        return NegotiationState.PROPOSED
-
-    def proposal(self, proposal_id: str) -> Proposal | None:
-        """Return the proposal ``proposal_id`` or None."""
-        return next((p for p in self.proposals if p.id == proposal_id), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the session as plain data."""
-        return {
-            "id": self.id,
-            "participants": list(self.participants),
-            "subject": self.subject,
-            "status": self.status,
-            "proposals": [p.to_dict() for p in self.proposals],
-            "agreement": self.agreement,
-            "agreed_proposal_id": self.agreed_proposal_id,
-        }
+def _subject(session_id: str) -> str:
+    return subject(COORD_STREAM, "negotiation", session_id)
 
 
 def _participants(value: Iterable[str], *, allow_empty: bool = False) -> list[str]:
@@ -164,14 +74,18 @@ def _participants(value: Iterable[str], *, allow_empty: bool = False) -> list[st
     return out
 
 
-class NegotiationProtocol(EventSourcedProtocol):
-    """Negotiation sessions shared by every protocol object on the same event log."""
+class NegotiationProtocol(CoordinationProtocol[NegotiationProjection]):
+    """Negotiation sessions shared by every protocol object on the same event log.
 
-    kind = "negotiation"
+    ``snapshot_store`` and ``verifier`` work as for :class:`TaskManager`.
+    """
 
-    def __init__(self, event_log: EventLog | None = None) -> None:
-        super().__init__(event_log)
-        self._sessions: dict[str, NegotiationSession] = {}
+    def _new_projection(self) -> NegotiationProjection:
+        return NegotiationProjection()
+
+    @property
+    def _sessions(self) -> dict[str, NegotiationSession]:
+        return self.projection.sessions
 
     # -- queries -----------------------------------------------------------------
 
@@ -224,7 +138,7 @@ class NegotiationProtocol(EventSourcedProtocol):
         session_id = uuid.uuid4().hex
         proposal_id = uuid.uuid4().hex
 
-        def plan() -> tuple[Sequence[Event], str]:
+        def plan() -> Plan[str]:
             if session_id in self._sessions:
                 return [], session_id
             events: list[Event] = [
@@ -242,7 +156,7 @@ class NegotiationProtocol(EventSourcedProtocol):
                 )
             return events, session_id
 
-        return await self._command(session_id, plan)
+        return await self._execute(_subject(session_id), plan, what=f"negotiation {session_id}")
 
     async def propose(self, session_id: str, proposer_id: str, content: Any) -> bool:
         """Make a proposal (or counter-proposal) in ``session_id``; return whether it was.
@@ -266,7 +180,7 @@ class NegotiationProtocol(EventSourcedProtocol):
         content = check_value(content, "proposal content")
         proposal_id = uuid.uuid4().hex
 
-        def plan() -> tuple[Sequence[Event], str]:
+        def plan() -> Plan[str]:
             session = self._open_session(session_id, proposer_id)
             if session.proposal(proposal_id) is not None:
                 return [], proposal_id
@@ -279,7 +193,9 @@ class NegotiationProtocol(EventSourcedProtocol):
             )
             return [event], proposal_id
 
-        return await self._command(session_id, plan)
+        return await self._execute(
+            _subject(session_id), plan, what=f"negotiation {session_id}", fresh=True
+        )
 
     async def accept(
         self, session_id: str, proposal_id: str | None, agent_id: str | None = None
@@ -305,7 +221,7 @@ class NegotiationProtocol(EventSourcedProtocol):
         return await self._accept(session_id, proposal_id, agent_id)
 
     async def _accept(self, session_id: str, proposal_id: str | None, agent_id: str) -> bool:
-        def plan() -> tuple[Sequence[Event], bool]:
+        def plan() -> Plan[bool]:
             session = self._open_session(session_id, agent_id)
             proposal = self._open_proposal(session, proposal_id)
             if agent_id in proposal.accepted_by:
@@ -317,7 +233,9 @@ class NegotiationProtocol(EventSourcedProtocol):
             agreed = needed <= {*proposal.accepted_by, agent_id}
             return [event], agreed
 
-        return await self._command(session_id, plan)
+        return await self._execute(
+            _subject(session_id), plan, what=f"negotiation {session_id}", fresh=True
+        )
 
     async def reject(
         self,
@@ -351,7 +269,7 @@ class NegotiationProtocol(EventSourcedProtocol):
     async def _reject(
         self, session_id: str, proposal_id: str | None, agent_id: str, reason: str | None
     ) -> None:
-        def plan() -> tuple[Sequence[Event], None]:
+        def plan() -> Plan[None]:
             session = self._open_session(session_id, agent_id)
             proposal = self._open_proposal(session, proposal_id)
             event = ProposalRejected(
@@ -363,7 +281,9 @@ class NegotiationProtocol(EventSourcedProtocol):
             )
             return [event], None
 
-        await self._command(session_id, plan)
+        await self._execute(
+            _subject(session_id), plan, what=f"negotiation {session_id}", fresh=True
+        )
 
     # -- rules -----------------------------------------------------------------------
 
@@ -395,43 +315,3 @@ class NegotiationProtocol(EventSourcedProtocol):
                 f"proposal {proposal_id!r} in negotiation {session.id!r} is {proposal.status}"
             )
         return proposal
-
-    def _apply(self, recorded: RecordedEvent) -> None:
-        event = recorded.event
-        if isinstance(event, NegotiationStarted):
-            self._sessions.setdefault(
-                event.session_id,
-                NegotiationSession(
-                    id=event.session_id,
-                    participants=list(event.participants),
-                    subject=event.subject,
-                ),
-            )
-            return
-        session_id = getattr(event, "session_id", None)
-        session = self._sessions.get(session_id) if isinstance(session_id, str) else None
-        if session is None:
-            raise InvalidStateError(f"{event.type} for unknown negotiation {session_id!r}")
-        if isinstance(event, ProposalMade):
-            for earlier in session.proposals:
-                if earlier.status == "open":
-                    earlier.status = "superseded"
-            session.proposals.append(Proposal(event.proposal_id, event.proposer_id, event.content))
-        elif isinstance(event, ProposalAccepted):
-            proposal = session.proposal(event.proposal_id)
-            if proposal is None:
-                raise InvalidStateError(f"accept of unknown proposal {event.proposal_id!r}")
-            if event.agent_id not in proposal.accepted_by:
-                proposal.accepted_by.append(event.agent_id)
-            needed = {p for p in session.participants if p != proposal.proposer_id}
-            if needed <= set(proposal.accepted_by):
-                proposal.status = "accepted"
-                session.status = SessionStatus.AGREED
-                session.agreement = proposal.content
-                session.agreed_proposal_id = proposal.id
-        elif isinstance(event, ProposalRejected):
-            proposal = session.proposal(event.proposal_id)
-            if proposal is None:
-                raise InvalidStateError(f"reject of unknown proposal {event.proposal_id!r}")
-            proposal.rejected_by[event.agent_id] = event.reason
-            proposal.status = "rejected"
