@@ -23,15 +23,19 @@ from converge._cli import broker, inspect
 from converge._cli.common import (
     check_kind,
     execute,
+    one_line,
     parse_as_of,
     parse_time,
     set_log_format,
     setup,
     usage_error,
 )
+from converge._cli.loader import build_agents, load_specs
 from converge._cli.options import ConfigOpt, DataDirOpt, JsonOpt, NamespaceOpt, UrlOpt
 from converge._cli.output import print_json, print_table
 from converge._cli.taskcmds import agents_app, pools_app, tasks_app
+from converge.config import AgentSpec
+from converge.errors import ConfigError
 
 __all__ = ["app", "main"]
 
@@ -99,10 +103,22 @@ def _root(
 
 @app.command()
 def run(
+    specs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[SPEC]...",
+            help="Agents to serve: package.module:Class or path/to/file.py:Class, "
+            "optionally =N copies. None: the demo.",
+            show_default=False,
+        ),
+    ] = None,
+    count: Annotated[
+        int, typer.Option("--count", min=1, max=256, help="Copies of each SPEC without =N.")
+    ] = 1,
     url: UrlOpt = None,
     config: ConfigOpt = None,
     agents: Annotated[
-        int | None, typer.Option("--agents", "-n", help="Number of worker agents.", min=1)
+        int | None, typer.Option("--agents", "-n", help="Demo worker agents.", min=1)
     ] = None,
     tasks: Annotated[
         int | None, typer.Option("--tasks", "-t", help="Demo tasks to submit (0: none).", min=0)
@@ -111,6 +127,14 @@ def run(
         float | None,
         typer.Option("--duration", "-d", help="Stop after this many seconds.", min=0.0),
     ] = None,
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            "--drain-timeout",
+            min=0.0,
+            help="On SIGTERM/Ctrl-C, seconds to finish or release tasks in flight.",
+        ),
+    ] = 10.0,
     transport: Annotated[
         str | None,
         typer.Option("--transport", help="Agent messaging: local, nats, tcp or websocket."),
@@ -118,9 +142,13 @@ def run(
     pool_id: Annotated[str | None, typer.Option("--pool-id", help="Pool of the agents.")] = None,
     namespace: NamespaceOpt = None,
     data_dir: DataDirOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
 ) -> None:
-    """Run worker agents and a submitter until every demo task is done (or --duration)."""
+    """Serve your agents (SPEC...), or run the demo until every demo task is done.
+
+    Agents from SPECs (or the config's agents list) serve until SIGTERM/Ctrl-C (which
+    drains) or --duration, idle or not.
+    """
     cfg = setup(
         config,
         nats_url=url,
@@ -131,9 +159,21 @@ def run(
         namespace=namespace,
         data_dir=data_dir,
     )
-    if cfg.tasks == 0 and duration is None:
-        logger.info("no demo tasks: running until interrupted")
-    summary = execute(lambda: _agents.run(cfg, duration, quiet))
+    chosen: list[str] | list[AgentSpec] | None = list(specs) if specs else None
+    if chosen is None and isinstance(cfg.agents, list):
+        chosen = cfg.agents
+    if chosen is None:
+        if cfg.tasks == 0 and duration is None:
+            logger.info("no demo tasks: running until interrupted")
+        summary = execute(lambda: _agents.run(cfg, duration, quiet))
+    else:
+        try:
+            built = build_agents(load_specs(chosen, count))
+        except ConfigError as exc:
+            usage_error(one_line(exc))
+        summary = execute(
+            lambda: _agents.run(cfg, duration, quiet, built, drain_timeout_sec=drain_timeout)
+        )
     typer.echo(orjson.dumps(summary).decode())
 
 

@@ -1,4 +1,5 @@
-"""The ``run`` command's wiring: managers, demo agents, their transports and runtimes."""
+"""The ``run`` command's wiring: managers, agents (the demo's or the user's), their
+transports and runtimes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from typing import Any
 import typer
 
 from converge._cli.broker import connected, stop_signals
+from converge._cli.loader import LoadedSpec
+from converge._cli.output import ProgressReporter
 from converge.config import ConvergeConfig
+from converge.core.agent import Agent
 from converge.errors import ConfigError, ConvergeError
 from converge.network.transport.mesh import start_mesh
 from events import EventLog
@@ -25,11 +29,31 @@ logger = logging.getLogger("converge.cli")
 LOOPBACK = "127.0.0.1"
 
 
-async def run(cfg: ConvergeConfig, duration: float | None, quiet: bool) -> dict[str, Any]:
-    """Run the demo network until done, ``duration`` or SIGINT/SIGTERM; return a summary."""
+async def run(
+    cfg: ConvergeConfig,
+    duration: float | None,
+    quiet: bool,
+    agents: list[tuple[Agent, LoadedSpec]] | None = None,
+    drain_timeout_sec: float = 10.0,
+) -> dict[str, Any]:
+    """Run the demo, or serve ``agents``, until done, ``duration`` or SIGINT/SIGTERM.
+
+    Returns a summary. Given agents serve until a signal or ``duration``, idle or not;
+    a signal drains them (see :func:`converge._cli.serve.serve_agents`).
+    """
     stop = asyncio.Event()
-    with stop_signals(stop, cfg.shutdown_timeout_sec):
+    # Served agents get their drain time on top of the rest of the shutdown.
+    limit = cfg.shutdown_timeout_sec
+    if agents is not None:
+        limit = max(limit, drain_timeout_sec + 5.0)
+    with stop_signals(stop, limit):
         async with connected(cfg) as (log, url):
+            if agents is not None:
+                from converge._cli.serve import serve_agents
+
+                return await serve_agents(
+                    cfg, log, url, agents, duration, quiet, stop, drain_timeout_sec
+                )
             return await run_agents(cfg, log, url, duration, quiet, stop)
 
 
@@ -89,23 +113,21 @@ async def run_agents(
                 err=True,
             )
         total = len(submitter.task_ids)
-        last_done = -1
-        while not stop.is_set():
-            done = sum(
-                1
-                for task_id in submitter.task_ids
-                if (task := tm.get_task(task_id)) is not None and task.state.is_terminal
-            )
-            if done != last_done and not quiet:
-                typer.echo(f"progress: {done}/{total} tasks done", err=True)
-                last_done = done
-            if total and done == total:
-                break
-            if duration is not None and time.monotonic() - started >= duration:
-                break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.2):
-                    await stop.wait()
+        with ProgressReporter("tasks done", total, quiet=quiet) as progress:
+            while not stop.is_set():
+                done = sum(
+                    1
+                    for task_id in submitter.task_ids
+                    if (task := tm.get_task(task_id)) is not None and task.state.is_terminal
+                )
+                progress.update(done)
+                if total and done == total:
+                    break
+                if duration is not None and time.monotonic() - started >= duration:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        await stop.wait()
         states = Counter(
             task.state.value
             for task_id in submitter.task_ids

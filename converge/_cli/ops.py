@@ -6,7 +6,6 @@ Listings rebuild a projection from its stream and print it; they never append.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -97,7 +96,7 @@ async def task_history(cfg: ConvergeConfig, task_id: str) -> dict[str, Any]:
 
 
 async def wait_task(cfg: ConvergeConfig, task_id: str, timeout: float | None) -> Task:  # noqa: ASYNC109
-    """Return the task once it is terminal.
+    """Return the task once it is terminal (woken by its events, never by polling).
 
     Raises ``ConvergeTimeoutError`` after ``timeout`` seconds and ``NotFoundError`` when
     the task does not exist.
@@ -108,39 +107,11 @@ async def wait_task(cfg: ConvergeConfig, task_id: str, timeout: float | None) ->
         if tm.get_task(task_id) is None:
             raise NotFoundError(f"no task {task_id!r} in namespace {cfg.namespace!r}")
         try:
-            wait = getattr(tm, "wait", None)
-            if wait is not None:
-                task: Task = await wait(task_id, timeout=timeout)
-                return task
-            return await _wait_terminal(tm, task_id, timeout)
+            return await tm.wait(task_id, timeout=timeout)
         except TimeoutError:
             raise ConvergeTimeoutError(
                 f"task {task_id!r} not finished after {timeout:g}s"
             ) from None
-
-
-async def _wait_terminal(tm: Any, task_id: str, timeout: float | None) -> Task:  # noqa: ASYNC109
-    """Wait on the manager's change listener (no polling) until ``task_id`` is terminal."""
-    done = asyncio.Event()
-
-    def current() -> Task:
-        found: Task | None = tm.get_task(task_id)
-        if found is None:  # pragma: no cover - tasks are never removed
-            raise ConvergeError(f"task {task_id!r} vanished")
-        return found
-
-    def check(_recorded: RecordedEvent) -> None:
-        if current().state.is_terminal:
-            done.set()
-
-    tm.add_listener(check)
-    try:
-        if not current().state.is_terminal:
-            async with asyncio.timeout(timeout):
-                await done.wait()
-    finally:
-        tm.remove_listener(check)
-    return current()
 
 
 async def cancel_task(cfg: ConvergeConfig, task_id: str) -> Task:
