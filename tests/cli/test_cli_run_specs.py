@@ -182,3 +182,44 @@ def test_demo_workers_leave_a_users_task_alone(nats_url: str, namespace: str) ->
     assert shown["state"] == "pending" and [e["type"] for e in shown["events"]] == [
         "task.submitted"
     ]
+
+
+@pytest.mark.nats
+@pytest.mark.slow
+async def test_sigterm_drains_and_releases_the_task_in_flight(
+    nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    from converge.coordination.task_manager import TaskManager
+    from converge.core.task import Task, TaskState
+
+    log = await JetStreamEventLog.connect(nats_url, namespace=namespace)
+    tasks = Watch()
+    sub = await log.subscribe(tasks.handle, stream="tasks")
+    with (tmp_path / "run.err").open("wb") as errors:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "converge", "run", f"{APP}:Sleeper", "--drain-timeout", "1"),
+            *("--url", nats_url, "--namespace", namespace),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=errors,
+        )
+    try:
+        async with TaskManager(log) as tm:
+            task_id = await tm.submit(Task("nap"))
+            await tasks.until(lambda ev: bool(_types(ev, "task.claimed")), "claimed")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.stdout is not None
+            async with asyncio.timeout(WAIT_SEC):
+                out = await proc.stdout.read()
+                assert await proc.wait() == 0, (tmp_path / "run.err").read_text()
+            await tasks.until(lambda ev: bool(_types(ev, "task.claim_released")), "released")
+            await tm.sync()
+            task = tm.get_task(task_id)
+            assert task is not None and task.state is TaskState.PENDING
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await sub.stop()
+        await log.close()
+    summary = orjson.loads(out.splitlines()[-1])
+    assert summary["still_assigned"] == [] and summary["completed"] == 0

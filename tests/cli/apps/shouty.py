@@ -33,3 +33,14 @@ class Broken(Agent):
 
 
 NOT_AN_AGENT = 42
+
+
+class Sleeper(Worker):
+    """Take ``nap`` tasks and never finish one, for the drain path."""
+
+    objectives = ["nap"]
+
+    async def handle(self, task: Task) -> None:
+        import asyncio
+
+        await asyncio.Event().wait()
