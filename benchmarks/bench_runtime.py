@@ -1,0 +1,460 @@
+"""End-to-end runtime figures on one embedded nats-server, next to the same run's ceiling.
+
+Run: ``python benchmarks/bench_runtime.py [--tasks 2000] [--no-processes]``
+
+Every figure is read from the streams as the broker stored them:
+
+- **ceiling**: raw nats-py pipelined publish (``asyncio.gather`` over ``js.publish``)
+  divided by the events one task costs in the measured runs (task events plus
+  decision events), and ``TaskManager`` claim+report with no runtime (4 claimers);
+- **end-to-end tasks/s**, from the first ``task.submitted`` to the last
+  ``task.reported`` by broker time, all through :class:`AgentRuntime` with decisions
+  recorded on the decisions stream: one process with 1 and 4 ``decide()`` agents and
+  1 and 4 worker-model agents, then three worker processes fed by a submitter process;
+- **latency** submit -> completed (broker timestamps), p50 and p99, with a submitter
+  pacing tasks at half the measured worker-model throughput;
+- **idle CPU**: 100 idle agents in one process, as a share of one core.
+
+Figures, never assertions: compare runs on the same machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+
+import nats
+
+from converge.coordination import TaskManager
+from converge.core import Task
+from converge.core.agent import Agent
+from converge.core.decisions import ClaimTask, Decision, ReportTask
+from converge.core.identity import Identity
+from converge.core.message import Message
+from converge.core.task import TaskState
+from converge.network.transport.local import LocalTransport, LocalTransportRegistry
+from converge.runtime import AgentRuntime
+from converge.runtime.worker import Worker
+from events import EmbeddedNatsServer, EventLog, JetStreamEventLog
+
+OBJECTIVE = "bench-echo"
+CHUNK = 500
+
+
+class EchoWorker(Worker):
+    """The worker model: the runtime claims, ``handle`` answers, the runtime reports."""
+
+    objectives = (OBJECTIVE,)
+    max_concurrency = 16
+
+    async def handle(self, task: Task) -> dict[str, object]:
+        return {"echo": task.inputs.get("i")}
+
+
+class EchoDecider(Agent):
+    """A ``decide()`` agent: report what it holds, claim a few of the pending tasks."""
+
+    def __init__(self, claims_per_tick: int = 8) -> None:
+        super().__init__(Identity.generate())
+        self.claims_per_tick = claims_per_tick
+
+    def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        out: list[Decision] = []
+        claims = 0
+        for task in tasks:
+            if task.state is TaskState.ASSIGNED and task.assigned_to == self.id:
+                out.append(ReportTask(task.id, {"echo": task.inputs.get("i")}))
+            elif task.state is TaskState.PENDING and claims < self.claims_per_tick:
+                out.append(ClaimTask(task.id))
+                claims += 1
+        return out
+
+
+def make_tasks(n: int, prefix: str) -> list[Task]:
+    return [Task(OBJECTIVE, {"i": i}, id=f"{prefix}{i}") for i in range(n)]
+
+
+async def submit_all(tm: TaskManager, tasks: Sequence[Task]) -> None:
+    for base in range(0, len(tasks), CHUNK):
+        await asyncio.gather(*(tm.submit(t) for t in tasks[base : base + CHUNK]))
+
+
+async def submit_paced(tm: TaskManager, tasks: Sequence[Task], rate: float) -> None:
+    """Submit ``tasks`` at about ``rate`` per second, in small gathered bursts."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    burst = max(1, int(rate / 50))  # about 50 bursts a second
+    for base in range(0, len(tasks), burst):
+        due = started + base / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await asyncio.gather(*(tm.submit(t) for t in tasks[base : base + burst]))
+
+
+async def wait_done(tm: TaskManager, ids: set[str], timeout: float) -> None:  # noqa: ASYNC109
+    """Wait until every task of ``ids`` is terminal in ``tm``'s projection."""
+    remaining = {i for i in ids if not _terminal(tm, i)}
+    if not remaining:
+        return
+    done = asyncio.Event()
+
+    def listener(recorded: object) -> None:
+        for task_id in list(remaining):
+            if _terminal(tm, task_id):
+                remaining.discard(task_id)
+        if not remaining:
+            done.set()
+
+    # A listener that scans every remaining id would cost O(n) per event; check the
+    # event's own task first and rescan only occasionally.
+    def on_event(recorded: object) -> None:
+        task_id = getattr(getattr(recorded, "event", None), "task_id", None)
+        if task_id in remaining and _terminal(tm, task_id):
+            remaining.discard(task_id)
+            if not remaining:
+                done.set()
+
+    tm.add_listener(on_event)
+    try:
+        deadline = time.monotonic() + timeout
+        while not done.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{len(remaining)} of {len(ids)} tasks not done in {timeout}s")
+            try:
+                async with asyncio.timeout(min(1.0, left)):
+                    await done.wait()
+            except TimeoutError:
+                await tm.sync(timeout=30)
+                listener(None)
+    finally:
+        tm.remove_listener(on_event)
+
+
+def _terminal(tm: TaskManager, task_id: str) -> bool:
+    task = tm.get_task(task_id)
+    return task is not None and task.state.is_terminal
+
+
+async def broker_figures(log: EventLog, ids: set[str]) -> dict[str, object]:
+    """Read the task stream back: rate, latencies, duplicates, from broker timestamps."""
+    submitted: dict[str, float] = {}
+    reported: dict[str, float] = {}
+    duplicates = 0
+    async for recorded in log.read(stream="tasks"):
+        event = recorded.event
+        task_id = getattr(event, "task_id", None)
+        if event.type == "task.submitted":
+            task_id = event.task["id"]  # type: ignore[attr-defined]
+            if task_id in ids:
+                submitted[task_id] = recorded.time
+        elif event.type == "task.reported" and task_id in ids:
+            if task_id in reported:
+                duplicates += 1
+            reported[task_id] = recorded.time
+    decisions = 0
+    async for _ in log.read(stream="decisions"):
+        decisions += 1
+    span = max(reported.values()) - min(submitted.values()) if reported else float("nan")
+    latencies = sorted(reported[t] - submitted[t] for t in reported if t in submitted)
+    return {
+        "tasks": len(ids),
+        "completed": len(reported),
+        "duplicates": duplicates,
+        "seconds": span,
+        "rate": len(reported) / span if span else float("nan"),
+        "latencies": latencies,
+        "decision_events": decisions,
+    }
+
+
+async def count_task_events(log: EventLog) -> int:
+    n = 0
+    async for _ in log.read(stream="tasks"):
+        n += 1
+    return n
+
+
+async def in_process(url: str, kind: str, agents: int, n: int) -> dict[str, object]:
+    """Run ``agents`` agents of ``kind`` through AgentRuntime on a fresh namespace."""
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    log = await JetStreamEventLog.connect(url, namespace=namespace)
+    runtimes: list[AgentRuntime] = []
+    try:
+        async with TaskManager(log) as tm:
+            registry = LocalTransportRegistry()
+            for _ in range(agents):
+                agent: Agent = EchoWorker() if kind == "worker" else EchoDecider()
+                runtimes.append(
+                    AgentRuntime(
+                        agent,
+                        LocalTransport(agent.id, registry),
+                        task_manager=tm,
+                        decision_log=log,
+                    )
+                )
+            for runtime in runtimes:
+                await runtime.start()
+            tasks = make_tasks(n, "t")
+            await submit_all(tm, tasks)
+            await wait_done(tm, {t.id for t in tasks}, timeout=600)
+            for runtime in runtimes:
+                await runtime.stop()
+            runtimes.clear()
+            figures = await broker_figures(log, {t.id for t in tasks})
+            events = await count_task_events(log) + int(figures["decision_events"])  # type: ignore[call-overload]
+            figures["events_per_task"] = events / n
+            return figures
+    finally:
+        for runtime in runtimes:
+            await runtime.stop()
+        await log.close()
+
+
+async def latency_at(url: str, rate: float, n: int) -> dict[str, object]:
+    """Four worker-model agents; a paced submitter at ``rate`` tasks/s."""
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    log = await JetStreamEventLog.connect(url, namespace=namespace)
+    runtimes: list[AgentRuntime] = []
+    try:
+        async with TaskManager(log) as tm:
+            registry = LocalTransportRegistry()
+            for _ in range(4):
+                agent = EchoWorker()
+                runtimes.append(
+                    AgentRuntime(
+                        agent, LocalTransport(agent.id, registry), task_manager=tm, decision_log=log
+                    )
+                )
+            for runtime in runtimes:
+                await runtime.start()
+            tasks = make_tasks(n, "l")
+            await submit_paced(tm, tasks, rate)
+            await wait_done(tm, {t.id for t in tasks}, timeout=600)
+            return await broker_figures(log, {t.id for t in tasks})
+    finally:
+        for runtime in runtimes:
+            await runtime.stop()
+        await log.close()
+
+
+async def idle_cpu(url: str, agents: int, seconds: float) -> float:
+    """Return the CPU share of one core that ``agents`` idle agents cost."""
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    log = await JetStreamEventLog.connect(url, namespace=namespace)
+    runtimes: list[AgentRuntime] = []
+    try:
+        async with TaskManager(log) as tm:
+            registry = LocalTransportRegistry()
+            for k in range(agents):
+                agent: Agent = EchoWorker() if k % 2 else EchoDecider()
+                runtimes.append(
+                    AgentRuntime(
+                        agent, LocalTransport(agent.id, registry), task_manager=tm, decision_log=log
+                    )
+                )
+            for runtime in runtimes:
+                await runtime.start()
+            await asyncio.sleep(1.0)  # let start-up work settle before measuring
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            await asyncio.sleep(seconds)
+            return (time.process_time() - cpu0) / (time.monotonic() - wall0)
+    finally:
+        for runtime in runtimes:
+            await runtime.stop()
+        await log.close()
+
+
+async def raw_pipelined(url: str, n: int) -> float:
+    """Raw nats-py: ``asyncio.gather`` over ``js.publish`` in chunks; messages/s."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        name = f"RAW{uuid.uuid4().hex[:8].upper()}"
+        await js.add_stream(name=name, subjects=[f"{name}.>"])
+        body = b'{"type":"task.submitted","task":{"id":"x","objective":"bench-echo"}}'
+        started = time.perf_counter()
+        for base in range(0, n, CHUNK):
+            await asyncio.gather(
+                *(js.publish(f"{name}.t{i}", body) for i in range(base, min(n, base + CHUNK)))
+            )
+        elapsed = time.perf_counter() - started
+        await js.delete_stream(name)
+        return n / elapsed
+    finally:
+        await nc.close()
+
+
+async def claim_report_no_runtime(url: str, claimers: int, n: int) -> float:
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    log = await JetStreamEventLog.connect(url, namespace=namespace)
+    try:
+        async with TaskManager(log) as tm:
+            await submit_all(tm, make_tasks(n, "c"))
+
+            async def claimer(k: int) -> int:
+                name = f"claimer-{k}"
+                done = 0
+                while pending := tm.list_pending_tasks():
+                    task = pending[(k * len(pending)) // claimers]
+                    if await tm.claim(name, task.id):
+                        await tm.report(name, task.id, {"ok": True})
+                        done += 1
+                return done
+
+            started = time.perf_counter()
+            counts = await asyncio.gather(*(claimer(k) for k in range(claimers)))
+            elapsed = time.perf_counter() - started
+            assert sum(counts) == n, counts
+            return n / elapsed
+    finally:
+        await log.close()
+
+
+# -- processes ---------------------------------------------------------------------
+
+
+async def role_worker(url: str, namespace: str, agents: int) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    log = await JetStreamEventLog.connect(url, namespace=namespace)
+    runtimes: list[AgentRuntime] = []
+    try:
+        async with TaskManager(log) as tm:
+            registry = LocalTransportRegistry()
+            for _ in range(agents):
+                agent = EchoWorker()
+                runtimes.append(
+                    AgentRuntime(
+                        agent, LocalTransport(agent.id, registry), task_manager=tm, decision_log=log
+                    )
+                )
+            for runtime in runtimes:
+                await runtime.start()
+            print("ready", flush=True)
+            await stop.wait()
+    finally:
+        for runtime in runtimes:
+            await runtime.stop()
+        await log.close()
+
+
+async def role_submitter(url: str, namespace: str, n: int) -> None:
+    log = await JetStreamEventLog.connect(url, namespace=namespace)
+    try:
+        async with TaskManager(log) as tm:
+            await submit_all(tm, make_tasks(n, "p"))
+    finally:
+        await log.close()
+
+
+async def across_processes(url: str, workers: int, n: int) -> dict[str, object]:
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    me = [sys.executable, os.path.abspath(__file__), "--url", url, "--namespace", namespace]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            *me, "--role", "worker", stdout=asyncio.subprocess.PIPE
+        )
+        for _ in range(workers)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            async with asyncio.timeout(60):
+                line = await proc.stdout.readline()
+            assert line.strip() == b"ready", line
+        log = await JetStreamEventLog.connect(url, namespace=namespace)
+        try:
+            async with TaskManager(log) as tm:
+                submitter = await asyncio.create_subprocess_exec(
+                    *me, "--role", "submitter", "--tasks", str(n)
+                )
+                async with asyncio.timeout(600):
+                    assert await submitter.wait() == 0
+                await wait_done(tm, {f"p{i}" for i in range(n)}, timeout=600)
+            return await broker_figures(log, {f"p{i}" for i in range(n)})
+        finally:
+            await log.close()
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                async with asyncio.timeout(30):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+
+
+def _row(label: str, figures: dict[str, object]) -> str:
+    return (
+        f"{label:<34} {figures['rate']:>9,.0f} tasks/s  "
+        f"({figures['completed']}/{figures['tasks']} done, {figures['duplicates']} twice, "
+        f"{figures['seconds']:.2f} s by broker time)"
+    )
+
+
+def _pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
+
+
+async def main(n: int, processes: bool) -> None:
+    async with EmbeddedNatsServer() as server:
+        url = server.url
+        print(f"tasks per run: {n}; nats-server at {url} (file storage)")
+        results: dict[tuple[str, int], dict[str, object]] = {}
+        for kind in ("decide", "worker"):
+            for agents in (1, 4):
+                results[kind, agents] = figures = await in_process(url, kind, agents, n)
+                print(_row(f"one process, {agents} {kind}() agent(s)", figures))
+        if processes:
+            figures = await across_processes(url, 3, n)
+            print(_row("3 worker processes + submitter", figures))
+        raw = await raw_pipelined(url, 20_000)
+        per_task = {k: float(v["events_per_task"]) for k, v in results.items()}  # type: ignore[arg-type]
+        print(f"raw nats-py pipelined publish      {raw:>9,.0f} msgs/s")
+        for kind in ("decide", "worker"):
+            ept = per_task[kind, 4]
+            e2e = float(results[kind, 4]["rate"])  # type: ignore[arg-type]
+            print(
+                f"ceiling {kind:<6} ({ept:.1f} events/task)    {raw / ept:>9,.0f} tasks/s"
+                f"   ratio e2e(4 agents)/ceiling {e2e / (raw / ept):.0%}"
+            )
+        no_runtime = await claim_report_no_runtime(url, 4, n)
+        print(f"TaskManager claim+report, no runtime {no_runtime:>7,.0f} tasks/s (4 claimers)")
+        half = float(results["worker", 4]["rate"]) / 2  # type: ignore[arg-type]
+        lat = await latency_at(url, half, max(500, int(half * 5)))
+        latencies = lat["latencies"]
+        assert isinstance(latencies, list)
+        print(
+            f"latency at {half:,.0f} tasks/s (half load): "
+            f"p50 {_pct(latencies, 0.5):.1f} ms, p99 {_pct(latencies, 0.99):.1f} ms, "
+            f"mean {statistics.fmean(latencies) * 1000:.1f} ms"
+        )
+        share = await idle_cpu(url, 100, 10.0)
+        print(f"idle: 100 agents in one process use {share:.1%} of a core")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=2_000)
+    parser.add_argument("--no-processes", action="store_true")
+    parser.add_argument("--role", choices=["worker", "submitter"])
+    parser.add_argument("--url")
+    parser.add_argument("--namespace")
+    parser.add_argument("--agents", type=int, default=1)
+    args = parser.parse_args()
+    if args.role == "worker":
+        asyncio.run(role_worker(args.url, args.namespace, args.agents))
+    elif args.role == "submitter":
+        asyncio.run(role_submitter(args.url, args.namespace, args.tasks))
+    else:
+        asyncio.run(main(args.tasks, not args.no_processes))
