@@ -22,10 +22,10 @@ from converge.core._codec import (
     require,
     unpackb,
 )
+from converge.core.aead import decrypt, encrypt
 from converge.core.identity import Identity
 from converge.core.topic import Topic
 from converge.errors import DecodeError
-from converge.extensions.crypto.symmetric import decrypt, encrypt
 
 __all__ = ["ENCRYPTED_KEY", "MAX_MESSAGE_BYTES", "Message"]
 
