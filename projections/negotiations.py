@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
@@ -38,22 +39,32 @@ class NegotiationState(Enum):
 
 
 class SessionStatus:
-    """Status names of a negotiation session."""
+    """Status names of a negotiation session (``rejected`` closes it, as ``agreed`` does)."""
 
     OPEN = "open"
     AGREED = "agreed"
+    REJECTED = "rejected"
+
+
+_STATUS_OF_STATE = {
+    NegotiationState.ACCEPTED: SessionStatus.AGREED,
+    NegotiationState.REJECTED: SessionStatus.REJECTED,
+    NegotiationState.CLOSED: SessionStatus.REJECTED,
+}
 
 
 @dataclass
 class Proposal:
     """One proposal; ``status`` is ``open``, ``accepted``, ``rejected`` or ``superseded``."""
 
-    id: str
-    proposer_id: str
-    content: Any
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    proposer_id: str = ""
+    content: Any = None
     status: str = "open"
     accepted_by: list[str] = field(default_factory=list)
     rejected_by: dict[str, str | None] = field(default_factory=dict)
+    timestamp: float = 0.0
+    """When it was made: the event's wall-clock time in Unix seconds."""
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
@@ -67,27 +78,63 @@ class Proposal:
             "status": self.status,
             "accepted_by": list(self.accepted_by),
             "rejected_by": dict(self.rejected_by),
+            "timestamp": self.timestamp,
         }
 
 
-@dataclass
+@dataclass(init=False)
 class NegotiationSession:
-    """A session's folded state; read it with attributes or ``session["status"]``."""
+    """A session's folded state; read it with attributes or ``session["status"]``.
+
+    The seed's constructor keywords ``history`` (the proposals), ``state`` (a
+    :class:`NegotiationState`, giving the status) and ``current_proposal`` (added to
+    the history when missing) are accepted too.
+    """
 
     id: str
     participants: list[str]
-    subject: Any = None
-    status: str = SessionStatus.OPEN
-    proposals: list[Proposal] = field(default_factory=list)
-    agreement: Any = None
-    agreed_proposal_id: str | None = None
+    subject: Any
+    status: str
+    proposals: list[Proposal]
+    agreement: Any
+    agreed_proposal_id: str | None
+
+    def __init__(
+        self,
+        id: str | None = None,  # the seed's field name
+        participants: Iterable[str] = (),
+        subject: Any = None,
+        status: str = SessionStatus.OPEN,
+        proposals: Iterable[Proposal] = (),
+        agreement: Any = None,
+        agreed_proposal_id: str | None = None,
+        *,
+        history: Iterable[Proposal] | None = None,
+        state: NegotiationState | None = None,
+        current_proposal: Proposal | None = None,
+    ) -> None:
+        self.id = uuid.uuid4().hex if id is None else id
+        self.participants = list(participants)
+        self.subject = subject
+        self.proposals = list(proposals if history is None else history)
+        self.status = status if state is None else _STATUS_OF_STATE.get(state, SessionStatus.OPEN)
+        self.agreement = agreement
+        self.agreed_proposal_id = agreed_proposal_id
+        if current_proposal is not None:
+            if current_proposal not in self.proposals:
+                self.proposals.append(current_proposal)
+            if self.status == SessionStatus.AGREED:
+                self.agreed_proposal_id = current_proposal.id
+                self.agreement = current_proposal.content
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
 
     @property
     def current_proposal(self) -> Proposal | None:
-        """The latest proposal that is still open, or None."""
+        """The agreed proposal once agreed, else the latest open one (None when none is)."""
+        if self.agreed_proposal_id is not None:
+            return self.proposal(self.agreed_proposal_id)
         for proposal in reversed(self.proposals):
             if proposal.status == "open":
                 return proposal
@@ -100,11 +147,11 @@ class NegotiationSession:
 
     @property
     def state(self) -> NegotiationState:
-        """The state: ACCEPTED once agreed; REJECTED when the latest proposal was
-        rejected and none is open; COUNTERED after a counter-proposal; else PROPOSED."""
+        """The state: ACCEPTED once agreed; REJECTED once a proposal was rejected (the
+        session is then closed); COUNTERED after a counter-proposal; else PROPOSED."""
         if self.status == SessionStatus.AGREED:
             return NegotiationState.ACCEPTED
-        if self.proposals and self.proposals[-1].status == "rejected":
+        if self.status == SessionStatus.REJECTED:
             return NegotiationState.REJECTED
         if len(self.proposals) > 1:
             return NegotiationState.COUNTERED
@@ -132,8 +179,8 @@ class NegotiationProjection(Projection):
 
     ``negotiation.started`` opens a session; ``proposal.made`` supersedes the open
     proposals; ``proposal.accepted`` by every participant but the proposer agrees the
-    session on it; ``proposal.rejected`` marks the proposal rejected. An event of an
-    unknown session or proposal is skipped.
+    session on it; ``proposal.rejected`` marks the proposal rejected and closes the
+    session. An event of an unknown session or proposal is skipped.
     """
 
     name: ClassVar[str] = "negotiations"
@@ -164,7 +211,11 @@ class NegotiationProjection(Projection):
             for earlier in session.proposals:
                 if earlier.status == "open":
                     earlier.status = "superseded"
-            session.proposals.append(Proposal(event.proposal_id, event.proposer_id, event.content))
+            session.proposals.append(
+                Proposal(
+                    event.proposal_id, event.proposer_id, event.content, timestamp=recorded.time
+                )
+            )
         elif isinstance(event, ProposalAccepted):
             proposal = session.proposal(event.proposal_id)
             if proposal is None:
@@ -183,6 +234,7 @@ class NegotiationProjection(Projection):
                 raise InvalidStateError(f"reject of unknown proposal {event.proposal_id!r}")
             proposal.rejected_by[event.agent_id] = event.reason
             proposal.status = "rejected"
+            session.status = SessionStatus.REJECTED
 
     def clear(self) -> None:
         self.sessions = {}

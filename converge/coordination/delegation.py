@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
@@ -19,7 +20,14 @@ from events import DelegationGranted, DelegationRevoked, subject
 from projections.auctions import COORD_STREAM
 from projections.delegations import Delegation, DelegationProjection
 
-__all__ = ["Delegation", "DelegationProtocol", "normalize_scope"]
+__all__ = ["Delegation", "DelegationProtocol", "DelegationType", "normalize_scope"]
+
+
+class DelegationType(StrEnum):
+    """How authority is handed on (the seed's names): to one agent, or to a pool."""
+
+    DIRECT = "direct"
+    POOLED = "pooled"
 
 
 def _subject(delegation_id: str) -> str:

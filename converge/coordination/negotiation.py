@@ -3,7 +3,8 @@
 A session has participants and an optional subject. Participants make proposals (a new
 proposal supersedes the earlier ones as the current proposal) and accept or reject them;
 when every participant other than the proposer has accepted a proposal, the session is
-agreed on it and closed.
+agreed on it and closed (the agreed proposal stays its current one); a rejection closes
+it too.
 
 The seed design's calls work as they did there: ``create_session(initiator_id,
 participants, initial_proposal)``, ``propose(...) -> bool``, ``accept(session_id,
@@ -246,8 +247,9 @@ class NegotiationProtocol(CoordinationProtocol[NegotiationProjection]):
     ) -> bool:
         """Reject a proposal (None: the current one); return whether it was recorded.
 
-        The session stays open for new proposals; ``session.state`` reads REJECTED
-        until one is made. The seed's two-argument form ``reject(session_id,
+        A rejection closes the session, as in the seed: later proposals, acceptances
+        and rejections are refused (``propose`` returns ``False``) and
+        ``session.state`` reads REJECTED. The seed's two-argument form ``reject(session_id,
         agent_id)`` rejects the current proposal and returns ``False`` for an unknown
         session, a non-participant or nothing to reject; the three-argument form
         raises as :meth:`accept` does.

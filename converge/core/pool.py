@@ -72,6 +72,15 @@ class Pool:
 
     __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
+    @property
+    def governance_model(self) -> object | None:
+        """The governance (the seed's name of :attr:`governance`)."""
+        return self.governance
+
+    @governance_model.setter
+    def governance_model(self, value: object | None) -> None:
+        self.governance = value
+
     def add_agent(self, agent_id: str) -> None:
         """Add ``agent_id`` to the pool (idempotent)."""
         self.agents.add(check_str(agent_id, "agent_id", allow_empty=False))

@@ -30,13 +30,24 @@ __all__ = ["CONSTRAINT_KEYS", "Task", "TaskState", "validate_constraints"]
 
 
 class TaskState(StrEnum):
-    """Lifecycle state of a task."""
+    """Lifecycle state of a task.
+
+    ``RUNNING`` (the seed's name for a task being worked on) is an alias of
+    ``ASSIGNED``: a claimed task is worked on by its holder until reported, and a
+    live holder shows itself by extending its claim, so no separate event marks the
+    start of work (``TaskState("running")`` is ``ASSIGNED`` too).
+    """
 
     PENDING = "pending"
     ASSIGNED = "assigned"
+    RUNNING = "assigned"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+    @classmethod
+    def _missing_(cls, value: object) -> TaskState | None:
+        return cls.ASSIGNED if value == "running" else None
 
     @property
     def is_terminal(self) -> bool:

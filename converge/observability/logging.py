@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import orjson
 
@@ -42,13 +42,29 @@ class JsonFormatter(logging.Formatter):
     current span are added when a span is active and the record has none.
     """
 
-    def __init__(self, *, include_trace: bool = True) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        fmt: str | None = None,
+        datefmt: str | None = None,
+        style: Literal["%", "{", "$"] = "%",
+        validate: bool = True,
+        *,
+        defaults: Mapping[str, Any] | None = None,
+        include_trace: bool = True,
+    ) -> None:
+        # The standard Formatter arguments (what dictConfig and the seed pass): a JSON
+        # line has fixed keys, so ``fmt`` is only validated; ``datefmt`` (a strftime
+        # format) replaces ISO 8601 in ``timestamp``.
+        super().__init__(fmt, datefmt, style, validate, defaults=defaults)
         self.include_trace = include_trace
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "timestamp": (
+                self.formatTime(record, self.datefmt)
+                if self.datefmt
+                else datetime.fromtimestamp(record.created, UTC).isoformat()
+            ),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

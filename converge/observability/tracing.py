@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import secrets
 import time
 from collections.abc import Callable, Coroutine, Mapping, MutableMapping
 from types import TracebackType
@@ -32,14 +33,18 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from converge.errors import DecodeError
 
 __all__ = [
+    "Span",
     "SpanExporter",
     "SpanHandle",
     "Trace",
     "extract_context",
     "get_current_span_id",
     "get_current_trace_id",
+    "get_trace_id",
     "inject_headers",
+    "new_trace_id",
     "register_span_exporter",
+    "set_trace_id",
     "trace",
 ]
 
@@ -260,3 +265,106 @@ def extract_context(headers: Mapping[str, str] | None) -> otel_context.Context:
         raise DecodeError(f"headers must be a dict, got {type(headers).__name__}")
     lowered = {str(k).lower(): v for k, v in headers.items() if isinstance(v, str)}
     return _propagator.extract(lowered, context=otel_context.Context())
+
+
+# -- the seed's names: trace ids as strings, Span as a context manager ------------------
+
+
+def new_trace_id() -> str:
+    """Return a new random trace id: 32 lowercase hex digits (a W3C trace id)."""
+    while True:
+        value = secrets.token_hex(16)
+        if int(value, 16):  # all zeros is the invalid trace id
+            return value
+
+
+def _trace_int(trace_id: str) -> int:
+    text = trace_id.replace("-", "").lower() if isinstance(trace_id, str) else ""
+    try:
+        value = int(text, 16) if len(text) == 32 else 0
+    except ValueError:
+        value = 0
+    if not value:
+        raise DecodeError(
+            f"trace id must be 32 hex digits (a W3C trace id or a UUID), got {trace_id!r}"
+        )
+    return value
+
+
+def _remote_parent(trace_id: str, parent_id: str | None = None) -> otel_context.Context:
+    try:
+        span_id = int(parent_id, 16) if parent_id and len(parent_id) == 16 else 0
+    except ValueError:  # the seed's ids were UUIDs: not a span id here
+        span_id = 0
+    span_id = span_id or int(secrets.token_hex(8), 16) or 1
+    parent = otel_trace.NonRecordingSpan(
+        otel_trace.SpanContext(
+            trace_id=_trace_int(trace_id),
+            span_id=span_id,
+            is_remote=True,
+            trace_flags=otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED),
+        )
+    )
+    return otel_trace.set_span_in_context(parent, otel_context.Context())
+
+
+def set_trace_id(trace_id: str | None = None) -> None:
+    """Make ``trace_id`` the current trace (``None`` clears it), as the seed's call did.
+
+    Spans opened afterwards in this context (``trace``, :class:`Span`) belong to that
+    trace and ``inject_headers`` carries it. Accepts 32 hex digits or a UUID string;
+    raises ``DecodeError`` otherwise.
+    """
+    otel_context.attach(otel_context.Context() if trace_id is None else _remote_parent(trace_id))
+
+
+def get_trace_id() -> str | None:
+    """Return the current trace id (32 hex digits), or ``None`` (the seed's name)."""
+    return get_current_trace_id()
+
+
+class Span:
+    """The seed's span: ``with Span(trace_id, name="op") as span:`` runs in a real span.
+
+    ``trace_id`` (default: the current one, else a new one) and ``parent_id`` (16 hex
+    digits) place the span; inside the block it is the current span (``trace()``
+    blocks nest under it) and ``span_id`` is its OpenTelemetry id (a ``span_id`` given
+    to the constructor is kept only until then). Registered span exporters see it.
+    """
+
+    def __init__(
+        self,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+        parent_id: str | None = None,
+        name: str = "operation",
+    ) -> None:
+        self.trace_id = trace_id or get_current_trace_id() or new_trace_id()
+        _trace_int(self.trace_id)
+        self.span_id = span_id
+        self.parent_id = parent_id
+        self.name = name
+        self._trace: Trace | None = None
+
+    def __enter__(self) -> Span:
+        context = None
+        if self.trace_id.replace("-", "").lower() != get_current_trace_id():
+            context = _remote_parent(self.trace_id, self.parent_id)
+        self._trace = Trace(self.name, {}, context)
+        handle = self._trace.__enter__()
+        self.trace_id, self.span_id = handle.trace_id, handle.span_id
+        self.parent_id = self.parent_id or handle.parent_id
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        entered, self._trace = self._trace, None
+        if entered is not None:
+            entered.__exit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        return f"Span(trace_id={self.trace_id!r}, span_id={self.span_id!r}, name={self.name!r})"

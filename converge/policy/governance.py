@@ -30,9 +30,11 @@ from converge.policy._votes import (
     top_choice,
     weight_of,
 )
+from converge.policy.consensus import Consensus
 
 __all__ = [
     "BicameralGovernance",
+    "Consensus",
     "DemocraticGovernance",
     "DictatorialGovernance",
     "EmpiricalGovernance",

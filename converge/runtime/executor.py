@@ -42,7 +42,6 @@ from converge.core.tools import ToolRegistry
 from converge.errors import (
     ConfigError,
     ConvergeError,
-    ConvergeTimeoutError,
     EventLogError,
     NotFoundError,
     PolicyError,
@@ -434,16 +433,10 @@ class StandardExecutor:
             raise PolicyError(
                 f"tool {decision.tool_name!r} is not in the allowlist {sorted(self.tool_allowlist)}"
             )
-        call = registry.invoke(decision.tool_name, dict(decision.params))
-        if self.tool_timeout_sec is None:
-            return await call
-        try:
-            async with asyncio.timeout(self.tool_timeout_sec):
-                return await call
-        except TimeoutError:
-            raise ConvergeTimeoutError(
-                f"tool {decision.tool_name!r} did not finish within {self.tool_timeout_sec}s"
-            ) from None
+        # Past tool_timeout_sec the call is cut off and the next decisions run at once.
+        return await registry.invoke(
+            decision.tool_name, dict(decision.params), timeout_sec=self.tool_timeout_sec
+        )
 
 
 def _plain(value: Any) -> Any:

@@ -105,9 +105,16 @@ async def test_full_queue_drops_and_counts() -> None:
         assert b.stats.dropped_queue_full == 1
 
 
-async def test_send_before_start() -> None:
-    with pytest.raises(NotStartedError, match="call start"):
-        await LocalTransport("a", LocalTransportRegistry()).send(Message("a"))
+async def test_send_before_start_starts_the_transport() -> None:
+    registry = LocalTransportRegistry()
+    async with LocalTransport("b", registry) as b:
+        a = LocalTransport("a", registry)
+        await a.send(Message("a", recipient="b"))  # a command starts the service first
+        assert a.is_running
+        assert (await b.receive(timeout=5)).sender == "a"
+        await a.stop()
+    with pytest.raises(NotStartedError, match="call start"):  # a read does not start it
+        await LocalTransport("c", registry).receive(timeout=0)
 
 
 # -- AgentNetwork --------------------------------------------------------------

@@ -186,10 +186,12 @@ async def test_route_errors_and_topic_routes(receiver: TcpTransport) -> None:
 
 async def test_lifecycle_and_config_errors() -> None:
     transport = TcpTransport("127.0.0.1", 0, "tx")
-    with pytest.raises(NotStartedError, match="call start"):
-        await transport.send(Message("tx", recipient="rx"))
     with pytest.raises(NotStartedError):
         await transport.receive(timeout=0)
+    with pytest.raises(TransportError):  # send starts it, then finds no route to rx
+        await transport.send(Message("tx", recipient="rx"))
+    assert transport.is_running
+    await transport.stop()
     with pytest.raises(ConfigError, match="port"):
         TcpTransport("127.0.0.1", 70000)
     with pytest.raises(ConfigError, match="host, port"):

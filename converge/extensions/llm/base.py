@@ -14,12 +14,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import orjson
+import tenacity
 
 from converge.errors import (
     ClosedError,
     ConfigError,
     ConvergeTimeoutError,
     DecodeError,
+    InvalidStateError,
     TransportError,
 )
 from converge.lifecycle import AsyncService
@@ -89,11 +91,12 @@ class HttpLLMProvider(AsyncService):
 
     ``api_key`` defaults to the environment variable ``env_var``; a missing key is
     a ``ConfigError`` on the first request. ``timeout_sec`` bounds each request.
-    Answers 429 and 5xx are retried ``max_retries`` times with exponential backoff
-    from ``backoff_sec`` (or the server's ``Retry-After``, capped at
-    ``max_backoff_sec``). ``transport`` (an ``httpx.AsyncBaseTransport``, for
-    example ``httpx.MockTransport``) or ``client`` (an ``httpx.AsyncClient`` you
-    own) replace the network. Used with ``async with`` (or ``start()``/``stop()``)
+    Answers 429 and 5xx are retried ``max_retries`` times (with tenacity) with
+    exponential backoff from ``backoff_sec`` (or the server's ``Retry-After``, capped
+    at ``max_backoff_sec``). ``chat(messages)`` is the blocking form of ``achat``.
+    ``transport`` (an ``httpx.AsyncBaseTransport``, for example
+    ``httpx.MockTransport``) or ``client`` (an ``httpx.AsyncClient`` you own) replace
+    the network. Used with ``async with`` (or ``start()``/``stop()``)
     the provider keeps one connection pool; otherwise each call opens and closes
     its own client.
     """
@@ -200,15 +203,38 @@ class HttpLLMProvider(AsyncService):
         messages.append({"role": "user", "content": prompt})
         return await self.achat(messages, **options)
 
+    def chat(self, messages: Sequence[ChatMessage], **options: Any) -> str:
+        """Return the reply to chat ``messages``, blocking: the seed's synchronous call.
+
+        For scripts and code without an event loop: it runs :meth:`achat` in a loop of
+        its own, with a client of its own. Inside a running event loop it raises
+        ``InvalidStateError``: ``await achat(...)`` (or ``complete``) there instead.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise InvalidStateError(
+                f"{type(self).__name__}.chat() blocks and cannot run inside an event loop; "
+                "use `await provider.achat(messages)` there"
+            )
+        return asyncio.run(self._achat(messages, options, shared_client=False))
+
     async def achat(self, messages: Sequence[ChatMessage], **options: Any) -> str:
         """Return the model's reply to a list of chat ``messages`` (role and content)."""
+        return await self._achat(messages, options, shared_client=True)
+
+    async def _achat(
+        self, messages: Sequence[ChatMessage], options: dict[str, Any], *, shared_client: bool
+    ) -> str:
         if self._closed:
             raise ClosedError(f"{type(self).__name__} was stopped; make a new one")
         checked = _check_messages(messages)
         headers = self._headers()
         body = orjson.dumps(self._body(checked, dict(options)))
         url = self._endpoint()
-        client = self._external_client or self._client
+        client = (self._external_client or self._client) if shared_client else None
         if client is not None:
             data = await self._send_with_retries(client, url, headers, body)
         else:
@@ -219,27 +245,35 @@ class HttpLLMProvider(AsyncService):
     async def _send_with_retries(
         self, client: httpx.AsyncClient, url: str, headers: dict[str, str], body: bytes
     ) -> Any:
-        attempt = 0
-        while True:
-            try:
-                return await self._send(client, url, headers, body)
-            except ProviderHTTPError as exc:
-                if not exc.is_retryable or attempt >= self.max_retries:
-                    raise
-                delay = exc.retry_after_sec
-                if delay is None:
-                    delay = self.backoff_sec * (2**attempt)
-                delay = min(delay, self.max_backoff_sec)
-                logger.warning(
-                    "%s: HTTP %d, retrying in %.2f s (attempt %d of %d)",
-                    self.name,
-                    exc.status_code,
-                    delay,
-                    attempt + 1,
-                    self.max_retries,
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            wait=self._retry_delay,
+            retry=tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, ProviderHTTPError) and exc.is_retryable
+            ),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        return await retrying(self._send, client, url, headers, body)
+
+    def _retry_delay(self, state: tenacity.RetryCallState) -> float:
+        """The server's ``Retry-After``, else exponential backoff; capped."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        delay = exc.retry_after_sec if isinstance(exc, ProviderHTTPError) else None
+        if delay is None:
+            delay = self.backoff_sec * (2 ** (state.attempt_number - 1))
+        return min(delay, self.max_backoff_sec)
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        logger.warning(
+            "%s: HTTP %s, retrying in %.2f s (attempt %d of %d)",
+            self.name,
+            getattr(exc, "status_code", "?"),
+            state.upcoming_sleep,
+            state.attempt_number,
+            self.max_retries,
+        )
 
     async def _send(
         self, client: httpx.AsyncClient, url: str, headers: dict[str, str], body: bytes

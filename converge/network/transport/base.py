@@ -278,10 +278,13 @@ class Transport(AsyncService):
     async def send(self, message: Message) -> None:
         """Send ``message`` according to its recipient and topics.
 
-        Raises ``NotStartedError`` before ``start()``, ``ClosedError`` after ``stop()``,
+        A transport that was never started starts first (as every service does on a
+        command; its owner stops it). Raises ``ClosedError`` after ``stop()``,
         ``FrameTooLargeError`` when the encoded message exceeds ``max_message_bytes``
         and ``TransportError`` when a direct message cannot be handed to the network.
         """
+        if self._state is TransportState.NEW:
+            await self.start()
         self._require_running("send")
         if not isinstance(message, Message):
             raise TypeError(f"send() expects a Message, got {type(message).__name__}")

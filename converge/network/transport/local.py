@@ -8,6 +8,7 @@ not started or its queue is full (counted in its ``dropped_queue_full``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -24,8 +25,10 @@ logger = logging.getLogger(__name__)
 class LocalTransportRegistry:
     """Where local transports find each other: agents by id, and topic subscriptions.
 
-    Use one registry per test (or per simulated network) to keep them isolated; the
-    module-level :data:`default_registry` serves transports built without one.
+    The process-wide registry (the seed's singleton) is :meth:`default` (also
+    :data:`default_registry`): transports built without a registry use it. A new
+    ``LocalTransportRegistry()`` is a separate one, to keep tests or simulated
+    networks isolated (the seed's constructor returned the singleton).
     """
 
     def __init__(self) -> None:
@@ -58,6 +61,15 @@ class LocalTransportRegistry:
     def get(self, agent_id: str) -> LocalTransport | None:
         """Return the transport registered as ``agent_id``, or ``None``."""
         return self.transports.get(agent_id)
+
+    def get_queue(self, agent_id: str) -> asyncio.Queue[Message | None] | None:
+        """Return the inbound queue of the transport registered as ``agent_id``, or ``None``.
+
+        The seed's accessor, for inspection: messages wait there until ``receive``
+        takes them (``None`` in it wakes a receiver at ``stop()``).
+        """
+        transport = self.transports.get(agent_id)
+        return None if transport is None else transport._queue
 
     def subscribe(self, agent_id: str, topic_namespace: str) -> None:
         """Deliver topic messages of ``topic_namespace`` to ``agent_id``."""
