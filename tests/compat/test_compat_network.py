@@ -160,10 +160,11 @@ async def test_identity_registry_keeps_any_key_but_only_real_keys_verify() -> No
 async def test_local_transport_seed_usage() -> None:
     registry = LocalTransportRegistry()
     idle = LocalTransport("agent1", registry)
-    with pytest.raises(RuntimeError, match="not started"):
-        await idle.send(Message(sender="agent1", payload={}))
-    with pytest.raises(RuntimeError, match="not started"):
+    with pytest.raises(RuntimeError, match="not started"):  # a read does not start it
         await idle.receive()
+    await idle.send(Message(sender="agent1", payload={}))  # a command starts it first
+    assert idle.is_running
+    await idle.stop()
     id_a, id_b = Identity.generate(), Identity.generate()
     a = LocalTransport(id_a.fingerprint, registry)
     b = LocalTransport(id_b.fingerprint, registry)

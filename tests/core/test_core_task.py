@@ -84,7 +84,7 @@ def test_assignment_is_validated() -> None:
     task.claimed_at = 10.0
     assert task.state is TaskState.ASSIGNED
     with pytest.raises(DecodeError, match="Task.state must be one of"):
-        task.state = "running"  # type: ignore[assignment]
+        task.state = "paused"  # type: ignore[assignment]
     with pytest.raises(DecodeError, match="Task.assigned_to must be a str"):
         task.assigned_to = 5  # type: ignore[assignment]
     with pytest.raises(DecodeError, match="Task.claimed_at must be a number"):
