@@ -8,17 +8,31 @@ translated here, once, and nowhere else:
   store" (a :class:`~events.StoreEventLog`): every manager on the store, in this
   process or another one sharing it (a ``FileStore`` directory, a NATS KV bucket),
   shares the state, and a restart finds it again.
+* :class:`SeedDescriptorRecords`: discovery's registrations kept under the seed's store
+  keys (``discovery:agent:<id>``, and an older ``discovery.agents.<id>`` spelling).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Iterable, Mapping
 
-from converge.core.store import AsyncStore, Store
-from converge.errors import ConfigError
+import orjson
+
+from converge.core.descriptor import AgentDescriptor
+from converge.core.store import AsyncStore, Store, as_async_store
+from converge.errors import ConfigError, DecodeError
 from events import EventLog, StoreEventLog
 
-__all__ = ["resolve_event_log", "store_event_log"]
+__all__ = [
+    "SEED_DESCRIPTOR_PREFIX",
+    "SeedDescriptorRecords",
+    "resolve_event_log",
+    "store_event_log",
+]
+
+logger = logging.getLogger(__name__)
 
 _ATTRIBUTE = "_converge_event_log"
 
@@ -66,3 +80,66 @@ def resolve_event_log(
             "(use snapshot_store= to keep snapshots next to an event log)"
         )
     return store_event_log(store)
+
+
+SEED_DESCRIPTOR_PREFIX = "discovery:agent:"
+"""Store key prefix of the seed's discovery records: ``discovery:agent:<agent_id>``."""
+
+_OLDER_DESCRIPTOR_PREFIX = "discovery.agents."  # an earlier spelling, read and deleted only
+
+
+class SeedDescriptorRecords:
+    """The seed's discovery records in a store: one key per agent, the descriptor's dict.
+
+    ``DiscoveryService(store=...)`` without an event log mirrors its registrations
+    here so a restart (or another service on the store) finds them. Records under the
+    older ``discovery.agents.`` prefix are read too; unreadable records are skipped
+    with a warning.
+    """
+
+    def __init__(self, store: Store | AsyncStore) -> None:
+        self._store = store
+        self._async = as_async_store(store)
+
+    def load_now(self) -> list[AgentDescriptor]:
+        """Read every record of a synchronous ``Store`` (an async one reads in :meth:`load`)."""
+        if not isinstance(self._store, Store):
+            return []
+        store = self._store
+        return self._decode(
+            (key, store.get(key))
+            for prefix in (_OLDER_DESCRIPTOR_PREFIX, SEED_DESCRIPTOR_PREFIX)
+            for key in store.list(prefix)
+        )
+
+    async def load(self) -> list[AgentDescriptor]:
+        """Read every record."""
+        found: list[tuple[str, object]] = []
+        for prefix in (_OLDER_DESCRIPTOR_PREFIX, SEED_DESCRIPTOR_PREFIX):
+            for key in await self._async.list(prefix):
+                found.append((key, await self._async.get(key)))
+        return self._decode(found)
+
+    async def put(self, descriptor: AgentDescriptor) -> None:
+        """Store ``descriptor``'s record."""
+        await self._async.put(SEED_DESCRIPTOR_PREFIX + descriptor.id, descriptor.to_dict())
+
+    async def delete(self, agent_id: str) -> None:
+        """Delete ``agent_id``'s records (both spellings)."""
+        await self._async.delete(SEED_DESCRIPTOR_PREFIX + agent_id)
+        await self._async.delete(_OLDER_DESCRIPTOR_PREFIX + agent_id)
+
+    @staticmethod
+    def _decode(records: Iterable[tuple[str, object]]) -> list[AgentDescriptor]:
+        out: list[AgentDescriptor] = []
+        for key, raw in records:
+            if raw is None:
+                continue
+            try:
+                data = orjson.loads(raw) if isinstance(raw, bytes | str) else raw
+                if not isinstance(data, Mapping):
+                    raise DecodeError(f"expected a descriptor dict, got {type(data).__name__}")
+                out.append(AgentDescriptor.from_dict(data))
+            except (orjson.JSONDecodeError, DecodeError) as exc:
+                logger.warning("skipping unreadable discovery record %s: %s", key, exc)
+        return out

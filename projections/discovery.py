@@ -1,11 +1,11 @@
-"""DiscoveryProjection: agent registrations on stream ``agents`` as descriptor dicts."""
+"""DiscoveryProjection: agent registrations on stream ``agents`` as descriptors."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
+from converge.core.descriptor import AgentDescriptor
 from converge.errors import DecodeError, InvalidStateError
 from events import AgentRegistered, AgentUnregistered, RecordedEvent
 from projections.base import Projection
@@ -17,33 +17,35 @@ AGENTS_STREAM = "agents"
 
 
 class DiscoveryProjection(Projection):
-    """Registered agents: ``descriptors`` maps agent id to its descriptor dict.
+    """Registered agents: ``descriptors`` maps agent id to its :class:`AgentDescriptor`.
 
-    ``agent.registered`` adds or replaces the descriptor (its ``"id"`` key names the
-    agent), ``agent.unregistered`` removes it. Other events of the stream (trust
-    updates) leave the descriptors alone.
+    ``agent.registered`` adds or replaces the descriptor (a malformed one is skipped),
+    ``agent.unregistered`` removes it. Other events of the stream (trust updates) leave
+    the descriptors alone. The descriptors belong to the projection: read them, do
+    not mutate them.
     """
 
     name: ClassVar[str] = "discovery"
     streams: ClassVar[tuple[str, ...]] = (AGENTS_STREAM,)
 
     def __init__(self) -> None:
-        self.descriptors: dict[str, dict[str, Any]] = {}
+        self.descriptors: dict[str, AgentDescriptor] = {}
         super().__init__()
 
-    def get(self, agent_id: str) -> dict[str, Any] | None:
+    def get(self, agent_id: str) -> AgentDescriptor | None:
         """Return the descriptor of ``agent_id``, or ``None``."""
         return self.descriptors.get(agent_id)
+
+    def preload(self, descriptors: Iterable[AgentDescriptor]) -> None:
+        """Add descriptors that come from outside the log (the seed's store records)."""
+        for descriptor in descriptors:
+            self.descriptors[descriptor.id] = descriptor
 
     def fold(self, recorded: RecordedEvent) -> None:
         event = recorded.event
         if isinstance(event, AgentRegistered):
-            agent_id = event.descriptor.get("id")
-            if not isinstance(agent_id, str) or not agent_id:
-                raise DecodeError(
-                    f"agent.registered descriptor needs a non-empty str 'id', got {agent_id!r}"
-                )
-            self.descriptors[agent_id] = copy.deepcopy(event.descriptor)
+            descriptor = AgentDescriptor.from_dict(event.descriptor)
+            self.descriptors[descriptor.id] = descriptor
         elif (
             isinstance(event, AgentUnregistered)
             and self.descriptors.pop(event.agent_id, None) is None
@@ -54,10 +56,11 @@ class DiscoveryProjection(Projection):
         self.descriptors = {}
 
     def snapshot_state(self) -> dict[str, Any]:
-        return {"descriptors": copy.deepcopy(self.descriptors)}
+        return {"descriptors": [d.to_dict() for d in self.descriptors.values()]}
 
     def restore_state(self, state: Mapping[str, Any]) -> None:
         descriptors = state["descriptors"]
-        if not isinstance(descriptors, Mapping):
-            raise DecodeError("discovery snapshot 'descriptors' must be a dict")
-        self.descriptors = {str(k): dict(v) for k, v in copy.deepcopy(dict(descriptors)).items()}
+        if not isinstance(descriptors, list):
+            raise DecodeError("discovery snapshot 'descriptors' must be a list")
+        self.descriptors = {}
+        self.preload(AgentDescriptor.from_dict(item) for item in descriptors)

@@ -6,7 +6,6 @@ Listings rebuild a projection from its stream and print it; they never append.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from converge._cli.broker import event_log
@@ -138,16 +137,6 @@ async def sweep_claims(cfg: ConvergeConfig) -> list[str]:
         return await tm.release_expired_claims()
 
 
-def _names(values: Iterable[Any], key: str) -> list[str]:
-    out = []
-    for value in values:
-        if isinstance(value, dict):
-            out.append(str(value.get(key, value)))
-        else:
-            out.append(str(value))
-    return out
-
-
 async def agent_rows(cfg: ConvergeConfig) -> list[dict[str, Any]]:
     """Return the agents registered with discovery: id, capabilities, topics, metadata."""
     from projections import DiscoveryProjection, ProjectionRunner
@@ -158,9 +147,9 @@ async def agent_rows(cfg: ConvergeConfig) -> list[dict[str, Any]]:
     return [
         {
             "id": agent_id,
-            "capabilities": _names(d.get("capabilities") or [], "name"),
-            "topics": _names(d.get("topics") or [], "namespace"),
-            "metadata": d.get("metadata") or {},
+            "capabilities": d.capability_names,
+            "topics": [t.namespace for t in d.topics],
+            "metadata": dict(d.metadata),
         }
         for agent_id, d in projection.descriptors.items()
     ]

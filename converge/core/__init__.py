@@ -22,6 +22,7 @@ from converge.core.decisions import (
     SubmitTask,
     Vote,
 )
+from converge.core.descriptor import AgentDescriptor
 from converge.core.identity import Identity
 from converge.core.message import Message
 from converge.core.pool import Pool
@@ -33,6 +34,7 @@ from converge.core.topic import Topic
 __all__ = [
     "AcceptProposal",
     "Agent",
+    "AgentDescriptor",
     "AgentState",
     "Capability",
     "CapabilitySet",

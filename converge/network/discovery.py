@@ -1,38 +1,33 @@
 """Discovery: agents describe themselves; peers find them by topic, capability and trust.
 
-With an event log, a registration is an ``AgentRegistered`` event (removal an
-``AgentUnregistered`` event) on the agent's subject ``agents.<agent_id>``, and the
-registrations are the :class:`~projections.DiscoveryProjection` of the ``agents``
-stream, so every process sees the same agents and follows changes live. Without
-an event log, registrations are kept in memory and, when a ``store`` is given,
-persisted there (key ``discovery:agent:<agent_id>``, the descriptor's dict, as in
-the seed design; records under the older ``discovery.agents.`` prefix are read too) so
-they survive a restart. A synchronous ``Store`` is read at construction already.
-A descriptor's ``public_key`` lets peers verify the agent's messages:
-put it into an :class:`~converge.network.identity_registry.IdentityRegistry`.
+A registration is an ``AgentRegistered`` event (removal an ``AgentUnregistered``
+event) on the agent's subject ``agents.<agent_id>``, and the registrations are the
+:class:`~projections.DiscoveryProjection` of the ``agents`` stream, so every process
+sees the same agents and follows changes live. Without an event log the events go
+to a private in-process log; a seed-style ``store`` then keeps the registrations
+(see :class:`converge.compat.SeedDescriptorRecords`) so they survive a restart.
+A descriptor's ``public_key`` lets peers verify the agent's messages: put it into an
+:class:`~converge.network.identity_registry.IdentityRegistry`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import builtins
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
-import orjson
-
+from converge.compat import SEED_DESCRIPTOR_PREFIX, SeedDescriptorRecords
 from converge.core.capability import Capability
-from converge.core.store import AsyncStore, Store, as_async_store
+from converge.core.descriptor import AgentDescriptor, as_list, coerce_topic
+from converge.core.store import AsyncStore, Store
 from converge.core.topic import Topic
-from converge.errors import ConfigError, DecodeError
-from converge.lifecycle import AsyncService
-
-if TYPE_CHECKING:
-    from events import EventLog
-    from projections import DiscoveryProjection, ProjectionRunner
+from converge.errors import ConfigError
+from converge.service import Plan, ProjectedService
+from events import AgentRegistered, AgentUnregistered, EventLog, subject
+from projections.discovery import AGENTS_STREAM, DiscoveryProjection
+from projections.verify import SignatureVerifier
 
 __all__ = [
     "DEFAULT_TRUST",
@@ -45,10 +40,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STORE_PREFIX = "discovery:agent:"
+STORE_PREFIX = SEED_DESCRIPTOR_PREFIX
 """Store key prefix of persisted descriptors (store mode)."""
-
-_LEGACY_STORE_PREFIX = "discovery.agents."
 
 DEFAULT_TRUST = 0.5
 """Trust of every agent when the service has no trust model."""
@@ -58,113 +51,6 @@ class TrustSource(Protocol):
     """Anything with ``get_trust(agent_id) -> float`` (for example ``TrustModel``)."""
 
     def get_trust(self, agent_id: str) -> float: ...
-
-
-def _coerce_topic(value: object) -> Topic:
-    if isinstance(value, Topic):
-        return value
-    if isinstance(value, str):
-        return Topic(value)
-    if isinstance(value, Mapping):
-        return Topic.from_dict(value)
-    raise DecodeError(f"a topic must be a Topic, a namespace or a dict, got {value!r}")
-
-
-def _coerce_capability(value: object) -> Capability:
-    if isinstance(value, Capability):
-        return value
-    if isinstance(value, str):
-        return Capability(value)
-    if isinstance(value, Mapping):
-        return Capability.from_dict(value)
-    raise DecodeError(f"a capability must be a Capability, a name or a dict, got {value!r}")
-
-
-def _list(value: object, what: str) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-        raise DecodeError(f"{what} must be a list, got {type(value).__name__}")
-    return list(value)
-
-
-@dataclass
-class AgentDescriptor:
-    """What an agent tells its peers: id, topics, capabilities, public key, metadata.
-
-    ``topics`` accepts Topic objects, namespaces or dicts; ``capabilities`` accepts
-    Capability objects, names or dicts. ``metadata`` is free JSON-able data (for
-    example transport addresses). Raises ``DecodeError`` for malformed fields.
-    """
-
-    id: str
-    topics: list[Topic] = field(default_factory=list)
-    capabilities: list[Capability] = field(default_factory=list)
-    public_key: bytes | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise DecodeError(f"AgentDescriptor.id must be a non-empty str, got {self.id!r}")
-        self.topics = [_coerce_topic(t) for t in _list(self.topics, "AgentDescriptor.topics")]
-        self.capabilities = [
-            _coerce_capability(c) for c in _list(self.capabilities, "AgentDescriptor.capabilities")
-        ]
-        if self.public_key is not None:
-            if not isinstance(self.public_key, bytes | bytearray | memoryview):
-                kind = type(self.public_key).__name__
-                raise DecodeError(f"AgentDescriptor.public_key must be bytes, got {kind}")
-            self.public_key = bytes(self.public_key)
-        if not isinstance(self.metadata, Mapping):
-            raise DecodeError(
-                f"AgentDescriptor.metadata must be a dict, got {type(self.metadata).__name__}"
-            )
-        self.metadata = dict(self.metadata)
-
-    @property
-    def capability_names(self) -> list[str]:
-        """The names of the capabilities."""
-        return [c.name for c in self.capabilities]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return JSON-able plain data (``public_key`` as base64 text, omitted when absent)."""
-        data: dict[str, Any] = {
-            "id": self.id,
-            "topics": [t.to_dict() for t in self.topics],
-            "capabilities": [c.to_dict() for c in self.capabilities],
-            "metadata": dict(self.metadata),
-        }
-        if self.public_key is not None:
-            data["public_key"] = base64.b64encode(self.public_key).decode()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AgentDescriptor:
-        """Build a descriptor from :meth:`to_dict` output; raise ``DecodeError`` if malformed."""
-        if not isinstance(data, Mapping):
-            raise DecodeError(f"AgentDescriptor must be a dict, got {type(data).__name__}")
-        if "id" not in data:
-            raise DecodeError("AgentDescriptor is missing the required field 'id'")
-        key = data.get("public_key")
-        public_key: bytes | None
-        if key is None or key == "":
-            public_key = None
-        elif isinstance(key, bytes | bytearray):
-            public_key = bytes(key)
-        elif isinstance(key, str):
-            try:
-                public_key = base64.b64decode(key.encode("ascii"), validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise DecodeError(f"AgentDescriptor.public_key is not base64: {key!r}") from exc
-        else:
-            raise DecodeError(f"AgentDescriptor.public_key must be base64 text, got {key!r}")
-        return cls(
-            id=data["id"],
-            topics=data.get("topics") or [],
-            capabilities=data.get("capabilities") or [],
-            public_key=public_key,
-            metadata=data.get("metadata") or {},
-        )
 
 
 @dataclass
@@ -185,11 +71,11 @@ class DiscoveryQuery:
 
     def __post_init__(self) -> None:
         if self.topics is not None:
-            self.topics = [_coerce_topic(t) for t in _list(self.topics, "DiscoveryQuery.topics")]
+            self.topics = [coerce_topic(t) for t in as_list(self.topics, "DiscoveryQuery.topics")]
         if self.capabilities is not None:
             self.capabilities = [
                 c.name if isinstance(c, Capability) else c
-                for c in _list(self.capabilities, "DiscoveryQuery.capabilities")
+                for c in as_list(self.capabilities, "DiscoveryQuery.capabilities")
             ]
             for name in self.capabilities:
                 if not isinstance(name, str) or not name:
@@ -215,14 +101,16 @@ class DiscoveryQuery:
         return not (self.trust_threshold > 0 and trust < self.trust_threshold)
 
 
-class DiscoveryService(AsyncService):
+class DiscoveryService(ProjectedService[DiscoveryProjection]):
     """Register, unregister and find agents (see the module docstring for storage).
 
     ``trust_model`` (anything with ``get_trust``) answers queries with a
     ``trust_threshold``; without one every agent has trust :data:`DEFAULT_TRUST`.
     ``register``/``unregister`` start the service when needed. Reads (``query``,
     ``get``, ``list``) are plain and see this process's writes at once; call
-    :meth:`sync` to see other processes' writes up to now.
+    :meth:`sync` to see other processes' writes up to now. ``store`` is used only
+    without an event log; a synchronous ``Store`` is read at construction already.
+    ``snapshot_store`` and ``verifier`` work as for ``TaskManager``.
     """
 
     def __init__(
@@ -233,80 +121,37 @@ class DiscoveryService(AsyncService):
         trust_model: TrustSource | None = None,
         actor: str | None = None,
         sync_timeout_sec: float = 10.0,
+        snapshot_store: Store | AsyncStore | None = None,
+        verifier: SignatureVerifier | None = None,
     ) -> None:
-        self.event_log = event_log
+        super().__init__(
+            DiscoveryProjection(),
+            event_log,
+            snapshot_store=snapshot_store,
+            sync_timeout_sec=sync_timeout_sec,
+            verifier=verifier,
+        )
         self.store = store
         self.trust_model = trust_model
         self.actor = actor
         self.sync_timeout_sec = sync_timeout_sec
-        self._async_store = None if store is None else as_async_store(store)
-        self._descriptors: dict[str, AgentDescriptor] = {}
-        self._runner: ProjectionRunner[DiscoveryProjection] | None = None
-        self._started = False
-        if event_log is not None:
-            from projections import DiscoveryProjection, ProjectionRunner
-
-            self._runner = ProjectionRunner(DiscoveryProjection(), event_log)
-        elif isinstance(store, Store):
-            self._load_sync_store(store)
-
-    # -- lifecycle -------------------------------------------------------------
-
-    @property
-    def is_started(self) -> bool:
-        """Whether registrations are loaded (and, with an event log, followed live)."""
-        return self._started
+        self._records = (
+            None if event_log is not None or store is None else SeedDescriptorRecords(store)
+        )
+        self._loaded = False
+        if self._records is not None and isinstance(store, Store):
+            self.projection.preload(self._records.load_now())
+            self._loaded = True
 
     async def start(self) -> None:
-        """Load the registrations: catch up with the ``agents`` stream, or read the store.
+        """Load the registrations (the log's, or the store's) and follow the log.
 
         Idempotent. Raises what the event log or the store raises.
         """
-        if self._started:
-            return
-        if self._runner is not None:
-            await self._runner.start()
-        elif self._async_store is not None:
-            await self._load_store()
-        self._started = True
-
-    async def stop(self) -> None:
-        """Stop following the stream. Idempotent; re-raises a background failure."""
-        if not self._started:
-            return
-        self._started = False
-        if self._runner is not None:
-            await self._runner.stop()
-
-    async def sync(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        """Apply every registration stored so far (event-log mode; a no-op otherwise)."""
-        await self.start()
-        if self._runner is not None:
-            await self._runner.sync(self.sync_timeout_sec if timeout is None else timeout)
-
-    async def _load_store(self) -> None:
-        assert self._async_store is not None
-        for prefix in (_LEGACY_STORE_PREFIX, STORE_PREFIX):
-            for key in await self._async_store.list(prefix):
-                self._load_record(key, await self._async_store.get(key))
-
-    def _load_sync_store(self, store: Store) -> None:
-        for prefix in (_LEGACY_STORE_PREFIX, STORE_PREFIX):
-            for key in store.list(prefix):
-                self._load_record(key, store.get(key))
-
-    def _load_record(self, key: str, raw: object) -> None:
-        if raw is None:
-            return
-        try:
-            data = orjson.loads(raw) if isinstance(raw, bytes | str) else raw
-            if not isinstance(data, Mapping):
-                raise DecodeError(f"expected a descriptor dict, got {type(data).__name__}")
-            descriptor = AgentDescriptor.from_dict(data)
-        except (orjson.JSONDecodeError, DecodeError) as exc:
-            logger.warning("skipping unreadable discovery record %s: %s", key, exc)
-            return
-        self._descriptors[descriptor.id] = descriptor
+        if self._records is not None and not self._loaded:
+            self.projection.preload(await self._records.load())
+            self._loaded = True
+        await super().start()
 
     # -- commands --------------------------------------------------------------
 
@@ -316,70 +161,42 @@ class DiscoveryService(AsyncService):
             raise ConfigError(
                 f"register() expects an AgentDescriptor, got {type(descriptor).__name__}"
             )
-        await self.start()
         data = descriptor.to_dict()
-        if self._runner is not None:
-            from events import AgentRegistered, subject
 
-            assert self.event_log is not None
-            recorded = await self.event_log.append(
-                AgentRegistered(descriptor=data, actor=self.actor or descriptor.id),
-                subject=subject("agents", descriptor.id),
-            )
-            await self._runner.apply_ack(recorded)
-            return
-        if self._async_store is not None:
-            await self._async_store.put(STORE_PREFIX + descriptor.id, data)
-        self._descriptors[descriptor.id] = AgentDescriptor.from_dict(data)
+        def plan() -> Plan[None]:
+            event = AgentRegistered(descriptor=data, actor=self.actor or descriptor.id)
+            return (event,), None
+
+        await self._execute(_subject(descriptor.id), plan, what=f"registration of {descriptor.id}")
+        if self._records is not None:
+            await self._records.put(descriptor)
 
     async def unregister(self, agent_id: str) -> None:
         """Remove ``agent_id``'s registration; no-op when it is not registered."""
-        await self.start()
-        if self._runner is not None:
-            if agent_id not in self._runner.projection.descriptors:
-                return
-            from events import AgentUnregistered, subject
 
-            assert self.event_log is not None
-            recorded = await self.event_log.append(
-                AgentUnregistered(agent_id=agent_id, actor=self.actor or agent_id),
-                subject=subject("agents", agent_id),
-            )
-            await self._runner.apply_ack(recorded)
-            return
-        if self._async_store is not None:
-            await self._async_store.delete(STORE_PREFIX + agent_id)
-            await self._async_store.delete(_LEGACY_STORE_PREFIX + agent_id)
-        self._descriptors.pop(agent_id, None)
+        def plan() -> Plan[None]:
+            if agent_id not in self.projection.descriptors:
+                return (), None
+            return (AgentUnregistered(agent_id=agent_id, actor=self.actor or agent_id),), None
+
+        await self._execute(_subject(agent_id), plan, what=f"unregistration of {agent_id}")
+        if self._records is not None:
+            await self._records.delete(agent_id)
 
     # -- reads -----------------------------------------------------------------
 
-    def _all(self) -> builtins.list[AgentDescriptor]:
-        if self._runner is None:
-            return list(self._descriptors.values())
-        out: builtins.list[AgentDescriptor] = []
-        for data in self._runner.projection.descriptors.values():
-            try:
-                out.append(AgentDescriptor.from_dict(data))
-            except DecodeError as exc:
-                logger.warning("skipping malformed registration %s: %s", data.get("id"), exc)
-        return out
-
     @property
     def descriptors(self) -> dict[str, AgentDescriptor]:
-        """The registered descriptors by agent id (a snapshot, as ``list()``)."""
-        return {d.id: d for d in self._all()}
+        """The registered descriptors by agent id (a snapshot of the mapping)."""
+        return dict(self.projection.descriptors)
 
     def get(self, agent_id: str) -> AgentDescriptor | None:
         """Return the registered descriptor of ``agent_id``, or ``None``."""
-        if self._runner is None:
-            return self._descriptors.get(agent_id)
-        data = self._runner.projection.descriptors.get(agent_id)
-        return None if data is None else AgentDescriptor.from_dict(data)
+        return self.projection.descriptors.get(agent_id)
 
     def list(self) -> builtins.list[AgentDescriptor]:
         """Return every registered descriptor, in registration order."""
-        return self._all()
+        return builtins.list(self.projection.descriptors.values())
 
     def trust_of(self, agent_id: str) -> float:
         """Return ``agent_id``'s trust (``DEFAULT_TRUST`` without a trust model)."""
@@ -391,7 +208,7 @@ class DiscoveryService(AsyncService):
         self, query: DiscoveryQuery, candidates: Iterable[AgentDescriptor] | None = None
     ) -> builtins.list[AgentDescriptor]:
         """Return the registered agents (or ``candidates``) that satisfy ``query``."""
-        pool = self._all() if candidates is None else builtins.list(candidates)
+        pool = self.projection.descriptors.values() if candidates is None else candidates
         results: builtins.list[AgentDescriptor] = []
         for descriptor in pool:
             if query.matches(descriptor, self.trust_of(descriptor.id)):
@@ -399,3 +216,7 @@ class DiscoveryService(AsyncService):
                 if query.limit is not None and len(results) >= query.limit:
                     break
         return results
+
+
+def _subject(agent_id: str) -> str:
+    return subject(AGENTS_STREAM, agent_id)

@@ -13,6 +13,7 @@ from converge.coordination.bidding import AuctionType, BiddingProtocol
 from converge.coordination.delegation import DelegationProtocol
 from converge.coordination.negotiation import NegotiationProtocol
 from converge.extensions.storage.memory import MemoryStore
+from converge.network.discovery import AgentDescriptor, DiscoveryQuery, DiscoveryService
 from converge.network.identity_registry import IdentityRegistry
 from converge.policy.trust import TrustModel
 from converge.service import DEFAULT_MAX_ATTEMPTS, ProjectedService
@@ -31,6 +32,7 @@ def test_every_stateful_service_is_a_projected_service() -> None:
         NegotiationProtocol(),
         DelegationProtocol(),
         TrustModel(),
+        DiscoveryService(),
     ]
     for service in services:
         assert isinstance(service, ProjectedService)
@@ -78,6 +80,10 @@ async def test_coordination_state_resumes_from_snapshots(event_log: EventLog) ->
         assert await grants.revoke(gone)
     async with TrustModel(event_log, snapshot_store=store) as trust:
         await trust.update_trust("p", 0.25)
+    async with DiscoveryService(event_log, snapshot_store=store) as discovery:
+        await discovery.register(AgentDescriptor("p", topics=["news"], capabilities=["search"]))
+        await discovery.register(AgentDescriptor("q"))
+        await discovery.unregister("q")
 
     async with BiddingProtocol(event_log, auction_id="a", snapshot_store=store) as auction:
         assert auction.runner.restored_from_snapshot
@@ -98,6 +104,11 @@ async def test_coordination_state_resumes_from_snapshots(event_log: EventLog) ->
     async with TrustModel(event_log, snapshot_store=store) as trust:
         assert trust.runner.restored_from_snapshot
         assert trust.get_trust("p") == pytest.approx(0.75)
+    async with DiscoveryService(event_log, snapshot_store=store) as discovery:
+        assert discovery.runner.restored_from_snapshot
+        found = discovery.query(DiscoveryQuery(capabilities=["search"]))
+        assert [d.id for d in found] == ["p"]
+        assert found[0] is discovery.get("p")  # stored descriptors, not rebuilt per query
 
 
 async def test_protocols_verify_signatures(

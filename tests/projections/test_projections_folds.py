@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from converge.core import Pool, Task, TaskState
+from converge.core import AgentDescriptor, Pool, Task, TaskState
 from converge.errors import DecodeError
 from events import (
     AgentJoinedPool,
@@ -187,8 +187,8 @@ def test_discovery_projection() -> None:
     p.apply(feed(TrustUpdated(agent_id="a", trust=0.9), "a"))
     p.apply(feed(AgentUnregistered(agent_id="b"), "b"))
     p.apply(feed(AgentRegistered(descriptor={"no": "id"}), "c"))
-    assert p.descriptors == {"a": {"id": "a", "topics": []}}
-    assert p.get("a") == {"id": "a", "topics": []}
+    assert p.descriptors == {"a": AgentDescriptor("a")}
+    assert p.get("a") == AgentDescriptor("a")
     assert p.skipped_events == 1
     q = DiscoveryProjection()
     q.restore(p.snapshot())

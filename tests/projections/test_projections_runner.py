@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import orjson
 import pytest
 
-from converge.core import Pool, Task, TaskState
+from converge.core import AgentDescriptor, Pool, Task, TaskState
 from converge.errors import (
     ConfigError,
     ConvergeError,
@@ -295,7 +295,7 @@ async def test_discovery_and_pool_projections_follow_their_streams(event_log: Ev
         await event_log.append(AgentJoinedPool(pool_id="p", agent_id="a"), subject="pools.p")
         await discovery.sync(timeout=10)
         await pools.sync(timeout=10)
-        assert discovery.projection.descriptors == {"a": {"id": "a", "topics": ["x"]}}
+        assert discovery.projection.descriptors == {"a": AgentDescriptor("a", topics=["x"])}
         assert pools.projection.pools_for_agent("a") == ["p"]
         assert discovery.position == {"agents": 3}
         assert pools.position == {"pools": 2}
