@@ -60,7 +60,8 @@ class LogConnection:
 
     ``start_log`` is the log's own ``start()``: :meth:`ready` calls it for a log
     that was never started (operations start a new log on first use).
-    ``on_closed`` runs when nats-py closes an owned connection for good.
+    ``on_closed`` runs when nats-py closes an owned connection for good,
+    ``on_reconnected`` when an owned connection is back after a disconnect.
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class LogConnection:
         *,
         start_log: Callable[[], Awaitable[None]],
         on_closed: Callable[[ClosedError], None],
+        on_reconnected: Callable[[], None] = lambda: None,
     ) -> None:
         self.opts = opts
         self.config = config
@@ -82,6 +84,7 @@ class LogConnection:
         self.js: JetStreamContext | None = None
         self._start_log = start_log
         self._on_closed_cb = on_closed
+        self._on_reconnected_cb = on_reconnected
 
     def is_open(self) -> bool:
         """Whether the log is started on a live connection."""
@@ -95,6 +98,7 @@ class LogConnection:
                 self.nc = await connect_nats(
                     self.config,
                     disconnected_cb=self._on_disconnect,
+                    reconnected_cb=self._on_reconnect,
                     closed_cb=self._on_closed,
                 )
         nc = self.nc
@@ -120,6 +124,11 @@ class LogConnection:
     async def _on_disconnect(self) -> None:
         if self.state is LogState.STARTED:
             logger.warning("event log %s disconnected from NATS", self.opts.namespace)
+
+    async def _on_reconnect(self) -> None:
+        if self.state is LogState.STARTED:
+            logger.warning("event log %s reconnected to NATS", self.opts.namespace)
+            self._on_reconnected_cb()
 
     async def _on_closed(self) -> None:
         """Fail what waits on an owned connection that nats-py closed for good."""

@@ -85,7 +85,12 @@ class JetStreamEventLog(AsyncService):
             idle_heartbeat_sec=idle_heartbeat_sec,
         )
         self._conn = LogConnection(
-            nc, config, self._opts, start_log=self.start, on_closed=self._on_closed
+            nc,
+            config,
+            self._opts,
+            start_log=self.start,
+            on_closed=self._on_closed,
+            on_reconnected=self._on_reconnected,
         )
         self._admin = StreamAdmin(self._conn)
         self._decoder = RecordDecoder(self._opts)
@@ -251,6 +256,10 @@ class JetStreamEventLog(AsyncService):
         """nats-py closed an owned connection for good: fail what waits on it."""
         self._appender.fail_pending(error)
         self._subscriber.fail_all(error)
+
+    def _on_reconnected(self) -> None:
+        """An owned connection is back: recreate the live subscriptions' consumers now."""
+        self._subscriber.recover_all()
 
     async def stop(self) -> None:
         """Stop subscriptions, fail pending appends, close an owned connection; idempotent.

@@ -5,10 +5,20 @@ a nats-py ordered consumer (ephemeral, no acks, flow control, idle heartbeats;
 it recreates itself after a gap or missed heartbeats) with callback delivery, a
 fresh :class:`~nats.js.api.ConsumerConfig` per call (nats-py mutates it) and the
 position taken from each delivery's stream sequence.
+
+After a reconnect (a broker restart, a failover) the consumer is recreated at once
+after the last sequence handled (:meth:`Subscriber.recover_all`, called by the log
+on an owned connection's reconnect), retried with a short backoff while JetStream
+comes back; without it nats-py notices only after two missed idle heartbeats (10 s
+with the default 5 s heartbeat), and its own recreation is not retried before the
+next two. Deliveries of a replaced consumer are dropped, and the handler is never
+called twice at once. On a connection the log does not own (no reconnect hook), the
+heartbeat check alone recovers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import functools
@@ -121,6 +131,9 @@ class JetStreamSubscription(Subscription):
         self._on_close = on_close
         self._closed_error = closed_error
         self.psub: Any = None
+        self.generation = 0  # of the newest consumer that delivered: older ones are dropped
+        self._latest = 0  # of the newest consumer created
+        self._serial = asyncio.Lock()  # one handler call at a time across consumers
 
     def _check_backend(self) -> None:
         error = self._closed_error()
@@ -131,18 +144,33 @@ class JetStreamSubscription(Subscription):
         """Fail the subscription (its waiters and ``stop()`` raise ``error``)."""
         self._fail(error)
 
-    async def on_msg(self, msg: Msg) -> None:
+    def callback(self) -> Callable[[Msg], Awaitable[None]]:
+        """Return the delivery callback of a new consumer (a new generation).
+
+        The old consumer's deliveries count until the new one delivers; overlaps are
+        redeliveries, which :meth:`_dispatch` skips by sequence.
+        """
+        self._latest += 1
+        return functools.partial(self.on_msg, generation=self._latest)
+
+    async def on_msg(self, msg: Msg, generation: int = 0) -> None:
         """Decode one delivery and hand it to the handler (undecodable: skip and count)."""
+        if generation < self.generation:
+            return  # from a consumer that was replaced
         try:
             seq, when, pending = reply_metadata(msg.reply)
         except (ValueError, IndexError):
             logger.warning("subscription on %s got a non-JetStream message", self.stream)
             return
-        recorded = self._decode(msg.subject, seq, when, msg.data, msg.headers)
-        if recorded is None:
-            self._skip(seq)
-        elif not await self._dispatch(recorded):
-            return
+        async with self._serial:
+            if generation < self.generation:
+                return
+            self.generation = generation
+            recorded = self._decode(msg.subject, seq, when, msg.data, msg.headers)
+            if recorded is None:
+                self._skip(seq)
+            elif not await self._dispatch(recorded):
+                return
         if pending == 0:
             self._mark_caught_up()
 
@@ -161,6 +189,7 @@ class Subscriber:
         self._admin = admin
         self._decoder = decoder
         self.subscriptions: set[JetStreamSubscription] = set()
+        self._recoveries: set[asyncio.Task[None]] = set()
 
     async def subscribe(
         self, handler: Handler, *, stream: str, subject: str | None, start_seq: int
@@ -181,19 +210,56 @@ class Subscriber:
             closed_error=self._conn.closed_error_if_closed,
         )
         sub._set_target(target)
+        sub.psub = await self._open(sub, name, start_seq)
+        self.subscriptions.add(sub)
+        return sub
+
+    async def _open(self, sub: JetStreamSubscription, name: str, start_seq: int) -> Any:
         js = self._conn.js
         assert js is not None
         opts = self._conn.opts
-        sub.psub = await open_ordered(
+        return await open_ordered(
             js,
-            f"{opts.namespace}.{subject or stream + '.>'}",
+            f"{opts.namespace}.{sub.subject or sub.stream + '.>'}",
             stream_name=name,
             config=consumer_config(start_seq),
-            cb=sub.on_msg,
+            cb=sub.callback(),
             idle_heartbeat_sec=opts.idle_heartbeat_sec,
         )
-        self.subscriptions.add(sub)
-        return sub
+
+    def recover_all(self) -> None:
+        """Recreate every subscription's consumer now (the connection reconnected)."""
+        for sub in list(self.subscriptions):
+            task = asyncio.create_task(self._recover(sub), name=f"recover {sub.stream}")
+            self._recoveries.add(task)
+            task.add_done_callback(self._recoveries.discard)
+
+    async def _recover(self, sub: JetStreamSubscription) -> None:
+        """Replace ``sub``'s consumer by one after its position; retry while JetStream wakes."""
+        delay = 0.05
+        name = self._conn.opts.spec(sub.stream).name
+        while sub.is_active and sub in self.subscriptions:
+            nc = self._conn.nc
+            if nc is None or not nc.is_connected:
+                return  # disconnected again: the next reconnect recovers
+            old = sub.psub
+            try:
+                sub.psub = await self._open(sub, name, sub.position + 1)
+            except (ConvergeTimeoutError, EventLogError) as exc:
+                logger.debug("subscription on %s not recreated yet: %s", sub.stream, exc)
+                await asyncio.sleep(delay)  # backoff while JetStream recovers its streams
+                delay = min(delay * 2, 1.0)
+                continue
+            if old is not None:
+                await unsubscribe(old)
+            if not sub.is_active or sub not in self.subscriptions:
+                await unsubscribe(sub.psub)  # stopped meanwhile
+            logger.info(
+                "subscription on %s recreated after a reconnect at seq %d",
+                sub.stream,
+                sub.position + 1,
+            )
+            return
 
     def fail_all(self, error: BaseException) -> None:
         """Fail every subscription with ``error`` (the connection closed for good)."""
@@ -201,7 +267,11 @@ class Subscriber:
             sub.fail(error)
 
     async def stop_all(self) -> None:
-        """Stop every subscription; one that had failed is logged, not raised."""
+        """Stop every subscription and recovery; a subscription that had failed is logged."""
+        recoveries = list(self._recoveries)
+        for task in recoveries:
+            task.cancel()
+        await asyncio.gather(*recoveries, return_exceptions=True)
         for sub in list(self.subscriptions):
             try:
                 await sub.stop()
