@@ -18,7 +18,8 @@ Only this package (and the NATS transport) imports ``nats``.
 
 from __future__ import annotations
 
+from events.jetstream.admin import StreamStatus
 from events.jetstream.log import JetStreamEventLog
 from events.jetstream.streams import StreamSettings, StreamSpec
 
-__all__ = ["JetStreamEventLog", "StreamSettings", "StreamSpec"]
+__all__ = ["JetStreamEventLog", "StreamSettings", "StreamSpec", "StreamStatus"]

@@ -1,8 +1,12 @@
 """Stream administration for the JetStream event log: provisioning, state, listing, deletion.
 
 Streams are provisioned once per kind and connection (:meth:`StreamAdmin.ensure_kind`,
-see :func:`~events.jetstream.streams.ensure_stream`); a stream deleted behind the
-log's back is provisioned again after :meth:`StreamAdmin.forget`.
+see :func:`~events.jetstream.streams.ensure_stream`): created when missing, used as
+they are when they exist. A read-only log (``create_streams=False``) creates and
+changes nothing: a missing namespace or stream raises
+:class:`~converge.errors.NotFoundError` naming it. :meth:`StreamAdmin.update_streams`
+applies the configuration on purpose. A stream deleted behind the log's back is
+provisioned again after :meth:`StreamAdmin.forget`.
 """
 
 from __future__ import annotations
@@ -10,21 +14,60 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
 from nats.js import api
 from nats.js.errors import APIError
 
-from converge.errors import ConfigError, ConvergeTimeoutError, EventLogError
+from converge.errors import ConfigError, ConvergeTimeoutError, EventLogError, NotFoundError
 from events.jetstream.connection import LogConnection
 from events.jetstream.jsapi import ERR_STREAM_NOT_FOUND, StoredMsg, get_msg, stream_names
-from events.jetstream.streams import ensure_stream
+from events.jetstream.streams import ensure_stream, update_stream
 from events.subjects import KNOWN_KINDS, kind_of, validate_filter, validate_kind
 
-__all__ = ["StreamAdmin"]
+__all__ = ["StreamAdmin", "StreamStatus"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    """A stream's main configuration and state, as the broker reports them."""
+
+    name: str
+    subjects: tuple[str, ...]
+    messages: int
+    bytes: int
+    first_seq: int
+    last_seq: int
+    replicas: int
+    storage: str
+    retention: str
+    max_age_sec: float
+    max_msgs: int
+    max_bytes: int
+    duplicate_window_sec: float
+
+    @classmethod
+    def of(cls, info: api.StreamInfo) -> StreamStatus:
+        config, state = info.config, info.state
+        return cls(
+            name=str(config.name),
+            subjects=tuple(config.subjects or ()),
+            messages=int(state.messages or 0),
+            bytes=int(state.bytes or 0),
+            first_seq=int(state.first_seq or 0),
+            last_seq=int(state.last_seq or 0),
+            replicas=int(config.num_replicas or 1),
+            storage=str(getattr(config.storage, "value", config.storage)),
+            retention=str(getattr(config.retention, "value", config.retention)),
+            max_age_sec=float(config.max_age or 0),
+            max_msgs=int(config.max_msgs if config.max_msgs is not None else -1),
+            max_bytes=int(config.max_bytes if config.max_bytes is not None else -1),
+            duplicate_window_sec=float(config.duplicate_window or 0),
+        )
 
 
 class StreamAdmin:
@@ -52,13 +95,94 @@ class StreamAdmin:
         async with lock:
             if kind not in self._ready_kinds:
                 assert self._conn.jsm is not None
-                await ensure_stream(self._conn.jsm, spec)
+                writer = self._conn.opts.create_streams
+                try:
+                    await ensure_stream(self._conn.jsm, spec, create=writer, warn=writer)
+                except NotFoundError:
+                    raise self._missing(kind) from None
                 self._ready_kinds.add(kind)
         return spec.name
 
+    def _missing(self, kind: str) -> NotFoundError:
+        opts = self._conn.opts
+        return NotFoundError(
+            f"namespace {opts.namespace!r} has no stream {opts.spec(kind).name} ({kind} "
+            "events); check the namespace, or let a writer create it"
+        )
+
     async def ensure_known_kinds(self) -> None:
-        for kind in KNOWN_KINDS:
-            await self.ensure_kind(kind)
+        """Provision the streams of the known kinds; read-only: check the namespace exists."""
+        if self._conn.opts.create_streams:
+            for kind in KNOWN_KINDS:
+                await self.ensure_kind(kind)
+        elif not await self.stream_names():
+            namespace = self._conn.opts.namespace
+            raise NotFoundError(
+                f"namespace {namespace!r} has no streams on this broker; check the "
+                "namespace (--namespace) and the broker URL"
+            )
+
+    async def update_streams(self) -> dict[str, dict[str, tuple[Any, Any]]]:
+        """Apply the configuration to the known kinds' streams and the namespace's others.
+
+        Returns ``{stream name: {field: (old, new)}}`` of what changed (``{}`` for a
+        stream that was up to date or created). Refused on a read-only log.
+        """
+        opts = self._conn.opts
+        if not opts.create_streams:
+            raise ConfigError("a read-only event log (create_streams=False) changes no stream")
+        await self._conn.ready()
+        jsm = self._conn.jsm
+        assert jsm is not None
+        changed: dict[str, dict[str, tuple[Any, Any]]] = {}
+        for kind in sorted({*KNOWN_KINDS, *await self.all_kinds()}):
+            spec = opts.spec(kind)
+            changed[spec.name] = await update_stream(jsm, spec)
+            self._ready_kinds.add(kind)
+        return changed
+
+    async def stream_info(self, stream: str) -> StreamStatus:
+        """Return the status of ``stream``: a kind (``tasks``) or a full stream name."""
+        await self._conn.ready()
+        jsm = self._conn.jsm
+        assert jsm is not None
+        opts = self._conn.opts
+        if stream.upper() == stream and "_" in stream:
+            name = stream
+        else:
+            name = opts.spec(validate_kind(stream)).name
+        try:
+            info = await jsm.stream_info(name)
+        except APIError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                raise NotFoundError(
+                    f"no stream {name} on this broker; check the name and the namespace"
+                ) from None
+            raise EventLogError(f"cannot read stream {name}: {exc.description}") from exc
+        except nats.errors.TimeoutError as exc:
+            raise ConvergeTimeoutError(
+                f"JetStream did not answer within {opts.api_timeout_sec}s"
+            ) from exc
+        return StreamStatus.of(info)
+
+    async def streams_info(self, *, all_streams: bool = False) -> list[StreamStatus]:
+        """Return the status of the namespace's streams (every stream with ``all_streams``)."""
+        await self._conn.ready()
+        jsm = self._conn.jsm
+        assert jsm is not None
+        prefix = self._conn.opts.namespace.upper() + "_"
+        try:
+            infos = await jsm.streams_info()
+        except nats.errors.TimeoutError as exc:
+            raise ConvergeTimeoutError(
+                f"JetStream did not answer within {self._conn.opts.api_timeout_sec}s"
+            ) from exc
+        except nats.errors.Error as exc:
+            raise EventLogError(f"cannot list streams: {exc}") from exc
+        rows = [StreamStatus.of(i) for i in infos]
+        return sorted(
+            (r for r in rows if all_streams or r.name.startswith(prefix)), key=lambda r: r.name
+        )
 
     async def stream_state(self, kind: str) -> api.StreamState | None:
         """Return the state of ``kind``'s stream, ``None`` when it does not exist."""
@@ -69,6 +193,8 @@ class StreamAdmin:
             info = await jsm.stream_info(name)
         except APIError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
+                if not self._conn.opts.create_streams:
+                    raise self._missing(kind) from None
                 return None
             raise EventLogError(f"cannot read stream {name}: {exc.description}") from exc
         except nats.errors.TimeoutError as exc:

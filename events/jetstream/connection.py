@@ -49,6 +49,7 @@ class LogOptions:
     api_timeout_sec: float
     max_inflight: int
     idle_heartbeat_sec: float
+    create_streams: bool = True  # False: read-only, never create or change a stream
 
     def spec(self, kind: str) -> StreamSpec:
         """Return the declared spec of ``kind``'s stream."""

@@ -17,7 +17,7 @@ from converge.lifecycle import AsyncService
 from events.base import Event
 from events.codec import EventRegistry, default_registry
 from events.connection import BrokerConfig, NatsClient
-from events.jetstream.admin import StreamAdmin
+from events.jetstream.admin import StreamAdmin, StreamStatus
 from events.jetstream.append import Appender
 from events.jetstream.connection import LogConnection, LogOptions, LogState
 from events.jetstream.decoding import RecordDecoder
@@ -61,6 +61,7 @@ class JetStreamEventLog(AsyncService):
         max_inflight: int = 2048,
         idle_heartbeat_sec: float = 5.0,
         signer: EventSigner | SignerRing | None = None,
+        create_streams: bool = True,
     ) -> None:
         if nc is None and config is None:
             raise ConfigError(
@@ -83,6 +84,7 @@ class JetStreamEventLog(AsyncService):
             api_timeout_sec=api_timeout_sec,
             max_inflight=max_inflight,
             idle_heartbeat_sec=idle_heartbeat_sec,
+            create_streams=create_streams,
         )
         self._conn = LogConnection(
             nc,
@@ -120,11 +122,16 @@ class JetStreamEventLog(AsyncService):
         idle_heartbeat_sec: float = 5.0,
         registry: EventRegistry | None = None,
         signer: EventSigner | SignerRing | None = None,
+        create_streams: bool = True,
     ) -> JetStreamEventLog:
         """Connect to ``servers`` (or ``config``), provision the streams, return a started log.
 
+        Existing streams are used as they are (one warning when their settings differ
+        from these; :meth:`update_streams` applies them). With ``create_streams=False``
+        the log is for inspection: it never creates or changes a stream, and a missing
+        namespace (at connect) or stream (on use) raises :class:`NotFoundError` naming it.
         Raises :class:`EventLogError` when the broker cannot be reached and
-        :class:`ConfigError` for settings the existing streams cannot take.
+        :class:`ConfigError` for a stream of another namespace.
         """
         if config is None:
             if servers is None:
@@ -156,6 +163,7 @@ class JetStreamEventLog(AsyncService):
             max_inflight=max_inflight,
             idle_heartbeat_sec=idle_heartbeat_sec,
             signer=signer,
+            create_streams=create_streams,
         )
         await log.start()
         return log
@@ -218,6 +226,11 @@ class JetStreamEventLog(AsyncService):
     @idle_heartbeat_sec.setter
     def idle_heartbeat_sec(self, value: float) -> None:
         self._opts.idle_heartbeat_sec = value
+
+    @property
+    def create_streams(self) -> bool:
+        """Whether the log creates missing streams (``False``: read-only inspection)."""
+        return self._opts.create_streams
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -351,6 +364,28 @@ class JetStreamEventLog(AsyncService):
     async def last_sequence(self, *, stream: str, subject: str | None = None) -> int:
         """Return the last sequence of ``stream`` or of ``subject`` in it (0 if none)."""
         return await self._admin.last_sequence(stream=stream, subject=subject)
+
+    # -- stream administration --------------------------------------------------------
+
+    async def stream_info(self, stream: str) -> StreamStatus:
+        """Return the configuration and state of ``stream`` (a kind or a full stream name).
+
+        Raises :class:`NotFoundError` naming the stream when it does not exist.
+        """
+        return await self._admin.stream_info(stream)
+
+    async def streams_info(self, *, all_streams: bool = False) -> list[StreamStatus]:
+        """Return the status of this namespace's streams (every stream with ``all_streams``)."""
+        return await self._admin.streams_info(all_streams=all_streams)
+
+    async def update_streams(self) -> dict[str, dict[str, tuple[object, object]]]:
+        """Apply this log's stream settings to its namespace's streams, on purpose.
+
+        Clients otherwise never change an existing stream. Returns ``{stream name:
+        {setting: (old, new)}}`` of what changed. Raises :class:`ConfigError` for what
+        JetStream cannot change (the storage type) and on a read-only log.
+        """
+        return await self._admin.update_streams()
 
     async def delete_streams(self) -> list[str]:
         """Delete every stream of this namespace and return their names. Irreversible."""

@@ -2,16 +2,24 @@
 
 A :class:`StreamSpec` is the value object for one converge stream: its name,
 its subjects (``<ns>.<kind>.>``), replicas, storage, limits and dedupe window.
-:func:`ensure_stream` creates the stream or, when it exists with drifted
-settings, updates what JetStream allows to change; it raises
-:class:`~converge.errors.ConfigError` for what cannot be reconciled (storage
-type, or subjects that belong to another namespace). Errors are matched by
+
+Clients never change an existing stream's settings: :func:`ensure_stream`
+creates a missing stream (or, with ``create=False``, raises
+:class:`~converge.errors.NotFoundError` naming it) and uses an existing one as it
+is, logging one warning when its settings differ from the spec (on a three-replica
+cluster a client configured for one replica must not shrink the streams).
+:func:`update_stream` is the explicit operation (``converge streams update``) that
+applies the spec; it raises :class:`~converge.errors.ConfigError` for what JetStream
+cannot change (the storage type). A stream whose subjects belong to another
+namespace is always a :class:`~converge.errors.ConfigError`. Errors are matched by
 JetStream ``err_code``, never by text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import nats.errors
@@ -20,7 +28,7 @@ from nats.js.errors import APIError
 from nats.js.manager import JetStreamManager
 from pydantic import BaseModel, ConfigDict, Field
 
-from converge.errors import ConfigError, ConvergeTimeoutError, EventLogError
+from converge.errors import ConfigError, ConvergeTimeoutError, EventLogError, NotFoundError
 from events.subjects import KNOWN_KINDS, stream_name, validate_kind, validate_namespace
 
 __all__ = [
@@ -29,6 +37,7 @@ __all__ = [
     "StreamSettings",
     "StreamSpec",
     "ensure_stream",
+    "update_stream",
 ]
 
 logger = logging.getLogger(__name__)
@@ -136,78 +145,129 @@ def _enum_value(value: object) -> str | None:
     return str(getattr(value, "value", value))
 
 
-async def ensure_stream(jsm: JetStreamManager, spec: StreamSpec) -> api.StreamInfo:
-    """Create ``spec``'s stream, or reconcile an existing one; return its info.
+async def ensure_stream(
+    jsm: JetStreamManager, spec: StreamSpec, *, create: bool = True, warn: bool = True
+) -> api.StreamInfo:
+    """Return ``spec``'s stream as it is, creating it when missing; never change it.
 
-    Raises :class:`ConfigError` for drift JetStream cannot apply (storage type,
-    foreign subjects) and :class:`EventLogError` for broker failures.
+    With ``create=False`` a missing stream raises :class:`NotFoundError` naming it.
+    With ``warn`` (default) settings that differ from ``spec`` are logged once per
+    call. Raises :class:`ConfigError` when the stream's subjects are not the spec's
+    (another namespace or tool) and :class:`EventLogError` for broker failures.
     """
+    with _mapped(spec, "provisioning"):
+        info = await _lookup(jsm, spec)
+        if info is None:
+            if not create:
+                raise NotFoundError(
+                    f"stream {spec.name} ({', '.join(spec.subjects)}) does not exist; check "
+                    "the namespace, or let a writer (or `converge streams update`) create it"
+                )
+            info = await _create(jsm, spec)
+            if info is not None:
+                return info
+            info = await _lookup(jsm, spec)  # another process created it first: use theirs
+            if info is None:
+                raise EventLogError(f"stream {spec.name} was created and deleted meanwhile")
+    drift = _check_subjects(spec, info)
+    if drift and warn:
+        logger.warning(
+            "stream %s differs from this client's configuration (%s); using it as it is "
+            "(clients never change a stream: run `converge streams update` to apply it)",
+            spec.name,
+            _shown(drift),
+            extra={"stream": spec.name},
+        )
+    return info
+
+
+async def update_stream(jsm: JetStreamManager, spec: StreamSpec) -> dict[str, tuple[Any, Any]]:
+    """Create ``spec``'s stream or apply ``spec`` to it; return ``{field: (old, new)}``.
+
+    Raises :class:`ConfigError` for what JetStream cannot change (storage type,
+    subjects of another namespace) or refuses.
+    """
+    with _mapped(spec, "updating"):
+        info = await _lookup(jsm, spec)
+        if info is None and await _create(jsm, spec) is not None:
+            return {}
+        if info is None:
+            info = await _lookup(jsm, spec)
+        if info is None:
+            raise EventLogError(f"stream {spec.name} was created and deleted meanwhile")
+        drift = _check_subjects(spec, info)
+        if not drift:
+            return {}
+        if "storage" in drift:
+            have, want = drift["storage"]
+            raise ConfigError(
+                f"stream {spec.name} uses {have} storage, but {want} is configured; JetStream "
+                f"cannot change a stream's storage: configure storage={have!r} or recreate "
+                "the stream"
+            )
+        try:
+            await jsm.update_stream(spec.to_config())
+        except APIError as exc:
+            raise ConfigError(
+                f"stream {spec.name} could not be updated to its configuration "
+                f"({', '.join(sorted(drift))}): {exc.description} (err_code {exc.err_code})"
+            ) from exc
+    logger.warning("updated stream %s: %s", spec.name, _shown(drift), extra={"stream": spec.name})
+    return drift
+
+
+@contextlib.contextmanager
+def _mapped(spec: StreamSpec, action: str) -> Iterator[None]:
+    """Map nats-py's timeouts and missing JetStream to converge errors."""
     try:
-        return await _ensure(jsm, spec)
+        yield
     except nats.errors.TimeoutError as exc:
         raise ConvergeTimeoutError(
-            f"JetStream did not answer while provisioning stream {spec.name}; is the server "
-            "(or the cluster's meta leader) ready?"
+            f"JetStream did not answer while {action} stream {spec.name}; is the server (or "
+            "the cluster's meta leader) ready?"
         ) from exc
     except nats.errors.NoRespondersError as exc:
         raise EventLogError(
-            f"cannot provision stream {spec.name}: JetStream is not enabled on the server "
-            "(start it with -js)"
+            f"cannot reach stream {spec.name}: JetStream is not enabled on the server (start "
+            "it with -js)"
         ) from exc
 
 
-async def _ensure(jsm: JetStreamManager, spec: StreamSpec) -> api.StreamInfo:
+async def _lookup(jsm: JetStreamManager, spec: StreamSpec) -> api.StreamInfo | None:
     try:
-        info = await jsm.stream_info(spec.name)
+        return await jsm.stream_info(spec.name)
     except APIError as exc:
-        if exc.err_code != ERR_STREAM_NOT_FOUND:
-            raise _broker_error(spec, "look up", exc) from exc
-        try:
-            info = await jsm.add_stream(spec.to_config())
-            logger.info("created stream %s (%s)", spec.name, ", ".join(spec.subjects))
-            return info
-        except APIError as add_exc:
-            if add_exc.err_code != ERR_STREAM_NAME_IN_USE:
-                raise _broker_error(spec, "create", add_exc) from add_exc
-            # Another process created it first: reconcile with theirs below.
-            try:
-                info = await jsm.stream_info(spec.name)
-            except APIError as again:
-                raise _broker_error(spec, "look up", again) from again
-    return await _reconcile(jsm, spec, info)
+        if exc.err_code == ERR_STREAM_NOT_FOUND:
+            return None
+        raise _broker_error(spec, "look up", exc) from exc
 
 
-async def _reconcile(
-    jsm: JetStreamManager, spec: StreamSpec, info: api.StreamInfo
-) -> api.StreamInfo:
+async def _create(jsm: JetStreamManager, spec: StreamSpec) -> api.StreamInfo | None:
+    """Create the stream; ``None`` when another process created it first."""
+    try:
+        info = await jsm.add_stream(spec.to_config())
+    except APIError as exc:
+        if exc.err_code == ERR_STREAM_NAME_IN_USE:
+            return None
+        raise _broker_error(spec, "create", exc) from exc
+    logger.info("created stream %s (%s)", spec.name, ", ".join(spec.subjects))
+    return info
+
+
+def _check_subjects(spec: StreamSpec, info: api.StreamInfo) -> dict[str, tuple[Any, Any]]:
+    """Return the drift of ``info`` from ``spec``; raise when the subjects differ."""
     drift = spec.drift(info.config)
-    if not drift:
-        return info
     if "subjects" in drift:
         raise ConfigError(
             f"stream {spec.name} exists with subjects {list(drift['subjects'][0])}, not "
             f"{list(spec.subjects)}; it belongs to another namespace or tool: choose another "
             "namespace or remove the stream"
         )
-    if "storage" in drift:
-        have, want = drift["storage"]
-        raise ConfigError(
-            f"stream {spec.name} uses {have} storage, but {want} is configured; JetStream "
-            f"cannot change a stream's storage: configure storage={have!r} or recreate the stream"
-        )
-    logger.warning(
-        "stream %s drifted from its configuration, updating: %s",
-        spec.name,
-        ", ".join(f"{k} {a!r} -> {w!r}" for k, (a, w) in sorted(drift.items())),
-        extra={"stream": spec.name},
-    )
-    try:
-        return await jsm.update_stream(spec.to_config())
-    except APIError as exc:
-        raise ConfigError(
-            f"stream {spec.name} could not be updated to its configuration "
-            f"({', '.join(sorted(drift))}): {exc.description} (err_code {exc.err_code})"
-        ) from exc
+    return drift
+
+
+def _shown(drift: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{k} {a!r} -> {w!r}" for k, (a, w) in sorted(drift.items()))
 
 
 def _broker_error(spec: StreamSpec, action: str, exc: APIError) -> EventLogError:

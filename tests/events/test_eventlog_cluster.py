@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import events
 from converge.errors import ConvergeTimeoutError, EventLogError
 from events.jetstream import JetStreamEventLog
 from events.server import EmbeddedNatsServer
+from events.subjects import KNOWN_KINDS, stream_name
 from events.testing import collect, task_event
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
@@ -58,7 +60,8 @@ async def _wait_for_leaders(log: JetStreamEventLog, stream: str, lost: str) -> N
             await asyncio.sleep(0.2)
 
 
-async def test_r3_streams_survive_a_node_loss(tmp_path: Path) -> None:
+def _cluster(tmp_path: Path) -> list[EmbeddedNatsServer]:
+    """Three nats-servers routed to each other on loopback (not started)."""
     cluster_ports = [_free_port() for _ in range(3)]
     servers = []
     for i, port in enumerate(cluster_ports):
@@ -68,6 +71,11 @@ async def test_r3_streams_survive_a_node_loss(tmp_path: Path) -> None:
         servers.append(
             EmbeddedNatsServer(data_dir=tmp_path / f"n{i}", extra_args=args, start_timeout_sec=20)
         )
+    return servers
+
+
+async def test_r3_streams_survive_a_node_loss(tmp_path: Path) -> None:
+    servers = _cluster(tmp_path)
     try:
         await asyncio.gather(*(s.start() for s in servers))
         log = await _connect_when_ready([s.url for s in servers])
@@ -88,6 +96,49 @@ async def test_r3_streams_survive_a_node_loss(tmp_path: Path) -> None:
             assert [r.sequence for r in await collect(log, stream="tasks")] == list(range(1, 61))
         finally:
             await log.close()
+    finally:
+        for server in servers:
+            await server.stop()
+
+
+async def test_clients_never_change_an_r3_streams_replicas(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    servers = _cluster(tmp_path)
+    try:
+        await asyncio.gather(*(s.start() for s in servers))
+        urls = [s.url for s in servers]
+        creator = await _connect_when_ready(urls)  # replicas=3: creates the R3 streams
+        await creator.append(task_event("t0"), subject="tasks.t0")
+        await creator.close()
+        config = events.BrokerConfig(servers=urls)
+
+        inspector = await JetStreamEventLog.connect(
+            config=config, namespace="cluster", create_streams=False, api_timeout_sec=10.0
+        )
+        try:
+            assert [r.sequence for r in await collect(inspector, stream="tasks")] == [1]
+            assert (await inspector.stream_info("tasks")).replicas == 3
+        finally:
+            await inspector.close()
+
+        with caplog.at_level(logging.WARNING, logger="events.jetstream"):
+            writer = await JetStreamEventLog.connect(
+                config=config, namespace="cluster", replicas=1, api_timeout_sec=10.0
+            )
+        try:
+            await writer.append(task_event("t1"), subject="tasks.t1")
+            statuses = await writer.streams_info()
+        finally:
+            await writer.close()
+        assert {s.name: s.replicas for s in statuses} == {
+            stream_name("cluster", kind): 3 for kind in KNOWN_KINDS
+        }
+        drifts = [
+            r.getMessage() for r in caplog.records if "differs from this client" in r.getMessage()
+        ]
+        assert len(drifts) == len(KNOWN_KINDS)  # one warning per stream
+        assert all("replicas 3 -> 1" in message for message in drifts)
     finally:
         for server in servers:
             await server.stop()

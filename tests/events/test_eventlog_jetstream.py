@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import nats
+import nats.js.errors
 import orjson
 import pytest
 
 import events
-from converge.errors import ClosedError, ConcurrencyError, ConfigError, ConvergeTimeoutError
+from converge.errors import (
+    ClosedError,
+    ConcurrencyError,
+    ConfigError,
+    ConvergeTimeoutError,
+    NotFoundError,
+)
 from events.codec import HDR_EVENT_TYPE, HDR_EVENT_VERSION, HDR_MSG_ID
 from events.jetstream import JetStreamEventLog
 from events.server import EmbeddedNatsServer
+from events.subjects import KNOWN_KINDS, stream_name
 from events.testing import Collector, collect, task_event
 
 pytestmark = pytest.mark.nats
@@ -199,8 +208,8 @@ async def test_memory_log_skips_raw_garbage_too() -> None:
     await log.stop()
 
 
-async def test_provisioning_is_idempotent_and_reconciles(
-    nats_url: str, namespace: str, raw_nc: Any
+async def test_clients_use_existing_streams_as_they_are(
+    nats_url: str, namespace: str, raw_nc: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     log = await JetStreamEventLog.connect(nats_url, namespace=namespace, storage="memory")
     await log.close()
@@ -208,14 +217,81 @@ async def test_provisioning_is_idempotent_and_reconciles(
     info = await jsm.stream_info(f"{namespace.upper()}_TASKS")
     assert info.config.subjects == [f"{namespace}.tasks.>"]
     assert info.config.duplicate_window == 120
+    with caplog.at_level(logging.WARNING, logger="events.jetstream"):
+        log = await JetStreamEventLog.connect(
+            nats_url, namespace=namespace, storage="file", duplicate_window_sec=30, max_msgs=1000
+        )
+        await log.append(task_event(), subject="tasks.a")
+    warnings = [r.getMessage() for r in caplog.records if "differs from this" in r.getMessage()]
+    assert len(warnings) == len(KNOWN_KINDS)  # one per stream, none per append
+    assert "duplicate_window_sec 120.0 -> 30.0" in warnings[0]
+    assert "storage 'memory' -> 'file'" in warnings[0]
+    info = await jsm.stream_info(f"{namespace.upper()}_COORDINATION")
+    assert (info.config.duplicate_window, info.config.max_msgs) == (120, -1)  # unchanged
+    with pytest.raises(ConfigError, match="storage"):
+        await log.update_streams()  # JetStream cannot change the storage type
+    await log.close()
+
     log = await JetStreamEventLog.connect(
         nats_url, namespace=namespace, storage="memory", duplicate_window_sec=30, max_msgs=1000
     )
-    await log.close()
-    info = await jsm.stream_info(f"{namespace.upper()}_COORDINATION")
-    assert (info.config.duplicate_window, info.config.max_msgs) == (30, 1000)
-    with pytest.raises(ConfigError, match="storage"):
-        await JetStreamEventLog.connect(nats_url, namespace=namespace, storage="file")
+    try:
+        changed = await log.update_streams()
+        name = f"{namespace.upper()}_COORDINATION"
+        assert changed[name] == {"duplicate_window_sec": (120.0, 30.0), "max_msgs": (-1, 1000)}
+        info = await jsm.stream_info(name)
+        assert (info.config.duplicate_window, info.config.max_msgs) == (30, 1000)
+        assert not any((await log.update_streams()).values())  # up to date now
+        status = await log.stream_info("coordination")
+        assert (status.name, status.duplicate_window_sec, status.max_msgs) == (name, 30.0, 1000)
+        assert await log.stream_info(name) == status
+        with pytest.raises(NotFoundError, match=f"{namespace.upper()}_NOPE"):
+            await log.stream_info("nope")
+        assert [s.name for s in await log.streams_info()] == sorted(
+            stream_name(namespace, kind) for kind in KNOWN_KINDS
+        )
+    finally:
+        await log.close()
+
+
+async def test_a_read_only_log_creates_and_changes_nothing(
+    nats_url: str, namespace: str, raw_nc: Any
+) -> None:
+    with pytest.raises(NotFoundError, match=f"namespace {namespace!r} has no streams"):
+        await JetStreamEventLog.connect(nats_url, namespace=namespace, create_streams=False)
+    jsm = raw_nc.jsm()
+    assert [
+        n for n in await jsm.streams_info() if n.config.name.startswith(namespace.upper())
+    ] == []
+
+    async with await JetStreamEventLog.connect(nats_url, namespace=namespace, replicas=1) as writer:
+        await writer.append(task_event(), subject="tasks.a")
+    await jsm.delete_stream(f"{namespace.upper()}_POOLS")
+    reader = await JetStreamEventLog.connect(
+        nats_url, namespace=namespace, create_streams=False, max_msgs=5, duplicate_window_sec=1
+    )
+    try:
+        assert not reader.create_streams
+        assert [r.sequence for r in await collect(reader, stream="tasks")] == [1]
+        seen = Collector()
+        sub = await reader.subscribe(seen, stream="tasks")
+        await seen.wait_for(1)
+        await sub.stop()
+        missing = f"{namespace.upper()}_POOLS"
+        with pytest.raises(NotFoundError, match=missing):
+            await collect(reader, stream="pools")
+        with pytest.raises(NotFoundError, match=missing):
+            await reader.subscribe(seen, stream="pools")
+        with pytest.raises(NotFoundError, match=missing):
+            await reader.append(task_event(), subject="pools.p")
+        with pytest.raises(ConfigError, match="read-only"):
+            await reader.update_streams()
+        info = await jsm.stream_info(f"{namespace.upper()}_TASKS")
+        assert (info.config.max_msgs, info.config.duplicate_window) == (-1, 120)
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await jsm.stream_info(missing)
+    finally:
+        await reader.close()
 
 
 async def test_concurrent_provisioning_of_a_new_kind(nats_url: str, namespace: str) -> None:
