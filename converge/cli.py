@@ -1,7 +1,7 @@
 """The ``converge`` command line: run agents, operate on tasks, inspect the event log.
 
 Commands: ``run``, ``tasks submit|ls|show|wait|cancel|sweep``, ``agents ls``,
-``pools ls|show``, ``replay``, ``projections rebuild|status``, ``streams ls|info``,
+``pools ls|show``, ``replay``, ``projections rebuild|status``, ``streams ls|info|update``,
 ``events schema|asyncapi``, ``server``. Without ``--url`` (or ``CONVERGE_NATS_URL``) a
 command starts an embedded nats-server on the data directory (``./.converge/nats``), so
 ``replay`` reads what ``run`` wrote. Bad arguments exit with code 2 and one line on
@@ -326,6 +326,32 @@ def streams_info(
         full = stream_name(cfg.namespace, name)
     row = execute(lambda: inspect.stream_details(cfg, full))
     typer.echo(orjson.dumps(row, option=orjson.OPT_INDENT_2, default=str).decode())
+
+
+@streams_app.command("update")
+def streams_update(
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    namespace: NamespaceOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Apply the configured stream settings (replicas...) to the namespace's streams.
+
+    Other commands never change an existing stream; they warn when it differs.
+    """
+    cfg = setup(config, nats_url=url, namespace=namespace, data_dir=data_dir)
+
+    async def update() -> dict[str, dict[str, tuple[object, object]]]:
+        from events import JetStreamEventLog
+
+        async with broker.event_log(cfg) as log:
+            assert isinstance(log, JetStreamEventLog)
+            return await log.update_streams()
+
+    changed = execute(update)
+    for name, drift in sorted(changed.items()):
+        shown = ", ".join(f"{k} {a!r} -> {w!r}" for k, (a, w) in sorted(drift.items()))
+        typer.echo(f"{name}: {shown or 'up to date'}")
 
 
 # -- events ----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -224,3 +225,24 @@ def test_run_with_nats_transport(nats_url: str, namespace: str) -> None:
     )
     assert result.exit_code == 0, result.output
     assert _lines(result.output)[-1]["states"] == {"completed": 3}
+
+
+@pytest.mark.nats
+def test_streams_update_applies_the_configuration(nats_url: str, namespace: str) -> None:
+    async def provision_with_a_short_dedupe_window() -> None:
+        from events import JetStreamEventLog
+
+        log = await JetStreamEventLog.connect(
+            nats_url, namespace=namespace, duplicate_window_sec=30
+        )
+        await log.close()
+
+    asyncio.run(provision_with_a_short_dedupe_window())
+    common = ["--url", nats_url, "--namespace", namespace]
+    result = runner.invoke(app, ["streams", "info", "tasks", *common])
+    assert orjson.loads(result.output)["config"]["duplicate_window"] == 30  # left as it is
+    result = runner.invoke(app, ["streams", "update", *common])
+    assert result.exit_code == 0, result.output
+    assert f"{namespace.upper()}_TASKS: duplicate_window_sec 30.0 -> 120.0" in result.output
+    result = runner.invoke(app, ["streams", "update", *common])
+    assert f"{namespace.upper()}_TASKS: up to date" in result.output
