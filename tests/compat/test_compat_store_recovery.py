@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from converge.coordination import PoolManager, TaskManager
 from converge.core import Task, TaskState
 from converge.extensions.storage.file import FileStore
 from converge.extensions.storage.memory import MemoryStore
+from converge.extensions.storage.nats_kv import NatsKVStore
 from converge.policy.admission import WhitelistAdmission
 
 
@@ -56,3 +59,22 @@ async def test_refresh_from_store_reads_what_another_process_wrote(tmp_path: Pat
         second,
     ]
     await there.stop()
+
+
+@pytest.mark.nats
+async def test_managers_on_a_nats_kv_bucket_share_tasks(nats_url: str, namespace: str) -> None:
+    first_store = await NatsKVStore.connect(nats_url, bucket=namespace, storage="memory")
+    other_store = await NatsKVStore.connect(nats_url, bucket=namespace, storage="memory")
+    try:
+        first, other = TaskManager(store=first_store), TaskManager(store=other_store)
+        task_id = await first.submit(Task(objective="kv"))
+        assert await first.claim("agent-1", task_id)
+        assert not await other.claim("agent-2", task_id)  # the bucket decided: one claim
+        await other.sync()  # an async store is read by the running manager
+        seen = other.get_task(task_id)
+        assert seen is not None and seen.assigned_to == "agent-1"
+        await first.stop()
+        await other.stop()
+    finally:
+        await first_store.stop()
+        await other_store.stop()

@@ -146,6 +146,10 @@ def test_fallback_to_exclusive_create(tmp_path: Path, monkeypatch: pytest.Monkey
     assert store.put_if_absent("k", b"w") is False
     assert store.get("k") == b"v"
     assert sorted(os.listdir(tmp_path)) == ["k"]
+    # between the exclusive create and the rename a reader sees the key as absent
+    (tmp_path / "claimed").touch()
+    assert store.get("claimed") is None
+    assert store.put_if_absent("claimed", b"x") is False
 
 
 def test_check_key_messages() -> None:

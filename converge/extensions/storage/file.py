@@ -175,6 +175,8 @@ class FileStore(Store):
             data = self._target(key).read_bytes()
         except FileNotFoundError:
             return None
+        if not data:  # claimed by put_if_absent on a file system without hard links
+            return None
         return decode_value(data, key)
 
     def delete(self, key: str) -> None:
@@ -226,14 +228,19 @@ class FileStore(Store):
         return True
 
     def _create_exclusive(self, target: Path, data: bytes) -> bool:
+        # Claim the name with an empty file (O_EXCL decides the race), then publish the
+        # complete value over it with an atomic rename. Until then ``get`` reads the
+        # empty file as absent: every stored value has at least its tag byte.
         try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if self.fsync:
-                os.fsync(fh.fileno())
+        tmp = self._write_temp(data)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         self._sync_dir(target.parent)
         return True
