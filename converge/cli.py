@@ -407,7 +407,15 @@ def events_asyncapi(
 
 @app.command()
 def server(
-    config: ConfigOpt = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="A converge config (.yaml/.yml/.toml/.json) or a nats-server config "
+            "(any other name, e.g. server.conf: users, TLS, permissions).",
+        ),
+    ] = None,
     port: Annotated[
         int | None,
         typer.Option("--port", "-p", min=0, max=65535, help="Client port (default 4222, 0: any)."),
@@ -420,7 +428,14 @@ def server(
     ] = None,
 ) -> None:
     """Run the embedded nats-server (JetStream) in the foreground until Ctrl-C."""
-    cfg = setup(config, host=host, data_dir=data_dir, nats_data_dir=nats_data_dir)
+    nats_conf, config = broker.split_server_config(config)
+    cfg = setup(
+        config,
+        host=host,
+        data_dir=data_dir,
+        nats_data_dir=nats_data_dir,
+        nats_server_config=nats_conf,
+    )
     chosen = port if port is not None else (cfg.port or 4222)  # 0: any free port
     execute(lambda: broker.serve(cfg, chosen))
 

@@ -113,6 +113,9 @@ class ConvergeConfig(BaseSettings):
     nats_token: str | None = None
     nats_creds: str | None = None
     nats_nkey_seed: str | None = None
+    nats_tls_ca_file: str | None = None
+    nats_tls_cert_file: str | None = None
+    nats_tls_key_file: str | None = None
     namespace: str = "converge"
     replicas: int = Field(default=1, ge=1, le=5)
     data_dir: Path = Path(".converge")
@@ -219,6 +222,13 @@ class ConvergeConfig(BaseSettings):
         ):
             if getattr(self, field) is not None:
                 values[key] = getattr(self, field)
+        tls = {
+            key: getattr(self, f"nats_tls_{key}")
+            for key in ("ca_file", "cert_file", "key_file")
+            if getattr(self, f"nats_tls_{key}") is not None
+        }
+        if tls:
+            values["tls"] = tls
         try:
             return BrokerConfig.model_validate(values)
         except ValidationError as exc:

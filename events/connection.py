@@ -350,8 +350,10 @@ async def connect_nats(
             await nc.connect(**options)
         return nc
     except (OSError, TimeoutError, nats.errors.Error) as exc:
+        # A failed TLS handshake can leave close() waiting on the transport: bound it.
         with contextlib.suppress(Exception):
-            await nc.close()
+            async with asyncio.timeout(config.connect_timeout_sec):
+                await nc.close()
         raise EventLogError(
             f"cannot connect to NATS at {shown}: "
             f"{first_errors[-1] if first_errors else exc or type(exc).__name__}; "

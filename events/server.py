@@ -185,7 +185,7 @@ class EmbeddedNatsServer:
             if holder.url is not None and not self.reuse_running:
                 break
             if holder.url is not None:
-                host, port = holder.url.removeprefix("nats://").rsplit(":", 1)
+                host, port = holder.url.split("://", 1)[-1].rsplit(":", 1)
                 if await self._accepts(host, int(port)):
                     logger.warning(
                         "data directory %s is owned by %s; using its server",
@@ -245,13 +245,15 @@ class EmbeddedNatsServer:
         # The child inherits the locked descriptor: the directory stays owned while the
         # server lives, even if this process is killed.
         assert lock.fd is not None
-        self._proc = subprocess.Popen(  # noqa: ASYNC220
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(lock.fd,),
-        )
+        # Errors before the log file opens (a bad config file) go to stderr: keep them.
+        with self.log_path.open("ab") as early_log:
+            self._proc = subprocess.Popen(  # noqa: ASYNC220
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=early_log,
+                pass_fds=(lock.fd,),
+            )
         lock.write(pid=os.getpid(), server_pid=self._proc.pid, url=None)
         try:
             self._url = await self._wait_ready(ports_dir)
@@ -280,7 +282,7 @@ class EmbeddedNatsServer:
                     urls = []  # written but not complete yet
                 if urls:
                     url = str(urls[0])
-                    host, port = url.removeprefix("nats://").rsplit(":", 1)
+                    host, port = url.split("://", 1)[-1].rsplit(":", 1)
                     if await self._accepts(host, int(port)):
                         return url
             await asyncio.sleep(0.02)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -68,7 +69,9 @@ def write_config(
     """Write ``<data_dir>/nats-server.conf`` and return its path."""
     lines = ["# Written by converge at each start of the embedded server; edits are lost."]
     if include is not None:
-        lines.append(f"include {json.dumps(str(include.resolve()))}")
+        # nats-server resolves an include relative to the including file, even when absolute.
+        relative = os.path.relpath(include.resolve(), data_dir.resolve())
+        lines.append(f"include {json.dumps(relative)}")
     lines += [
         "jetstream {",
         f"  store_dir: {json.dumps(str(store_dir.resolve()))}",

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -20,7 +21,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from converge._cli.common import one_line
+from converge._cli.common import one_line, usage_error
 from converge.config import ConvergeConfig
 from converge.errors import ConvergeError, EventLogError
 from events import EventLog
@@ -34,6 +35,7 @@ __all__ = [
     "jetstream",
     "preflight",
     "serve",
+    "split_server_config",
     "stop_signals",
 ]
 
@@ -188,6 +190,22 @@ async def jetstream(cfg: ConvergeConfig) -> AsyncIterator[Any]:
             yield nc.jetstream()
         finally:
             await nc.close()
+
+
+_CONVERGE_CONFIG_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
+
+
+def split_server_config(path: Path | None) -> tuple[Path | None, Path | None]:
+    """Return ``(nats_server_config, converge_config)`` for ``converge server --config``.
+
+    A YAML/TOML/JSON file is a converge config; any other file (``server.conf``) is a
+    nats-server configuration for the embedded server to include.
+    """
+    if path is None or path.suffix.lower() in _CONVERGE_CONFIG_SUFFIXES:
+        return None, path
+    if not path.is_file():
+        usage_error(f"nats-server config {str(path)!r} does not exist")
+    return path, None
 
 
 _EMBEDDED: list[Any] = []  # embedded servers this process runs (stopped on a forced exit)
