@@ -229,16 +229,18 @@ async def test_secured_broker_admits_the_right_credentials_only(kind: str, tmp_p
     conf_text, good, bad, refusal = CASES[kind](tmp_path)
     conf = tmp_path / "server.conf"
     conf.write_text(conf_text)
-    async with EmbeddedNatsServer(data_dir=tmp_path / "nats", config_file=conf) as server:
+    async with EmbeddedNatsServer(
+        data_dir=tmp_path / "nats", config_file=conf, start_timeout_sec=60
+    ) as server:
         scheme = "tls" if kind == "tls" else "nats"
         url = server.url.replace("nats://", f"{scheme}://")
-        config = BrokerConfig(servers=[url], connect_timeout_sec=5, **good)
+        config = BrokerConfig(servers=[url], connect_timeout_sec=20, **good)
         namespace = f"sec{uuid.uuid4().hex[:8]}"
         async with await JetStreamEventLog.connect(namespace=namespace, config=config) as log:
             stored = await log.append(TaskSubmitted(task={"id": "t1"}), subject="tasks.t1")
             read = [r async for r in log.read(stream="tasks")]
             assert [r.event.id for r in read] == [stored.event.id]
-        refused = BrokerConfig(servers=[url], connect_timeout_sec=5, allow_reconnect=False, **bad)
+        refused = BrokerConfig(servers=[url], connect_timeout_sec=10, allow_reconnect=False, **bad)
         with pytest.raises(EventLogError, match=refusal) as info:
             await connect_nats(refused)
         assert "\n" not in str(info.value)
@@ -267,10 +269,18 @@ async def test_documented_roles_worker_appends_tasks_but_cannot_administer(
 ) -> None:
     conf = tmp_path / "roles.conf"
     conf.write_text(_roles_conf())
-    async with EmbeddedNatsServer(data_dir=tmp_path / "nats", config_file=conf) as server:
+    async with EmbeddedNatsServer(
+        data_dir=tmp_path / "nats", config_file=conf, start_timeout_sec=60
+    ) as server:
 
         def as_user(user: str, **extra: Any) -> BrokerConfig:
-            return BrokerConfig(servers=[server.url], user=user, password=f"{user}-secret", **extra)
+            return BrokerConfig(
+                servers=[server.url],
+                user=user,
+                password=f"{user}-secret",
+                connect_timeout_sec=20,
+                **extra,
+            )
 
         # The operator provisions the namespace's streams.
         async with await JetStreamEventLog.connect(
@@ -290,11 +300,11 @@ async def test_documented_roles_worker_appends_tasks_but_cannot_administer(
 
         worker = await connect_nats(as_user("worker"), error_cb=collect)
         try:
-            js = worker.jetstream(timeout=2)
+            js = worker.jetstream(timeout=5)
             with pytest.raises((TimeoutError, Exception)):
                 await js.add_stream(name="ROGUE", subjects=["rogue.>"])
             with pytest.raises((TimeoutError, Exception)):
-                await js.publish("converge.pools.p1", b"{}", timeout=2)
+                await js.publish("converge.pools.p1", b"{}", timeout=5)
             assert any('publish to "$js.api.stream.create.rogue"' in v.lower() for v in violations)
             assert any('publish to "converge.pools.p1"' in v for v in violations)
         finally:
