@@ -1,5 +1,9 @@
 """ProjectionRunner: drive a projection from an event log; catch up, follow, rebuild.
 
+Over 400 lines on purpose: one state machine (catch-up, live follow, gap fill, acks,
+rebuild) whose paths share one lock and one position; snapshots live in
+:mod:`projections.snapshots`.
+
 The runner feeds a :class:`~projections.base.Projection` in stream order:
 
 * ``start()``: restore the last snapshot (when a snapshot store is given and the
@@ -34,18 +38,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
-import orjson
-
-from converge.core.store import AsyncStore, Store, as_async_store
+from converge.core.store import AsyncStore, Store
 from converge.errors import (
     ConfigError,
     ConvergeTimeoutError,
-    DecodeError,
     NotStartedError,
     StreamMismatchError,
 )
 from events import EventLog, RecordedEvent, Subscription
 from projections.base import Projection
+from projections.snapshots import SnapshotKeeper
 from projections.verify import SignatureVerifier
 
 __all__ = ["AsOf", "ProjectionRunner", "RunnerState"]
@@ -103,9 +105,13 @@ class ProjectionRunner(Generic[P]):
             raise ConfigError(f"snapshot_every must be >= 1, got {snapshot_every}")
         self._projection = projection
         self._log = event_log
-        self._store = None if snapshot_store is None else as_async_store(snapshot_store)
-        self._snapshot_every = snapshot_every
-        self._snapshot_key = snapshot_key or f"projections.{projection.key}.{event_log.namespace}"
+        self._snapshots = SnapshotKeeper(
+            projection,
+            snapshot_store,
+            key=snapshot_key or f"projections.{projection.key}.{event_log.namespace}",
+            namespace=event_log.namespace,
+            every=snapshot_every,
+        )
         self._grace = max(0.0, float(resync_grace_sec))
         self._start_timeout = float(start_timeout_sec)
         self._pause_gc = bool(pause_gc)
@@ -120,8 +126,6 @@ class ProjectionRunner(Generic[P]):
         self._progress = asyncio.Event()
         self._subscriptions: list[Subscription] = []
         self._failure: BaseException | None = None
-        self._since_snapshot = 0
-        self._snapshotting = False
         self._restored = False
         self.applied_events = 0
         self.resyncs = 0
@@ -157,7 +161,7 @@ class ProjectionRunner(Generic[P]):
     @property
     def snapshot_key(self) -> str:
         """The store key snapshots are written under."""
-        return self._snapshot_key
+        return self._snapshots.key
 
     @property
     def restored_from_snapshot(self) -> bool:
@@ -185,8 +189,8 @@ class ProjectionRunner(Generic[P]):
             return
         async with self._lock:
             self._restored = False
-            if self._store is not None and self._projection.is_empty:
-                await self._restore_snapshot()
+            if self._projection.is_empty:
+                self._restored = await self._snapshots.restore()
             await self._check_streams()
             with self._bulk():  # as long as it takes; the log raises when reading stalls
                 for stream in self._projection.streams:
@@ -232,7 +236,7 @@ class ProjectionRunner(Generic[P]):
         await self._unsubscribe()
         if self._state is RunnerState.RUNNING:
             self._state = RunnerState.IDLE
-        if self._failure is None and self._since_snapshot:
+        if self._failure is None and self._snapshots.pending:
             await self.save_snapshot()
         self._raise_failure()
 
@@ -341,7 +345,7 @@ class ProjectionRunner(Generic[P]):
                         logger.exception("%s: listener %r failed", self._name, listener)
         if applied:
             self.applied_events += applied
-            self._since_snapshot += applied
+            self._snapshots.pending += applied
             self._notify()
         return applied
 
@@ -410,51 +414,11 @@ class ProjectionRunner(Generic[P]):
 
     async def save_snapshot(self) -> bool:
         """Write a snapshot now; return ``False`` when there is no snapshot store."""
-        if self._store is None:
-            return False
-        data = orjson.dumps(
-            {"namespace": self._log.namespace, "projection": self._projection.snapshot()}
-        )
-        self._since_snapshot = 0
-        await self._store.put(self._snapshot_key, data)
-        logger.debug(
-            "%s snapshot at %s (%d bytes)", self._name, self._projection.position, len(data)
-        )
-        return True
-
-    async def _restore_snapshot(self) -> None:
-        assert self._store is not None
-        raw = await self._store.get(self._snapshot_key)
-        if raw is None:
-            return
-        try:
-            data = orjson.loads(raw)
-            self._projection.restore(data["projection"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, DecodeError) as exc:
-            logger.warning(
-                "%s ignores unreadable snapshot %r and replays from the start: %s",
-                self._name,
-                self._snapshot_key,
-                exc,
-            )
-            self._projection.reset()
-            return
-        self._restored = True
-        logger.info("%s restored snapshot at %s", self._name, self._projection.position)
+        return await self._snapshots.save()
 
     async def _maybe_snapshot(self) -> None:
-        if (
-            self._store is None
-            or self._since_snapshot < self._snapshot_every
-            or self._snapshotting
-            or self._failure is not None
-        ):
-            return
-        self._snapshotting = True
-        try:
-            await self.save_snapshot()
-        finally:
-            self._snapshotting = False
+        if self._failure is None:
+            await self._snapshots.maybe_save()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -478,7 +442,7 @@ class ProjectionRunner(Generic[P]):
         return StreamMismatchError(
             f"stream {stream!r} of namespace {self._log.namespace!r} ends at sequence {last} "
             f"but {self._name} is at {position} "
-            f"(snapshot {self._snapshot_key!r}): the stream was purged or recreated; delete "
+            f"(snapshot {self._snapshots.key!r}): the stream was purged or recreated; delete "
             "the snapshot or rebuild() the projection"
         )
 
@@ -562,7 +526,7 @@ class ProjectionRunner(Generic[P]):
         if fill and end is not None:
             projection.advance(stream, end)
         self.applied_events += count
-        self._since_snapshot += count
+        self._snapshots.pending += count
 
     async def _apply_in_order(self, recorded: RecordedEvent, *, delivered: bool = False) -> bool:
         """Apply one event after filling any gap before it (lock held).
@@ -597,7 +561,7 @@ class ProjectionRunner(Generic[P]):
         applied = self._projection.apply(recorded)
         if applied:
             self.applied_events += 1
-            self._since_snapshot += 1
+            self._snapshots.pending += 1
             for listener in tuple(self._listeners):
                 try:
                     listener(recorded)
