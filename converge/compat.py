@@ -10,6 +10,11 @@ translated here, once, and nowhere else:
   shares the state, and a restart finds it again.
 * :class:`SeedDescriptorRecords`: discovery's registrations kept under the seed's store
   keys (``discovery:agent:<id>``, and an older ``discovery.agents.<id>`` spelling).
+* :func:`seed_session_members` and :func:`seed_vote`: ``NegotiationProtocol``'s seed
+  forms ``create_session(initiator_id, participants, initial_proposal)`` and
+  ``accept/reject(session_id, agent_id)``.
+* ``Transport.__new__`` gives every transport its base state before ``__init__``, so a
+  seed-style subclass that skips ``super().__init__()`` still counts and verifies.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ __all__ = [
     "SEED_DESCRIPTOR_PREFIX",
     "SeedDescriptorRecords",
     "resolve_event_log",
+    "seed_session_members",
+    "seed_vote",
     "store_event_log",
 ]
 
@@ -143,3 +150,43 @@ class SeedDescriptorRecords:
             except (orjson.JSONDecodeError, DecodeError) as exc:
                 logger.warning("skipping unreadable discovery record %s: %s", key, exc)
         return out
+
+
+def seed_session_members(
+    participants: Iterable[str] | str, others: Iterable[str] | None
+) -> tuple[str | None, Iterable[str], Iterable[str]]:
+    """Read ``NegotiationProtocol.create_session``'s first two arguments.
+
+    The main form is ``create_session(participants)``; the seed's is
+    ``create_session(initiator_id, participants, initial_proposal)``. Returns
+    ``(initiator or None, first members, other members)``. Raises ``DecodeError`` for a
+    single str without others and for participants given twice.
+    """
+    if isinstance(participants, str):
+        if others is None:
+            raise DecodeError(
+                "participants must be a list of agent ids, not a single str; "
+                "or call create_session(initiator_id, participants, initial_proposal)"
+            )
+        return participants, [participants], others
+    if others is not None:
+        raise DecodeError(
+            "give the participants once: create_session(participants) or "
+            "create_session(initiator_id, participants, initial_proposal)"
+        )
+    return None, participants, ()
+
+
+def seed_vote(proposal_id: str | None, agent_id: str | None, verb: str) -> tuple[str | None, str]:
+    """Read ``accept``/``reject``'s arguments after the session id.
+
+    The main form is ``(session_id, proposal_id or None, agent_id)``; the seed's is
+    ``(session_id, agent_id)`` (the current proposal), recognised by a missing third
+    argument. Returns ``(proposal_id, agent_id)``. Raises ``DecodeError`` without an
+    agent id.
+    """
+    if agent_id is not None:
+        return proposal_id, agent_id
+    if proposal_id is None:
+        raise DecodeError(f"{verb}() needs the agent's id")
+    return None, proposal_id

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from converge.compat import seed_session_members, seed_vote
 from converge.coordination._protocol import CoordinationProtocol
 from converge.core._codec import check_str, check_value
 from converge.errors import (
@@ -116,22 +117,12 @@ class NegotiationProtocol(CoordinationProtocol[NegotiationProjection]):
         as its first proposal. Raises ``DecodeError`` for an empty or malformed
         participant list.
         """
-        initiator: str | None = None
-        if isinstance(participants, str):
-            if others is None:
-                raise DecodeError(
-                    "participants must be a list of agent ids, not a single str; "
-                    "or call create_session(initiator_id, participants, initial_proposal)"
-                )
-            initiator = check_str(participants, "initiator_id", allow_empty=False)
-            members = _participants([initiator, *_participants(others, allow_empty=True)])
+        initiator, first, rest = seed_session_members(participants, others)
+        if initiator is None:
+            members = _participants(first)
         else:
-            if others is not None:
-                raise DecodeError(
-                    "give the participants once: create_session(participants) or "
-                    "create_session(initiator_id, participants, initial_proposal)"
-                )
-            members = _participants(participants)
+            initiator = check_str(initiator, "initiator_id", allow_empty=False)
+            members = _participants([initiator, *_participants(rest, allow_empty=True)])
         subject = check_value(subject, "negotiation subject")
         opening = None
         if initiator is not None and initial_proposal is not None:
@@ -210,16 +201,16 @@ class NegotiationProtocol(CoordinationProtocol[NegotiationProjection]):
         session or proposal, ``NotAuthorizedError`` for a non-participant,
         ``InvalidStateError`` when the session is closed or the proposal not open.
         """
-        if agent_id is None:
-            if proposal_id is None:
-                raise DecodeError("accept() needs the accepting agent's id")
-            try:
-                await self._accept(session_id, None, proposal_id)
-            except _REFUSALS as exc:
-                logger.info("acceptance in negotiation %s refused: %s", session_id, exc)
-                return False
-            return True
-        return await self._accept(session_id, proposal_id, agent_id)
+        seed_form = agent_id is None
+        proposal_id, agent_id = seed_vote(proposal_id, agent_id, "accept")
+        if not seed_form:
+            return await self._accept(session_id, proposal_id, agent_id)
+        try:
+            await self._accept(session_id, proposal_id, agent_id)
+        except _REFUSALS as exc:
+            logger.info("acceptance in negotiation %s refused: %s", session_id, exc)
+            return False
+        return True
 
     async def _accept(self, session_id: str, proposal_id: str | None, agent_id: str) -> bool:
         def plan() -> Plan[bool]:
@@ -256,16 +247,16 @@ class NegotiationProtocol(CoordinationProtocol[NegotiationProjection]):
         """
         if reason is not None:
             reason = check_str(reason, "reason")
-        if agent_id is None:
-            if proposal_id is None:
-                raise DecodeError("reject() needs the rejecting agent's id")
-            try:
-                await self._reject(session_id, None, proposal_id, reason)
-            except _REFUSALS as exc:
-                logger.info("rejection in negotiation %s refused: %s", session_id, exc)
-                return False
+        seed_form = agent_id is None
+        proposal_id, agent_id = seed_vote(proposal_id, agent_id, "reject")
+        if not seed_form:
+            await self._reject(session_id, proposal_id, agent_id, reason)
             return True
-        await self._reject(session_id, proposal_id, agent_id, reason)
+        try:
+            await self._reject(session_id, proposal_id, agent_id, reason)
+        except _REFUSALS as exc:
+            logger.info("rejection in negotiation %s refused: %s", session_id, exc)
+            return False
         return True
 
     async def _reject(

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from converge.core.message import MAX_MESSAGE_BYTES, Message
 from converge.core.topic import Topic
@@ -112,7 +112,7 @@ def topic_namespaces(topics: Iterable[Topic | str]) -> list[str]:
     return names
 
 
-_LAZY_DEFAULTS: dict[str, Callable[[], object]] = {
+_SEED_DEFAULTS: dict[str, Callable[[], object]] = {
     "agent_id": lambda: None,
     "stats": TransportStats,
     "replay_guard": ReplayGuard,
@@ -134,6 +134,15 @@ class Transport(AsyncService):
     ``replay_window_size`` configure the replay protection of
     :meth:`receive_verified`. ``topics`` are subscribed at start.
     """
+
+    def __new__(cls, *args: object, **kwargs: object) -> Self:
+        # The seed's transports override start, stop, send and receive and may skip
+        # super().__init__(): every transport starts with the base state, which
+        # __init__ then sets from its arguments (see converge.compat).
+        self = super().__new__(cls)
+        for name, factory in _SEED_DEFAULTS.items():
+            setattr(self, name, factory())
+        return self
 
     def __init__(
         self,
@@ -161,17 +170,6 @@ class Transport(AsyncService):
         self._state = TransportState.NEW
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=max_queue)
         self._subscriptions: list[str] = topic_namespaces(topics)
-
-    def __getattr__(self, name: str) -> object:
-        # A subclass written against the seed's interface (overriding start, stop,
-        # send and receive) may skip super().__init__(); give it the base state
-        # lazily so receive_verified and the counters still work.
-        factory = _LAZY_DEFAULTS.get(name)
-        if factory is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        value = factory()
-        setattr(self, name, value)
-        return value
 
     # -- lifecycle -------------------------------------------------------------
 
