@@ -355,7 +355,22 @@ async def connect_nats(
             async with asyncio.timeout(config.connect_timeout_sec):
                 await nc.close()
         raise EventLogError(
-            f"cannot connect to NATS at {shown}: "
-            f"{first_errors[-1] if first_errors else exc or type(exc).__name__}; "
+            f"cannot connect to NATS at {shown}: {_reason([*first_errors, exc])}; "
             "check the URL and credentials, or omit the URL to start an embedded server"
         ) from exc
+
+
+def _reason(errors: list[BaseException]) -> str:
+    """The most telling of a failed connect's errors, in one line.
+
+    A server refusing credentials sends ``-ERR 'Authorization Violation'`` and closes;
+    the client may see only the reset of that close, so a reset is named as what it
+    most likely is.
+    """
+    for exc in errors:
+        if "authorization" in str(exc).lower():
+            return str(exc)
+    exc = errors[-2] if len(errors) > 1 and isinstance(errors[-1], TimeoutError) else errors[-1]
+    if isinstance(exc, ConnectionResetError):
+        return f"{exc}: the server closed the connection (wrong or missing credentials?)"
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

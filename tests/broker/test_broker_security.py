@@ -179,15 +179,19 @@ def operator_setup(directory: Path) -> tuple[str, Path, Path]:
 
 Case = tuple[str, dict[str, Any], dict[str, Any], str]
 
+# The server sends -ERR 'Authorization Violation' and closes; a client may read only the
+# reset of that close, which converge names as a likely credentials problem.
+REFUSED = "Authorization Violation|closed the connection \\(wrong or missing credentials"
+
 
 def _userpass(tmp: Path) -> Case:
     conf = 'authorization { user: alice, password: "s3cret-pw" }\n'
-    return conf, {"user": "alice", "password": "s3cret-pw"}, {"user": "alice"}, "Authoriz"
+    return conf, {"user": "alice", "password": "s3cret-pw"}, {"user": "alice"}, REFUSED
 
 
 def _token(tmp: Path) -> Case:
     conf = 'authorization { token: "t0ken-123" }\n'
-    return conf, {"token": "t0ken-123"}, {"token": "wrong"}, "Authoriz"
+    return conf, {"token": "t0ken-123"}, {"token": "wrong"}, REFUSED
 
 
 def _nkey(tmp: Path) -> Case:
@@ -199,13 +203,13 @@ def _nkey(tmp: Path) -> Case:
         conf,
         {"nkey_seed": str(tmp / "user.nk")},
         {"nkey_seed": str(tmp / "stranger.nk")},
-        ("Authoriz"),
+        REFUSED,
     )
 
 
 def _creds(tmp: Path) -> Case:
     conf, good, bad = operator_setup(tmp)
-    return conf, {"creds_file": str(good)}, {"creds_file": str(bad)}, "Authoriz"
+    return conf, {"creds_file": str(good)}, {"creds_file": str(bad)}, REFUSED
 
 
 def _tls(tmp: Path) -> Case:
@@ -377,7 +381,7 @@ async def test_server_command_runs_with_a_nats_server_config(tmp_path: Path) -> 
         code, err = await streams_ls()
         assert code == 1
         lines = err.strip().splitlines()
-        assert len(lines) == 1 and "Authorization" in lines[0], err
+        assert len(lines) == 1 and re.search(REFUSED, lines[0]), err
     finally:
         server.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(server.wait(), WAIT_SEC) == 0
