@@ -7,7 +7,7 @@ the log and ``start()`` it again, so the teardown may find it open or closed)::
     import pytest
     from events.testing import EventLogContract
 
-    @pytest.fixture(params=["memory", pytest.param("jetstream", marks=pytest.mark.nats)])
+    @pytest_asyncio.fixture(params=["memory", pytest.param("jetstream", marks=pytest.mark.nats)])
     async def event_log(request): ...
 
     class TestEventLogContract(EventLogContract):
@@ -99,6 +99,7 @@ class EventLogContract:
 
     # -- append and sequences -------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_append_returns_stream_sequence(self, event_log: EventLog) -> None:
         events = [task_event() for _ in range(3)]
         records = [
@@ -110,6 +111,7 @@ class EventLogContract:
         assert [r.event for r in records] == events
         assert all(isinstance(r.time, float) and r.time > 0 for r in records)
 
+    @pytest.mark.asyncio
     async def test_sequences_are_per_stream(self, event_log: EventLog) -> None:
         t1 = await event_log.append(task_event(), subject="tasks.a")
         p1 = await event_log.append(PoolCreated(pool={"id": "p"}), subject="pools.p")
@@ -120,6 +122,7 @@ class EventLogContract:
         assert await event_log.last_sequence(stream="pools") == 1
         assert await event_log.last_sequence(stream="agents") == 0
 
+    @pytest.mark.asyncio
     async def test_read_back_equals_appended(self, event_log: EventLog) -> None:
         original = BidSubmitted(
             auction_id="a1",
@@ -137,6 +140,7 @@ class EventLogContract:
         assert back.event == original
         assert type(back.event) is BidSubmitted
 
+    @pytest.mark.asyncio
     async def test_last_sequence_of_subject(self, event_log: EventLog) -> None:
         await event_log.append(task_event(), subject="tasks.a")
         await event_log.append(task_event(), subject="tasks.b")
@@ -145,6 +149,7 @@ class EventLogContract:
         assert await event_log.last_sequence(stream="tasks", subject="tasks.b") == 2
         assert await event_log.last_sequence(stream="tasks", subject="tasks.c") == 0
 
+    @pytest.mark.asyncio
     async def test_encoded_ids_round_trip(self, event_log: EventLog) -> None:
         odd = "id with.dots*and>wild cards/ü"
         subj = subject("tasks", odd)
@@ -155,6 +160,7 @@ class EventLogContract:
 
     # -- optimistic concurrency --------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_expected_version_zero_means_empty(self, event_log: EventLog) -> None:
         rec = await event_log.append(task_event(), subject="tasks.x", expected_version=0)
         assert rec.sequence == 1
@@ -163,6 +169,7 @@ class EventLogContract:
         assert info.value.subject == "tasks.x"
         assert info.value.expected == 0
 
+    @pytest.mark.asyncio
     async def test_expected_version_is_the_subjects_last_stream_sequence(
         self, event_log: EventLog
     ) -> None:
@@ -179,17 +186,20 @@ class EventLogContract:
         b2 = await event_log.append(claim_event("b", "y"), subject="tasks.b", expected_version=2)
         assert b2.sequence == 4
 
+    @pytest.mark.asyncio
     async def test_no_expected_version_means_no_check(self, event_log: EventLog) -> None:
         await event_log.append(task_event(), subject="tasks.a")
         rec = await event_log.append(task_event(), subject="tasks.a", expected_version=None)
         assert rec.sequence == 2
 
+    @pytest.mark.asyncio
     async def test_conflict_stores_nothing(self, event_log: EventLog) -> None:
         await event_log.append(task_event(), subject="tasks.a")
         with pytest.raises(ConcurrencyError):
             await event_log.append(task_event(), subject="tasks.a", expected_version=5)
         assert len(await collect(event_log, stream="tasks")) == 1
 
+    @pytest.mark.asyncio
     async def test_concurrent_appenders_one_winner_per_round(self, event_log: EventLog) -> None:
         contenders, rounds = 8, 5
         for round_no in range(rounds):
@@ -213,6 +223,7 @@ class EventLogContract:
 
     # -- idempotence -------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_same_event_id_is_stored_once(self, event_log: EventLog) -> None:
         event = task_event()
         first = await event_log.append(event, subject="tasks.a")
@@ -222,6 +233,7 @@ class EventLogContract:
         assert again == first  # the original record, whatever clock stamped each result
         assert await collect(event_log, stream="tasks") == [first]
 
+    @pytest.mark.asyncio
     async def test_retry_with_the_original_expected_version_returns_original(
         self, event_log: EventLog
     ) -> None:
@@ -233,6 +245,7 @@ class EventLogContract:
         assert again == first
         assert len(await collect(event_log, stream="tasks")) == 2
 
+    @pytest.mark.asyncio
     async def test_retry_after_a_later_event_returns_original(self, event_log: EventLog) -> None:
         event = task_event()
         first = await event_log.append(event, subject="tasks.a", expected_version=0)
@@ -240,6 +253,7 @@ class EventLogContract:
         again = await event_log.append(event, subject="tasks.a", expected_version=0)
         assert again.sequence == first.sequence
 
+    @pytest.mark.asyncio
     async def test_dedupe_is_per_stream(self, event_log: EventLog) -> None:
         event = task_event()
         first = await event_log.append(event, subject="tasks.a")
@@ -251,6 +265,7 @@ class EventLogContract:
 
     # -- append_many ---------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_append_many_in_order(self, event_log: EventLog) -> None:
         items: list[tuple[Event, str, int | None]] = [
             (task_event("m"), "tasks.m", 0),
@@ -270,6 +285,7 @@ class EventLogContract:
         assert pairs[0].sequence == 4
         assert await event_log.append_many([]) == []
 
+    @pytest.mark.asyncio
     async def test_append_many_raises_conflict_after_storing_the_rest(
         self, event_log: EventLog
     ) -> None:
@@ -284,6 +300,7 @@ class EventLogContract:
         stored = await collect(event_log, stream="tasks")
         assert [r.subject for r in stored] == ["tasks.a", "tasks.b"]
 
+    @pytest.mark.asyncio
     async def test_append_many_dedupes_retries(self, event_log: EventLog) -> None:
         events = [task_event() for _ in range(5)]
         first = await event_log.append_many([(e, "tasks.d") for e in events])
@@ -293,6 +310,7 @@ class EventLogContract:
 
     # -- reads ---------------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_read_ranges_and_filters(self, event_log: EventLog) -> None:
         for i in range(10):
             await event_log.append(task_event(), subject=f"tasks.t{i % 3}")
@@ -309,6 +327,7 @@ class EventLogContract:
         assert await collect(event_log, stream="tasks", start_seq=11) == []
         assert await collect(event_log, stream="agents") == []
 
+    @pytest.mark.asyncio
     async def test_read_nested_subjects(self, event_log: EventLog) -> None:
         await event_log.append(
             AuctionOpened(auction_id="a", auction_type="x"), subject="coord.auction.a"
@@ -334,6 +353,7 @@ class EventLogContract:
             await sub.wait_caught_up(WAIT_SEC)
             assert seen.sequences == [2, 3]
 
+    @pytest.mark.asyncio
     async def test_read_every_stream(self, event_log: EventLog) -> None:
         await event_log.append(task_event(), subject="tasks.a")
         await event_log.append(PoolCreated(pool={"id": "p"}), subject="pools.p")
@@ -347,6 +367,7 @@ class EventLogContract:
         # one stream after another, never interleaved
         assert streams_in_order in (["pools", "tasks", "tasks"], ["tasks", "tasks", "pools"])
 
+    @pytest.mark.asyncio
     async def test_read_stops_at_the_end_as_of_the_call(self, event_log: EventLog) -> None:
         for _ in range(3):
             await event_log.append(task_event(), subject="tasks.a")
@@ -357,6 +378,7 @@ class EventLogContract:
                 await event_log.append(task_event(), subject="tasks.a")
         assert seen == [1, 2, 3]
 
+    @pytest.mark.asyncio
     async def test_read_by_time(self, event_log: EventLog) -> None:
         for _ in range(6):
             await event_log.append(task_event(), subject="tasks.a")
@@ -377,6 +399,7 @@ class EventLogContract:
 
     # -- subscriptions -------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_subscribe_catches_up_then_follows(self, event_log: EventLog) -> None:
         for _ in range(3):
             await event_log.append(task_event(), subject="tasks.a")
@@ -393,6 +416,7 @@ class EventLogContract:
         await event_log.append(task_event(), subject="tasks.a")
         assert seen.sequences == [1, 2, 3, 4, 5, 6]
 
+    @pytest.mark.asyncio
     async def test_subscribe_on_empty_stream_is_caught_up(self, event_log: EventLog) -> None:
         seen = Collector()
         sub = await event_log.subscribe(seen, stream="tasks")
@@ -404,6 +428,7 @@ class EventLogContract:
         finally:
             await sub.stop()
 
+    @pytest.mark.asyncio
     async def test_subscribe_from_sequence_with_filter(self, event_log: EventLog) -> None:
         for i in range(6):
             await event_log.append(task_event(), subject=f"tasks.t{i % 2}")
@@ -419,6 +444,7 @@ class EventLogContract:
         finally:
             await sub.stop()
 
+    @pytest.mark.asyncio
     async def test_subscribe_start_beyond_end(self, event_log: EventLog) -> None:
         await event_log.append(task_event(), subject="tasks.a")
         seen = Collector()
@@ -429,6 +455,7 @@ class EventLogContract:
         finally:
             await sub.stop()
 
+    @pytest.mark.asyncio
     async def test_two_subscribers_see_the_same_order(self, event_log: EventLog) -> None:
         a, b = Collector(), Collector()
         sub_a = await event_log.subscribe(a, stream="tasks")
@@ -444,6 +471,7 @@ class EventLogContract:
             await sub_a.stop()
             await sub_b.stop()
 
+    @pytest.mark.asyncio
     async def test_handler_failure_surfaces_on_stop(self, event_log: EventLog) -> None:
         calls: list[int] = []
 
@@ -461,6 +489,7 @@ class EventLogContract:
         assert calls == [1]
         await sub.stop()  # idempotent once the error was reported
 
+    @pytest.mark.asyncio
     async def test_stop_is_idempotent_and_ends_delivery(self, event_log: EventLog) -> None:
         seen = Collector()
         sub = await event_log.subscribe(seen, stream="tasks")
@@ -479,6 +508,7 @@ class EventLogContract:
 
     # -- bad input -----------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_bad_subjects_are_config_errors(self, event_log: EventLog) -> None:
         for bad in (
             "",
@@ -498,11 +528,13 @@ class EventLogContract:
             await collect(event_log, stream="tasks", subject="pools.a")
         assert await collect(event_log) == []
 
+    @pytest.mark.asyncio
     async def test_non_json_payload_is_a_decode_error(self, event_log: EventLog) -> None:
         with pytest.raises(DecodeError, match="JSON"):
             await event_log.append(task_event(bad=object()), subject="tasks.a")
         assert await event_log.last_sequence(stream="tasks") == 0
 
+    @pytest.mark.asyncio
     async def test_bad_item_fails_the_whole_batch(self, event_log: EventLog) -> None:
         with pytest.raises(ConfigError):
             await event_log.append_many([(task_event(), "tasks.a"), (task_event(), "tasks a")])
@@ -516,6 +548,7 @@ class EventLogContract:
             await event_log.append_many([("not an event", "tasks.a")])  # type: ignore[list-item]
         assert await event_log.last_sequence(stream="tasks") == 0
 
+    @pytest.mark.asyncio
     async def test_unregistered_event_types_are_refused(self, event_log: EventLog) -> None:
         class Unregistered(Event):
             type: ClassVar[str] = "test.unregistered"
@@ -523,6 +556,7 @@ class EventLogContract:
         with pytest.raises(ConfigError, match="register"):
             await event_log.append(Unregistered(), subject="tasks.a")
 
+    @pytest.mark.asyncio
     async def test_skipped_events_starts_at_zero(self, event_log: EventLog) -> None:
         await event_log.append(task_event(), subject="tasks.a")
         await collect(event_log)
@@ -530,6 +564,7 @@ class EventLogContract:
 
     # -- closing -------------------------------------------------------------------------------
 
+    @pytest.mark.asyncio
     async def test_a_closed_log_refuses_work_until_started(self, event_log: EventLog) -> None:
         await event_log.append(task_event(), subject="tasks.a")
         await event_log.close()
@@ -556,6 +591,7 @@ class EventLogContract:
         assert (await event_log.append(task_event(), subject="tasks.a")).sequence == 2
         assert await event_log.last_sequence(stream="tasks") == 2
 
+    @pytest.mark.asyncio
     async def test_stop_ends_reads_and_subscriptions(self, event_log: EventLog) -> None:
         for _ in range(3):
             await event_log.append(task_event(), subject="tasks.a")
@@ -578,6 +614,7 @@ class EventLogContract:
             assert probe.sequences == [1, 2, 3, 4]
         assert seen.sequences == [1, 2, 3]  # the stopped subscription got nothing more
 
+    @pytest.mark.asyncio
     async def test_waiting_on_a_subscription_of_a_closed_log_raises(
         self, event_log: EventLog
     ) -> None:

@@ -9,16 +9,55 @@ the NATS tests are skipped on a developer machine, but fail when ``CI`` or
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
+import pytest_asyncio
+from blockbuster import BlockBuster, blockbuster_ctx
 
 from converge.errors import ConfigError
 from events import EventLog, EventSigner, MemoryEventLog
 from events.server import EmbeddedNatsServer, find_nats_server
+
+# Modules of ours that may block the event loop, each with its reason. Every function
+# defined in them may make blocking calls (blockbuster matches frames by file and name).
+BLOCKING_ALLOWED: dict[str, str] = {
+    "converge/extensions/storage/file.py": "FileStore is a sync Store by design (API.md): "
+    "small local files; async code that must not block uses NatsKVStore",
+    "converge/core/store.py": "SyncStoreAdapter presents a sync Store inline, as documented",
+    "events/server.py": "the embedded server's start and stop touch its data directory, "
+    "lock file and binary once per process, before and after any broker traffic",
+    "events/datadir.py": "the data directory lock: one small file, at server start and stop",
+}
+
+
+def _functions_of(module_file: str) -> set[str]:
+    root = Path(__file__).resolve().parents[1]
+    tree = ast.parse((root / module_file).read_text())
+    return {
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
+_ALLOWED_FUNCTIONS = {module: _functions_of(module) for module in BLOCKING_ALLOWED}
+
+
+@pytest.fixture(autouse=True)
+def _no_blocking_calls() -> Iterator[BlockBuster]:
+    """Fail a test when our code blocks a running event loop (file or socket I/O,
+    sleeps, locks) outside the modules allowed above."""
+    with blockbuster_ctx(["converge", "events", "projections"]) as bb:
+        for function in bb.functions.values():
+            for module, names in _ALLOWED_FUNCTIONS.items():
+                function.can_block_in(module, names)
+        yield bb
 
 
 def _nats_required() -> bool:
@@ -106,7 +145,7 @@ def log_factory(backend: str | None) -> LogFactory:
     return factory
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def event_log(backend: str | None, namespace: str) -> AsyncIterator[EventLog]:
     log = await open_log(backend, namespace)
     try:
@@ -124,7 +163,7 @@ def signer() -> EventSigner:
     return EventSigner(SIGNING_KEY, key_id="agent-a")
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def signed_log(
     backend: str | None, namespace: str, signer: EventSigner
 ) -> AsyncIterator[EventLog]:

@@ -22,6 +22,7 @@ def test_readme_names_both_commands() -> None:
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_readme_tour_runs(nats_url: str, namespace: str) -> None:
     block = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
     assert block is not None, "README.md has no python tour"

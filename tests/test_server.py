@@ -7,6 +7,7 @@ from converge.errors import ConfigError
 from events.server import EmbeddedNatsServer, find_nats_server
 
 
+@pytest.mark.asyncio
 async def test_embedded_server_serves_jetstream_and_stops(tmp_path) -> None:
     server = EmbeddedNatsServer(data_dir=tmp_path / "data")
     url = await server.start()

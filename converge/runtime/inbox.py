@@ -9,10 +9,18 @@ import logging
 from converge.core.message import Message
 from converge.errors import ConfigError, ConvergeTimeoutError
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Inbox"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_RUNTIME_INBOX_SIZE", "Inbox"]
 
 DEFAULT_BATCH_SIZE = 10
 """How many items :meth:`Inbox.poll` takes when no ``batch_size`` is given."""
+
+DEFAULT_RUNTIME_INBOX_SIZE = 10_000
+"""Bound of the inbox an ``AgentRuntime`` builds when given none (or no ``maxsize``).
+
+When it is full the runtime's receive task waits for room (so a slow agent slows its
+transport down) for up to 30 s; after that the message is dropped, logged and counted
+in ``Inbox.dropped``. Pass ``inbox_kwargs={"drop_when_full": True}`` to drop at once
+instead, or ``{"maxsize": None}`` for no bound."""
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +28,9 @@ logger = logging.getLogger(__name__)
 class Inbox:
     """A FIFO of received messages between the receive task and the loop.
 
-    ``maxsize=None`` is unbounded. When full, :meth:`push` drops the new message and
-    returns False if ``drop_when_full``, else waits (up to its ``timeout``) for room.
+    ``maxsize=None`` is unbounded (the runtime's own inbox is bounded by default, see
+    :data:`DEFAULT_RUNTIME_INBOX_SIZE`). When full, :meth:`push` drops the new message
+    and returns False if ``drop_when_full``, else waits (up to its ``timeout``) for room.
     """
 
     def __init__(self, maxsize: int | None = None, *, drop_when_full: bool = False) -> None:

@@ -38,7 +38,7 @@ from converge.runtime._receive import ReceivePart
 from converge.runtime._state import RuntimeState, RuntimeStats
 from converge.runtime._work import WorkRunner
 from converge.runtime.executor import Executor, StandardExecutor
-from converge.runtime.inbox import Inbox
+from converge.runtime.inbox import DEFAULT_RUNTIME_INBOX_SIZE, Inbox
 from converge.runtime.scheduler import Scheduler
 from converge.runtime.worker import Worker
 from events import EventLog
@@ -142,7 +142,11 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
         self.tool_registry = tool_registry
         self.checkpoint_store = checkpoint_store
         self.checkpoint_interval_sec = float(checkpoint_interval_sec)
-        self.inbox = inbox if inbox is not None else Inbox(**dict(inbox_kwargs or {}))
+        self.inbox = (
+            inbox
+            if inbox is not None
+            else Inbox(**{"maxsize": DEFAULT_RUNTIME_INBOX_SIZE, **dict(inbox_kwargs or {})})
+        )
         self.scheduler = scheduler if scheduler is not None else Scheduler()
         self.health_check = health_check
         self.ready_check = ready_check

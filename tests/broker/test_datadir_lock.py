@@ -70,6 +70,7 @@ async def _serve(data_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
     return proc, found.group(0)
 
 
+@pytest.mark.asyncio
 async def test_server_command_owns_the_directory_run_reuses_it_nothing_lost(
     tmp_path: Path,
 ) -> None:
@@ -100,6 +101,7 @@ async def test_server_command_owns_the_directory_run_reuses_it_nothing_lost(
     assert summary["tasks"] == {"total": 40, "by_state": {"completed": 40}}
 
 
+@pytest.mark.asyncio
 async def test_second_embedded_server_reuses_or_refuses_and_deletes_nothing(
     tmp_path: Path,
 ) -> None:
@@ -139,6 +141,7 @@ sys.stdin.read()
 """
 
 
+@pytest.mark.asyncio
 async def test_a_holder_that_does_not_answer_is_named_and_refused(tmp_path: Path) -> None:
     data = tmp_path / "nats"
     data.mkdir()

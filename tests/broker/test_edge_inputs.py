@@ -95,6 +95,7 @@ def test_a_peer_that_never_speaks_is_named(silent_port: int) -> None:
     assert f"127.0.0.1:{silent_port}" in line and "sent no NATS greeting" in line
 
 
+@pytest.mark.asyncio
 async def test_probe_names_a_refused_port_and_a_peer_that_is_not_nats() -> None:
     with pytest.raises(EventLogError, match="cannot reach NATS at nats://127.0.0.1:1"):
         await probe("nats://127.0.0.1:1", 2.0)
@@ -140,6 +141,7 @@ print(repr(got), flush=True)
 
 
 @pytest.mark.parametrize("how", ["tls-url", "tls-settings"])
+@pytest.mark.asyncio
 async def test_tls_never_sends_credentials_in_plain_text(how: str, tmp_path) -> None:
     from events.connection import TlsConfig, connect_nats
 

@@ -89,6 +89,7 @@ async def _fill(url: str) -> EventLogError:
     raise AssertionError("the broker never refused an append")
 
 
+@pytest.mark.asyncio
 async def test_full_disk_is_refused_at_once_and_sigterm_ends_every_process(
     small_disk: tuple[Path, dict[str, str]],
 ) -> None:

@@ -33,6 +33,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.asyncio
 async def test_run_waits_for_a_broker_that_starts_after_it(tmp_path: Path) -> None:
     port = _free_port()
     proc = await asyncio.create_subprocess_exec(
@@ -67,6 +68,7 @@ async def test_run_waits_for_a_broker_that_starts_after_it(tmp_path: Path) -> No
     assert summary["states"] == {"completed": 5}
 
 
+@pytest.mark.asyncio
 async def test_run_gives_up_after_the_stated_limit_with_one_error_line(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -90,6 +92,7 @@ async def test_run_gives_up_after_the_stated_limit_with_one_error_line(tmp_path:
     assert out == b""
 
 
+@pytest.mark.asyncio
 async def test_sigterm_during_retries_exits_within_the_shutdown_limit(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

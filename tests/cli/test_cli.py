@@ -150,6 +150,7 @@ def test_run_with_embedded_server_then_replay_reads_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_server_runs_in_foreground_until_interrupted(tmp_path: Path) -> None:
     import asyncio
     import signal

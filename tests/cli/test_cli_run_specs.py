@@ -62,6 +62,7 @@ def _types(events: list[RecordedEvent], kind: str) -> list[RecordedEvent]:
 
 @pytest.mark.nats
 @pytest.mark.slow
+@pytest.mark.asyncio
 async def test_two_processes_serve_a_user_module_each_task_once(
     nats_url: str, namespace: str, tmp_path: Path
 ) -> None:
@@ -186,6 +187,7 @@ def test_demo_workers_leave_a_users_task_alone(nats_url: str, namespace: str) ->
 
 @pytest.mark.nats
 @pytest.mark.slow
+@pytest.mark.asyncio
 async def test_sigterm_drains_and_releases_the_task_in_flight(
     nats_url: str, namespace: str, tmp_path: Path
 ) -> None:

@@ -42,6 +42,7 @@ class Named:
 
 
 @pytest.mark.parametrize("transport", ["tcp", "websocket"])
+@pytest.mark.asyncio
 async def test_point_to_point_transports_know_each_other(transport: str) -> None:
     cfg = load_config(env={}, transport=transport)
     agents = [Named("a"), Named("b"), Named("c")]

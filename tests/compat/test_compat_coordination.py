@@ -23,6 +23,7 @@ from converge.policy.trust import TrustModel
 from events import MemoryEventLog
 
 
+@pytest.mark.asyncio
 async def test_task_manager_flow_and_seed_views() -> None:
     async with TaskManager() as tm:
         task = Task(objective={"type": "compute"})
@@ -42,6 +43,7 @@ async def test_task_manager_flow_and_seed_views() -> None:
         assert done is not None and (done.state, done.result) == (TaskState.COMPLETED, "42")
 
 
+@pytest.mark.asyncio
 async def test_report_by_non_assignee_is_a_value_error_saying_not_authorized() -> None:
     async with TaskManager() as tm:
         task = Task()
@@ -58,6 +60,7 @@ async def test_report_by_non_assignee_is_a_value_error_saying_not_authorized() -
             await tm.report("agent1", "missing_id", "result")
 
 
+@pytest.mark.asyncio
 async def test_list_pending_tasks_for_agent_filters_as_in_the_seed() -> None:
     async with TaskManager() as tm:
         t1 = Task(pool_id="p1", required_capabilities=["x"])
@@ -73,6 +76,7 @@ async def test_list_pending_tasks_for_agent_filters_as_in_the_seed() -> None:
         assert t4.id not in only_a
 
 
+@pytest.mark.asyncio
 async def test_cancel_fail_and_release_expired_claims() -> None:
     async with TaskManager() as tm:
         task = Task()
@@ -101,6 +105,7 @@ async def test_cancel_fail_and_release_expired_claims() -> None:
         assert leased.id in tm.pending_task_ids
 
 
+@pytest.mark.asyncio
 async def test_pool_manager_flow_and_pools_mapping() -> None:
     async with PoolManager() as pm:
         pool = await pm.create_pool({"topics": []})
@@ -114,6 +119,7 @@ async def test_pool_manager_flow_and_pools_mapping() -> None:
         assert pm.get_pool("nonexistent") is None
 
 
+@pytest.mark.asyncio
 async def test_pool_manager_takes_unregistered_policy_objects() -> None:
     class RejectPolicy:
         def can_admit(self, agent_id: str, context: Mapping[str, Any]) -> bool:
@@ -141,6 +147,7 @@ async def test_pool_manager_takes_unregistered_policy_objects() -> None:
         assert pm.get_governance("custom-pool") is q
 
 
+@pytest.mark.asyncio
 async def test_pool_manager_trust_threshold_and_pools_for_agent() -> None:
     trust = TrustModel()
     await trust.update_trust("agent1", 0.3)
@@ -156,6 +163,7 @@ async def test_pool_manager_trust_threshold_and_pools_for_agent() -> None:
         assert pm.get_pools_for_agent("agent3") == []
 
 
+@pytest.mark.asyncio
 async def test_bidding_seed_flow() -> None:
     async with BiddingProtocol() as bp:
         assert bp.active and bp.bids == {}
@@ -169,6 +177,7 @@ async def test_bidding_seed_flow() -> None:
         assert not await empty.resolve()
 
 
+@pytest.mark.asyncio
 async def test_negotiation_seed_flow() -> None:
     async with NegotiationProtocol() as proto:
         sid = await proto.create_session("agentA", ["agentB"], "price: 100")
@@ -188,6 +197,7 @@ async def test_negotiation_seed_flow() -> None:
         assert session is not None and session.state == NegotiationState.ACCEPTED
 
 
+@pytest.mark.asyncio
 async def test_negotiation_seed_rejection_and_refusals() -> None:
     async with NegotiationProtocol() as proto:
         sid = await proto.create_session("agentA", ["agentB"], "deal")
@@ -204,6 +214,7 @@ async def test_negotiation_seed_rejection_and_refusals() -> None:
         assert not await proto.propose(done, "agentA", "counter")
 
 
+@pytest.mark.asyncio
 async def test_delegation_seed_flow() -> None:
     async with DelegationProtocol() as dp:
         did = await dp.delegate("a1", "a2", ["scope"])
@@ -224,6 +235,7 @@ def test_consensus_seed_votes() -> None:
     assert Consensus.majority_vote([]) is None and Consensus.plurality_vote([]) is None
 
 
+@pytest.mark.asyncio
 async def test_managers_on_one_store_share_state_as_in_the_seed() -> None:
     store = MemoryStore()
     first = TaskManager(store)

@@ -167,6 +167,7 @@ def test_llm_agent_decide_is_synchronous_outside_an_event_loop() -> None:
     assert LLMAgent(identity, provider=ScriptedChat("not valid json")).decide([], []) == []
 
 
+@pytest.mark.asyncio
 async def test_llm_agent_decide_is_awaitable_inside_an_event_loop() -> None:
     identity = Identity.generate()
     agent = LLMAgent(identity, provider=ScriptedChat('[{"type": "ClaimTask", "task_id": "x"}]'))

@@ -12,6 +12,7 @@ from events import JetStreamEventLog
 pytestmark = pytest.mark.nats
 
 
+@pytest.mark.asyncio
 async def test_seed_negotiation_and_task_flow_seen_from_a_second_connection(
     nats_url: str, namespace: str
 ) -> None:

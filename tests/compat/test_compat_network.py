@@ -51,6 +51,7 @@ class DiscoverableAgent(Agent):
         self.capabilities = capabilities or []
 
 
+@pytest.mark.asyncio
 async def test_agent_network_accepts_a_duck_typed_transport() -> None:
     transport = CountingTransport()
     net = AgentNetwork(transport=transport)  # type: ignore[arg-type]
@@ -94,6 +95,7 @@ def test_build_descriptor_from_names_and_objects() -> None:
     assert desc.capabilities[1].version == "2.0"
 
 
+@pytest.mark.asyncio
 async def test_discovery_service_descriptors_mapping() -> None:
     ds = DiscoveryService()
     await ds.register(AgentDescriptor("id1", [], []))
@@ -114,6 +116,7 @@ def test_agent_descriptor_dict_round_trip_omits_a_missing_key() -> None:
     assert AgentDescriptor.from_dict(keyed).public_key == b"x" * 32
 
 
+@pytest.mark.asyncio
 async def test_discovery_service_reads_and_writes_seed_store_records() -> None:
     store = MemoryStore()
     desc = AgentDescriptor("id1", [Topic("ns", {})], [Capability("compute", "1.0", "desc")])
@@ -138,6 +141,7 @@ def test_discovery_query_over_given_candidates() -> None:
     assert len(ds.query(DiscoveryQuery(), [d1])) == 1
 
 
+@pytest.mark.asyncio
 async def test_identity_registry_keeps_any_key_but_only_real_keys_verify() -> None:
     reg = IdentityRegistry()
     reg.register("agent1", b"pubkey1")
@@ -157,6 +161,7 @@ async def test_identity_registry_keeps_any_key_but_only_real_keys_verify() -> No
         assert transport.stats.dropped_unverified == 1
 
 
+@pytest.mark.asyncio
 async def test_local_transport_seed_usage() -> None:
     registry = LocalTransportRegistry()
     idle = LocalTransport("agent1", registry)
@@ -188,6 +193,7 @@ async def test_local_transport_seed_usage() -> None:
         assert verified.sender == id_a.fingerprint
 
 
+@pytest.mark.asyncio
 async def test_tcp_positional_agent_id_and_routing_topic() -> None:
     t1 = TcpTransport("127.0.0.1", 0, "agent1")
     t2 = TcpTransport("127.0.0.1", 0, "agent2")

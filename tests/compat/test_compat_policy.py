@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
 from converge.policy.admission import (
     AdmissionPolicy,
     OpenAdmission,
@@ -39,6 +41,7 @@ def test_admission_policies_seed_calls() -> None:
     assert Denying().can_admit("a", {}) is False
 
 
+@pytest.mark.asyncio
 async def test_trust_model_deltas_from_the_neutral_score() -> None:
     tm = TrustModel()
     assert tm.get_trust("a1") == 0.5

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
+
 from converge.coordination.bidding import BiddingProtocol
 from converge.coordination.delegation import DelegationProtocol
 from converge.coordination.negotiation import NegotiationProtocol
@@ -43,6 +45,7 @@ class RecordingNetwork:
         self.sent.append(message)
 
 
+@pytest.mark.asyncio
 async def test_inbox_takes_any_item_and_polls_ten_by_default() -> None:
     inbox = Inbox(maxsize=1, drop_when_full=True)
     await inbox.push(1)  # type: ignore[arg-type]
@@ -55,6 +58,7 @@ async def test_inbox_takes_any_item_and_polls_ten_by_default() -> None:
     assert len(many.poll()) == 5
 
 
+@pytest.mark.asyncio
 async def test_scheduler_wakes_on_notify_and_times_out() -> None:
     scheduler = Scheduler()
     scheduler.notify()
@@ -62,6 +66,7 @@ async def test_scheduler_wakes_on_notify_and_times_out() -> None:
     assert not await scheduler.wait_for_work(timeout=0.01)
 
 
+@pytest.mark.asyncio
 async def test_runtime_running_flag() -> None:
     identity = Identity.generate()
     transport = LocalTransport(identity.fingerprint, LocalTransportRegistry())
@@ -75,6 +80,7 @@ async def test_runtime_running_flag() -> None:
     assert not runtime.running
 
 
+@pytest.mark.asyncio
 async def test_executor_safety_policy_seed_forms() -> None:
     async with TaskManager() as tm, PoolManager() as pm:
         network = RecordingNetwork()
@@ -93,6 +99,7 @@ async def test_executor_safety_policy_seed_forms() -> None:
         assert tm.get_task(too_big.id) is None
 
 
+@pytest.mark.asyncio
 async def test_executor_coordination_decisions_with_votes_store() -> None:
     bidding = BiddingProtocol()
     negotiation = NegotiationProtocol()
@@ -150,6 +157,7 @@ class CustomDecision(Decision):
     value: str
 
 
+@pytest.mark.asyncio
 async def test_custom_plain_dataclass_decisions_run_through_custom_handlers() -> None:
     assert CustomDecision.type == "CustomDecision"
     assert CustomDecision("v").to_dict() == {"type": "CustomDecision", "value": "v"}

@@ -14,6 +14,7 @@ from converge.extensions.storage.nats_kv import NatsKVStore
 from converge.policy.admission import WhitelistAdmission
 
 
+@pytest.mark.asyncio
 async def test_managers_on_one_store_object_see_changes_on_their_next_read() -> None:
     store = MemoryStore()
     writer, reader = TaskManager(store), TaskManager(store)
@@ -33,6 +34,7 @@ async def test_managers_on_one_store_object_see_changes_on_their_next_read() -> 
     await pools.stop()
 
 
+@pytest.mark.asyncio
 async def test_a_restart_finds_the_tasks_without_start(tmp_path: Path) -> None:
     first = TaskManager(FileStore(base_path=tmp_path))
     ids = [await first.submit(Task(objective=f"t{i}")) for i in range(3)]
@@ -45,6 +47,7 @@ async def test_a_restart_finds_the_tasks_without_start(tmp_path: Path) -> None:
     assert [t.id for t in again.list_pending_tasks()] == ids[1:]
 
 
+@pytest.mark.asyncio
 async def test_refresh_from_store_reads_what_another_process_wrote(tmp_path: Path) -> None:
     # Two FileStore objects on one directory: as two processes, they share no memory.
     here, there = TaskManager(FileStore(tmp_path)), TaskManager(FileStore(tmp_path))

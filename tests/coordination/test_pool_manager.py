@@ -25,6 +25,7 @@ class Trust:
         return self.scores.get(agent_id, 0.5)
 
 
+@pytest.mark.asyncio
 async def test_create_join_leave(event_log: EventLog) -> None:
     async with PoolManager(event_log) as pm:
         pool = await pm.create_pool({"id": "p1", "topics": [Topic("billing")]})
@@ -50,6 +51,7 @@ async def test_create_join_leave(event_log: EventLog) -> None:
         ]
 
 
+@pytest.mark.asyncio
 async def test_policies_are_recorded_and_enforced_after_rebuild(event_log: EventLog) -> None:
     async with PoolManager(event_log) as pm:
         pool = await pm.create_pool(
@@ -82,6 +84,7 @@ async def test_policies_are_recorded_and_enforced_after_rebuild(event_log: Event
         assert other.get_pools_for_agent("carol") == ["gated"]
 
 
+@pytest.mark.asyncio
 async def test_trust_threshold(event_log: EventLog) -> None:
     trust = Trust({"good": 0.9, "bad": 0.1})
     async with PoolManager(event_log, trust_model=trust) as pm:
@@ -98,6 +101,7 @@ async def test_trust_threshold(event_log: EventLog) -> None:
         assert pm2.get_pool("q").trust_model is None  # type: ignore[union-attr]
 
 
+@pytest.mark.asyncio
 async def test_bad_specs(event_log: EventLog) -> None:
     async with PoolManager(event_log) as pm:
         with pytest.raises(ConfigError, match="colour"):
@@ -116,6 +120,7 @@ async def test_bad_specs(event_log: EventLog) -> None:
         assert [p.id for p in pm.pools()] == ["p"]
 
 
+@pytest.mark.asyncio
 async def test_concurrent_joins_from_two_managers(event_log: EventLog) -> None:
     async with PoolManager(event_log) as one, PoolManager(event_log) as two:
         await one.create_pool({"id": "p"})
@@ -131,6 +136,7 @@ async def test_concurrent_joins_from_two_managers(event_log: EventLog) -> None:
         assert two.get_pool("p").agents == set(agents)  # type: ignore[union-attr]
 
 
+@pytest.mark.asyncio
 async def test_restart_with_snapshot(event_log: EventLog) -> None:
     store = MemoryStore()
     async with PoolManager(event_log, snapshot_store=store) as pm:

@@ -48,6 +48,7 @@ def test_consensus_bad_votes() -> None:
 # -- bidding -------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_first_price_sealed_bid() -> None:
     async with BiddingProtocol() as auction:
         assert await auction.submit_bid("a", 10, {"sla": 1})
@@ -63,6 +64,7 @@ async def test_first_price_sealed_bid() -> None:
         assert await auction.resolve() == result
 
 
+@pytest.mark.asyncio
 async def test_second_price_pays_second_highest() -> None:
     auction = BiddingProtocol(auction_type=AuctionType.SECOND_PRICE_SEALED_BID)
     try:
@@ -74,6 +76,7 @@ async def test_second_price_pays_second_highest() -> None:
         await auction.stop()
 
 
+@pytest.mark.asyncio
 async def test_second_price_single_bid_pays_reserve() -> None:
     async with BiddingProtocol(auction_type="second_price_sealed_bid", reserve_price=3) as auction:
         assert not await auction.submit_bid("low", 2, None)
@@ -82,6 +85,7 @@ async def test_second_price_single_bid_pays_reserve() -> None:
         assert (result.winner, result.price) == ("a", 3)
 
 
+@pytest.mark.asyncio
 async def test_english_bids_must_beat_highest() -> None:
     async with BiddingProtocol(auction_type=AuctionType.ENGLISH, min_increment=1) as auction:
         assert await auction.submit_bid("a", 5, None)
@@ -94,6 +98,7 @@ async def test_english_bids_must_beat_highest() -> None:
         assert (result.winner, result.price) == ("a", 8)
 
 
+@pytest.mark.asyncio
 async def test_dutch_first_bid_at_price_wins() -> None:
     async with BiddingProtocol(
         auction_type=AuctionType.DUTCH,
@@ -110,6 +115,7 @@ async def test_dutch_first_bid_at_price_wins() -> None:
         assert (result.winner, result.price) == ("b", 100)
 
 
+@pytest.mark.asyncio
 async def test_dutch_price_falls_with_time() -> None:
     async with BiddingProtocol(
         auction_type=AuctionType.DUTCH, start_price=100, price_decrement=10, reserve_price=75
@@ -121,6 +127,7 @@ async def test_dutch_price_falls_with_time() -> None:
         assert auction.current_price(now=far_future) == 75  # floored at the reserve
 
 
+@pytest.mark.asyncio
 async def test_no_bids_means_no_winner() -> None:
     async with BiddingProtocol(reserve_price=10) as auction:
         result = await auction.resolve()
@@ -128,6 +135,7 @@ async def test_no_bids_means_no_winner() -> None:
         assert not result
 
 
+@pytest.mark.asyncio
 async def test_bidding_bad_input() -> None:
     with pytest.raises(ConfigError, match="auction_type"):
         BiddingProtocol(auction_type="vickrey-ish")
@@ -144,6 +152,7 @@ async def test_bidding_bad_input() -> None:
             await auction.submit_bid("", 1, None)
 
 
+@pytest.mark.asyncio
 async def test_two_protocol_objects_share_one_auction() -> None:
     async with MemoryEventLog() as log:
         first = BiddingProtocol(log, auction_id="job-1")
@@ -166,6 +175,7 @@ async def test_two_protocol_objects_share_one_auction() -> None:
             await p.stop()
 
 
+@pytest.mark.asyncio
 async def test_concurrent_bids_on_one_auction_are_all_ordered() -> None:
     async with MemoryEventLog() as log:
         objects = [
@@ -183,6 +193,7 @@ async def test_concurrent_bids_on_one_auction_are_all_ordered() -> None:
         assert result.price == max(amounts)
 
 
+@pytest.mark.asyncio
 async def test_auction_events_are_on_the_coord_stream() -> None:
     async with MemoryEventLog() as log:
         auction = BiddingProtocol(log, auction_id="a.b c")  # id needs encoding
@@ -197,6 +208,7 @@ async def test_auction_events_are_on_the_coord_stream() -> None:
 # -- negotiation ---------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_negotiation_agreement() -> None:
     async with NegotiationProtocol() as neg:
         sid = await neg.create_session(["a", "b", "c"], subject="price")
@@ -215,6 +227,7 @@ async def test_negotiation_agreement() -> None:
         assert await neg.propose(sid, "a", {"price": 1}) is False
 
 
+@pytest.mark.asyncio
 async def test_negotiation_errors() -> None:
     async with NegotiationProtocol() as neg:
         with pytest.raises(DecodeError):
@@ -237,6 +250,7 @@ async def test_negotiation_errors() -> None:
         assert neg.get_session("nope") is None
 
 
+@pytest.mark.asyncio
 async def test_negotiation_rebuilt_from_the_stream() -> None:
     async with MemoryEventLog() as log:
         writer = NegotiationProtocol(log)
@@ -254,6 +268,7 @@ async def test_negotiation_rebuilt_from_the_stream() -> None:
 # -- delegation ----------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_delegation_grant_revoke() -> None:
     async with DelegationProtocol() as delegations:
         did = await delegations.delegate("boss", "worker", ["claim", "report"])
@@ -270,6 +285,7 @@ async def test_delegation_grant_revoke() -> None:
         assert len(delegations.list(active_only=False)) == 2
 
 
+@pytest.mark.asyncio
 async def test_delegation_errors_and_rebuild() -> None:
     async with MemoryEventLog() as log:
         delegations = DelegationProtocol(log)
@@ -289,6 +305,7 @@ async def test_delegation_errors_and_rebuild() -> None:
         await rebuilt.stop()
 
 
+@pytest.mark.asyncio
 async def test_protocols_start_on_first_command_and_reject_bad_logs() -> None:
     with pytest.raises(ConfigError, match="event_log"):
         NegotiationProtocol("not a log")  # type: ignore[arg-type]

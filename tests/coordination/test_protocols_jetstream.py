@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 
 from converge.coordination.bidding import AuctionType, BiddingProtocol
 from converge.coordination.delegation import DelegationProtocol
@@ -15,7 +16,7 @@ from events import EventLog
 pytestmark = pytest.mark.nats
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def js_log(nats_url: str, namespace: str) -> AsyncIterator[EventLog]:
     from events import JetStreamEventLog  # type: ignore[attr-defined]
 
@@ -33,6 +34,7 @@ async def _second_log(nats_url: str, namespace: str) -> EventLog:
     return log
 
 
+@pytest.mark.asyncio
 async def test_two_connections_share_one_auction(
     js_log: EventLog, nats_url: str, namespace: str
 ) -> None:
@@ -54,6 +56,7 @@ async def test_two_connections_share_one_auction(
         await other_log.close()
 
 
+@pytest.mark.asyncio
 async def test_concurrent_sealed_bids_over_two_connections(
     js_log: EventLog, nats_url: str, namespace: str
 ) -> None:
@@ -77,6 +80,7 @@ async def test_concurrent_sealed_bids_over_two_connections(
         await other_log.close()
 
 
+@pytest.mark.asyncio
 async def test_negotiation_and_delegation_rebuilt_from_jetstream(
     js_log: EventLog, nats_url: str, namespace: str
 ) -> None:

@@ -41,6 +41,7 @@ def test_every_stateful_service_is_a_projected_service() -> None:
     assert TrustModel(max_retries=2).max_attempts == 3
 
 
+@pytest.mark.asyncio
 async def test_auctions_on_one_log_read_only_their_own_subject(event_log: EventLog) -> None:
     async with (
         BiddingProtocol(event_log, auction_id="a") as first,
@@ -64,6 +65,7 @@ async def test_auctions_on_one_log_read_only_their_own_subject(event_log: EventL
         assert second.is_active
 
 
+@pytest.mark.asyncio
 async def test_coordination_state_resumes_from_snapshots(event_log: EventLog) -> None:
     store = MemoryStore()
     async with BiddingProtocol(event_log, auction_id="a", snapshot_store=store) as auction:
@@ -111,6 +113,7 @@ async def test_coordination_state_resumes_from_snapshots(event_log: EventLog) ->
         assert found[0] is discovery.get("p")  # stored descriptors, not rebuilt per query
 
 
+@pytest.mark.asyncio
 async def test_protocols_verify_signatures(
     backend: str | None, log_factory: LogFactory, namespace: str
 ) -> None:

@@ -31,6 +31,7 @@ async def publish_raw(
         await nc.close()
 
 
+@pytest.mark.asyncio
 async def test_garbage_on_a_task_subject_keeps_the_task_claimable(
     event_log: EventLog, backend: str | None
 ) -> None:
@@ -59,6 +60,7 @@ async def test_garbage_on_a_task_subject_keeps_the_task_claimable(
         assert task is not None and task.state is TaskState.COMPLETED
 
 
+@pytest.mark.asyncio
 async def test_garbage_before_a_release_and_a_cancel(
     event_log: EventLog, backend: str | None
 ) -> None:
@@ -73,6 +75,7 @@ async def test_garbage_before_a_release_and_a_cancel(
         assert await tm.cancel_task(task_id)
 
 
+@pytest.mark.asyncio
 async def test_a_forged_event_moves_the_version_too(
     backend: str | None, log_factory: object, namespace: str
 ) -> None:

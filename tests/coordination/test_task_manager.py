@@ -24,6 +24,7 @@ async def history(log: EventLog, task_id: str) -> list[str]:
     return [r.event.type async for r in log.read(subject=subject("tasks", task_id))]
 
 
+@pytest.mark.asyncio
 async def test_lifecycle_and_read_your_writes(event_log: EventLog) -> None:
     async with TaskManager(event_log) as tm:
         task_id = await tm.submit(Task("sum", {"xs": [1, 2]}))
@@ -44,6 +45,7 @@ async def test_lifecycle_and_read_your_writes(event_log: EventLog) -> None:
         assert tm.tasks() == [task]
 
 
+@pytest.mark.asyncio
 async def test_claim_rules(event_log: EventLog) -> None:
     async with TaskManager(event_log) as tm:
         task_id = await tm.submit(Task("o"))
@@ -60,6 +62,7 @@ async def test_claim_rules(event_log: EventLog) -> None:
             await tm.claim("a", 7)  # type: ignore[arg-type]
 
 
+@pytest.mark.asyncio
 async def test_report_and_fail_authorization(event_log: EventLog) -> None:
     async with TaskManager(event_log) as tm:
         task_id = await tm.submit(Task("o"))
@@ -87,6 +90,7 @@ async def test_report_and_fail_authorization(event_log: EventLog) -> None:
         assert tm.get_task(other).state is TaskState.FAILED  # type: ignore[union-attr]
 
 
+@pytest.mark.asyncio
 async def test_cancel(event_log: EventLog) -> None:
     async with TaskManager(event_log) as tm:
         a = await tm.submit(Task("o"))
@@ -101,6 +105,7 @@ async def test_cancel(event_log: EventLog) -> None:
         assert not await tm.cancel_task("missing")
 
 
+@pytest.mark.asyncio
 async def test_submit_rejects_duplicates_and_non_tasks(event_log: EventLog) -> None:
     async with TaskManager(event_log) as tm, TaskManager(event_log) as other:
         task = Task("o")
@@ -113,6 +118,7 @@ async def test_submit_rejects_duplicates_and_non_tasks(event_log: EventLog) -> N
             await tm.submit({"objective": "x"})  # type: ignore[arg-type]
 
 
+@pytest.mark.asyncio
 async def test_claim_race_between_managers(event_log: EventLog) -> None:
     async with TaskManager(event_log) as one, TaskManager(event_log) as two:
         ids = [await one.submit(Task("o", {"i": i})) for i in range(30)]
@@ -134,6 +140,7 @@ async def test_claim_race_between_managers(event_log: EventLog) -> None:
             assert one.get_task(t) == two.get_task(t)
 
 
+@pytest.mark.asyncio
 async def test_release_expired_claims_wall_clock(event_log: EventLog) -> None:
     # no default TTL here: a claim on a task without claim_ttl_sec never expires
     no_default = TaskManager(event_log, default_claim_ttl_sec=None)
@@ -160,6 +167,7 @@ async def test_release_expired_claims_wall_clock(event_log: EventLog) -> None:
         assert await tm.claim("b", short)
 
 
+@pytest.mark.asyncio
 async def test_a_claim_without_a_ttl_gets_the_default_recorded(event_log: EventLog) -> None:
     async with (
         TaskManager(event_log, default_claim_ttl_sec=5) as tm,
@@ -176,6 +184,7 @@ async def test_a_claim_without_a_ttl_gets_the_default_recorded(event_log: EventL
         assert await other.release_expired_claims(now=claimed_at + 5) == [task_id]
 
 
+@pytest.mark.asyncio
 async def test_routing(event_log: EventLog) -> None:
     async with TaskManager(event_log) as tm:
         free = await tm.submit(Task("free"))
@@ -202,6 +211,7 @@ async def test_routing(event_log: EventLog) -> None:
         assert ids(pool_ids=["p2"], capabilities=[], topics=[]) == {free}
 
 
+@pytest.mark.asyncio
 async def test_restart_restores_from_stream_and_snapshot(event_log: EventLog) -> None:
     store = MemoryStore()
     async with TaskManager(event_log, snapshot_store=store) as tm:
@@ -217,6 +227,7 @@ async def test_restart_restores_from_stream_and_snapshot(event_log: EventLog) ->
         assert fresh.projection.snapshot() == before
 
 
+@pytest.mark.asyncio
 async def test_failed_append_leaves_projection_untouched(event_log: EventLog) -> None:
     async with TaskManager(event_log) as tm:
         task_id = await tm.submit(Task("o"))
@@ -231,6 +242,7 @@ async def test_failed_append_leaves_projection_untouched(event_log: EventLog) ->
         assert task.state is TaskState.COMPLETED
 
 
+@pytest.mark.asyncio
 async def test_commands_start_the_manager_and_private_log() -> None:
     tm = TaskManager()
     assert not tm.is_started
@@ -243,6 +255,7 @@ async def test_commands_start_the_manager_and_private_log() -> None:
     assert not tm.is_started
 
 
+@pytest.mark.asyncio
 async def test_claims_within_one_manager_queue_instead_of_racing(event_log: EventLog) -> None:
     async with TaskManager(event_log) as tm:
         task_id = await tm.submit(Task("o"))
@@ -252,6 +265,7 @@ async def test_claims_within_one_manager_queue_instead_of_racing(event_log: Even
         assert (await history(event_log, task_id)).count("task.claimed") == 1
 
 
+@pytest.mark.asyncio
 async def test_fail_task_keeps_a_structured_reason(event_log: EventLog) -> None:
     async with TaskManager(event_log) as tm:
         task_id = await tm.submit(Task("t"))

@@ -184,6 +184,7 @@ def test_registry_rejects_non_tools() -> None:
         ToolRegistry().register(_Nameless())
 
 
+@pytest.mark.asyncio
 async def test_registry_invoke_runs_sync_and_async_tools() -> None:
     registry = ToolRegistry([_EchoTool(), _AsyncTool()])
     assert await registry.invoke("echo", {"text": "hi"}) == "hi"
@@ -251,6 +252,7 @@ class _AsyncAgent(Agent):
         return [ClaimTask(t.id) for t in tasks]
 
 
+@pytest.mark.asyncio
 async def test_async_hooks_and_decide_are_awaitable_through_maybe_await() -> None:
     agent = _AsyncAgent(Identity.generate())
     await maybe_await(agent.on_start())

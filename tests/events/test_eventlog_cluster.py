@@ -74,6 +74,7 @@ def _cluster(tmp_path: Path) -> list[EmbeddedNatsServer]:
     return servers
 
 
+@pytest.mark.asyncio
 async def test_r3_streams_survive_a_node_loss(tmp_path: Path) -> None:
     servers = _cluster(tmp_path)
     try:
@@ -101,6 +102,7 @@ async def test_r3_streams_survive_a_node_loss(tmp_path: Path) -> None:
             await server.stop()
 
 
+@pytest.mark.asyncio
 async def test_clients_never_change_an_r3_streams_replicas(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

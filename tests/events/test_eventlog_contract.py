@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 
 from converge.extensions.storage.file import FileStore
 from converge.extensions.storage.memory import MemoryStore
@@ -44,7 +45,7 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, str, str]:
     return request.param, "", "converge"
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def event_log(backend: tuple[str, str, str]) -> AsyncIterator[EventLog]:
     name, url, namespace = backend
     log: EventLog

@@ -13,6 +13,7 @@ import nats
 import nats.js.errors
 import orjson
 import pytest
+import pytest_asyncio
 
 import events
 from converge.errors import (
@@ -31,7 +32,7 @@ from events.testing import Collector, collect, task_event
 pytestmark = pytest.mark.nats
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def log(nats_url: str, namespace: str) -> AsyncIterator[JetStreamEventLog]:
     async with await JetStreamEventLog.connect(nats_url, namespace=namespace) as log:
         yield log
@@ -39,7 +40,7 @@ async def log(nats_url: str, namespace: str) -> AsyncIterator[JetStreamEventLog]
         assert await collect(log) == []
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def raw_nc(nats_url: str) -> AsyncIterator[Any]:
     nc = await nats.connect(nats_url)
     try:
@@ -48,6 +49,7 @@ async def raw_nc(nats_url: str) -> AsyncIterator[Any]:
         await nc.close()
 
 
+@pytest.mark.asyncio
 async def test_events_survive_a_server_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "nats"
     server = EmbeddedNatsServer(data_dir=data_dir)
@@ -77,6 +79,7 @@ async def test_events_survive_a_server_restart(tmp_path: Path) -> None:
         await server.stop()
 
 
+@pytest.mark.asyncio
 async def test_one_winner_across_connections(nats_url: str, namespace: str) -> None:
     logs = [await JetStreamEventLog.connect(nats_url, namespace=namespace) for _ in range(4)]
     try:
@@ -103,6 +106,7 @@ async def test_one_winner_across_connections(nats_url: str, namespace: str) -> N
             await log.close()
 
 
+@pytest.mark.asyncio
 async def test_retry_with_the_same_id_is_stored_once(log: JetStreamEventLog) -> None:
     event = task_event("once")
     first = await log.append(event, subject="tasks.once", expected_version=0)
@@ -136,6 +140,7 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.asyncio
 async def test_old_versions_are_upcast_on_read(nats_url: str, namespace: str, raw_nc: Any) -> None:
     registry = events.default_registry.copy()
     registry.register(ItemTitled)
@@ -168,6 +173,7 @@ async def _publish_bad_messages(raw_nc: Any, subject: str) -> None:
     await js.publish(subject, good_body)  # no headers at all
 
 
+@pytest.mark.asyncio
 async def test_readers_skip_and_count_undecodable_messages(
     log: JetStreamEventLog, raw_nc: Any, namespace: str
 ) -> None:
@@ -193,6 +199,7 @@ async def test_readers_skip_and_count_undecodable_messages(
         await sub.stop()
 
 
+@pytest.mark.asyncio
 async def test_memory_log_skips_raw_garbage_too() -> None:
     log = events.MemoryEventLog()
     await log.append(task_event(), subject="tasks.a")
@@ -208,6 +215,7 @@ async def test_memory_log_skips_raw_garbage_too() -> None:
     await log.stop()
 
 
+@pytest.mark.asyncio
 async def test_clients_use_existing_streams_as_they_are(
     nats_url: str, namespace: str, raw_nc: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -254,6 +262,7 @@ async def test_clients_use_existing_streams_as_they_are(
         await log.close()
 
 
+@pytest.mark.asyncio
 async def test_a_read_only_log_creates_and_changes_nothing(
     nats_url: str, namespace: str, raw_nc: Any
 ) -> None:
@@ -294,6 +303,7 @@ async def test_a_read_only_log_creates_and_changes_nothing(
         await reader.close()
 
 
+@pytest.mark.asyncio
 async def test_concurrent_provisioning_of_a_new_kind(nats_url: str, namespace: str) -> None:
     logs = [await JetStreamEventLog.connect(nats_url, namespace=namespace) for _ in range(3)]
     try:
@@ -307,6 +317,7 @@ async def test_concurrent_provisioning_of_a_new_kind(nats_url: str, namespace: s
             await log.close()
 
 
+@pytest.mark.asyncio
 async def test_closed_connection_names_the_fix(nats_url: str, namespace: str) -> None:
     nc = await nats.connect(nats_url)
     log = JetStreamEventLog(nc, namespace=namespace)
@@ -332,6 +343,7 @@ async def test_closed_connection_names_the_fix(nats_url: str, namespace: str) ->
         await log.start()
 
 
+@pytest.mark.asyncio
 async def test_a_connection_closed_by_nats_fails_fast(nats_url: str, namespace: str) -> None:
     log = await JetStreamEventLog.connect(nats_url, namespace=namespace)
     try:
@@ -363,6 +375,7 @@ async def test_a_connection_closed_by_nats_fails_fast(nats_url: str, namespace: 
         await log.close()
 
 
+@pytest.mark.asyncio
 async def test_owned_log_restarts_after_stop(nats_url: str, namespace: str) -> None:
     log = await JetStreamEventLog.connect(nats_url, namespace=namespace)
     await log.append(task_event(), subject="tasks.a")
@@ -376,6 +389,7 @@ async def test_owned_log_restarts_after_stop(nats_url: str, namespace: str) -> N
     await log.close()
 
 
+@pytest.mark.asyncio
 async def test_large_batches_are_pipelined_in_order(log: JetStreamEventLog) -> None:
     log.max_inflight = 64
     batch = [(task_event(), f"tasks.b{i % 7}") for i in range(300)]
@@ -384,6 +398,7 @@ async def test_large_batches_are_pipelined_in_order(log: JetStreamEventLog) -> N
     assert [r.event for r in records] == [e for e, _ in batch]
 
 
+@pytest.mark.asyncio
 async def test_connect_needs_a_server() -> None:
     with pytest.raises(ConfigError):
         await JetStreamEventLog.connect(None)
@@ -391,6 +406,7 @@ async def test_connect_needs_a_server() -> None:
         await JetStreamEventLog.connect("nats://127.0.0.1:1", namespace="bad.ns")
 
 
+@pytest.mark.asyncio
 async def test_subscription_follows_across_a_server_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "nats"
     server = EmbeddedNatsServer(data_dir=data_dir)
@@ -419,6 +435,7 @@ async def test_subscription_follows_across_a_server_restart(tmp_path: Path) -> N
         await server.stop()
 
 
+@pytest.mark.asyncio
 async def test_timed_out_appends_are_stored_once(nats_url: str, namespace: str) -> None:
     impatient = await JetStreamEventLog.connect(
         nats_url, namespace=namespace, publish_timeout_sec=1e-6, publish_retries=2
@@ -440,6 +457,7 @@ def test_backends_satisfy_the_protocol() -> None:
     assert isinstance(JetStreamEventLog(config=events.BrokerConfig()), events.EventLog)
 
 
+@pytest.mark.asyncio
 async def test_stop_ends_a_read_in_progress(nats_url: str, namespace: str) -> None:
     log = await JetStreamEventLog.connect(nats_url, namespace=namespace)
     await log.append_many([(task_event(), "tasks.a") for _ in range(3000)])
@@ -452,6 +470,7 @@ async def test_stop_ends_a_read_in_progress(nats_url: str, namespace: str) -> No
             pass
 
 
+@pytest.mark.asyncio
 async def test_a_stream_deleted_behind_its_back_is_provisioned_again(
     log: JetStreamEventLog, raw_nc: Any, namespace: str
 ) -> None:

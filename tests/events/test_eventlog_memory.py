@@ -11,6 +11,7 @@ from events import MemoryEventLog, RecordedEvent
 from events.testing import Collector, collect, task_event
 
 
+@pytest.mark.asyncio
 async def test_stop_from_its_own_handler_ends_delivery() -> None:
     log = MemoryEventLog()
     stopped = asyncio.Event()
@@ -32,6 +33,7 @@ async def test_stop_from_its_own_handler_ends_delivery() -> None:
     await log.stop()
 
 
+@pytest.mark.asyncio
 async def test_events_outlive_stop_and_restart() -> None:
     log = MemoryEventLog(namespace="mem")
     async with log:
@@ -41,6 +43,7 @@ async def test_events_outlive_stop_and_restart() -> None:
         assert (await log.append(task_event(), subject="tasks.a")).sequence == 2
 
 
+@pytest.mark.asyncio
 async def test_duplicate_window_forgets_old_ids() -> None:
     log = MemoryEventLog(duplicate_window_sec=0.0)
     event = task_event()
@@ -49,6 +52,7 @@ async def test_duplicate_window_forgets_old_ids() -> None:
     assert (first.sequence, again.sequence) == (1, 2)  # outside the window: stored again
 
 
+@pytest.mark.asyncio
 async def test_subscription_backlog_and_bad_arguments() -> None:
     log = MemoryEventLog()
     seen = Collector()

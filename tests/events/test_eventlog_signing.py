@@ -105,6 +105,7 @@ def test_signer_refuses_bad_key_ids(key_id: object) -> None:
         EventSigner(KEY, key_id=key_id)  # type: ignore[arg-type]
 
 
+@pytest.mark.asyncio
 async def test_logs_refuse_a_signer_of_the_wrong_type() -> None:
     with pytest.raises(ConfigError, match="EventSigner"):
         MemoryEventLog("ns", signer="key")  # type: ignore[arg-type]
@@ -115,6 +116,7 @@ async def test_logs_refuse_a_signer_of_the_wrong_type() -> None:
 # -- signed logs, both backends --------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_signed_append_carries_headers_that_verify(
     signed_log: EventLog, signer: EventSigner
 ) -> None:
@@ -126,6 +128,7 @@ async def test_signed_append_carries_headers_that_verify(
     assert read.body == recorded.body
 
 
+@pytest.mark.asyncio
 async def test_signed_append_many_and_subscription_verify(
     signed_log: EventLog, signer: EventSigner
 ) -> None:
@@ -153,6 +156,7 @@ async def test_signed_append_many_and_subscription_verify(
         assert_verifies(recorded, signer.public_key)
 
 
+@pytest.mark.asyncio
 async def test_retried_signed_append_returns_the_original(signed_log: EventLog) -> None:
     event = submitted("t1")
     first = await signed_log.append(event, subject="tasks.t1", expected_version=0)
@@ -162,6 +166,7 @@ async def test_retried_signed_append_returns_the_original(signed_log: EventLog) 
     assert again.headers[HDR_SIGNATURE] == first.headers[HDR_SIGNATURE]
 
 
+@pytest.mark.asyncio
 async def test_unsigned_log_adds_no_signature_headers(event_log: EventLog) -> None:
     recorded = await event_log.append(submitted("t1"), subject="tasks.t1")
     [read] = [r async for r in event_log.read(stream="tasks")]
@@ -171,6 +176,7 @@ async def test_unsigned_log_adds_no_signature_headers(event_log: EventLog) -> No
         assert record.body is not None
 
 
+@pytest.mark.asyncio
 async def test_encode_event_of_a_read_event_gives_the_stored_body(event_log: EventLog) -> None:
     """Re-encoding is deterministic: a verifier without the raw body can rebuild it."""
     events = [
@@ -184,6 +190,7 @@ async def test_encode_event_of_a_read_event_gives_the_stored_body(event_log: Eve
         assert encode_event(recorded.event)[0] == recorded.body
 
 
+@pytest.mark.asyncio
 async def test_signature_survives_a_copy_to_another_namespace(
     signed_log: EventLog, signer: EventSigner
 ) -> None:

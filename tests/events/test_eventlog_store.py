@@ -14,6 +14,7 @@ from events import RecordedEvent, StoreEventLog
 from events.testing import Collector, claim_event, collect, task_event
 
 
+@pytest.mark.asyncio
 async def test_a_subscription_sees_another_logs_appends(tmp_path: Path) -> None:
     writer = StoreEventLog(FileStore(tmp_path, fsync=False))
     reader = StoreEventLog(FileStore(tmp_path, fsync=False), poll_interval_sec=0.01)
@@ -28,6 +29,7 @@ async def test_a_subscription_sees_another_logs_appends(tmp_path: Path) -> None:
         assert seen.sequences == [1, 2, 3, 4]
 
 
+@pytest.mark.asyncio
 async def test_logs_on_one_directory_race_with_one_winner_per_round(tmp_path: Path) -> None:
     logs = [StoreEventLog(FileStore(tmp_path, fsync=False)) for _ in range(4)]
     await logs[0].append(task_event("race"), subject="tasks.race")
@@ -50,6 +52,7 @@ async def test_logs_on_one_directory_race_with_one_winner_per_round(tmp_path: Pa
     assert sequences == list(range(1, 7))
 
 
+@pytest.mark.asyncio
 async def test_appends_on_other_subjects_take_the_next_sequence(tmp_path: Path) -> None:
     a, b = (StoreEventLog(FileStore(tmp_path, fsync=False)) for _ in range(2))
     await a.append(task_event(), subject="tasks.x")
@@ -61,6 +64,7 @@ async def test_appends_on_other_subjects_take_the_next_sequence(tmp_path: Path) 
     assert info.value.actual == 1
 
 
+@pytest.mark.asyncio
 async def test_a_retry_through_another_log_returns_the_original(tmp_path: Path) -> None:
     a, b = (StoreEventLog(FileStore(tmp_path, fsync=False)) for _ in range(2))
     event = task_event()
@@ -70,6 +74,7 @@ async def test_a_retry_through_another_log_returns_the_original(tmp_path: Path) 
     assert len(await collect(b, stream="tasks")) == 1
 
 
+@pytest.mark.asyncio
 async def test_read_now_reads_a_sync_store_without_awaiting() -> None:
     store = MemoryStore()
     writer, reader = StoreEventLog(store), StoreEventLog(store)
@@ -82,6 +87,7 @@ async def test_read_now_reads_a_sync_store_without_awaiting() -> None:
     assert [r.sequence for r in reader.read_now("tasks", 2)] == [2]
 
 
+@pytest.mark.asyncio
 async def test_foreign_values_are_skipped_and_keep_their_sequence() -> None:
     store = MemoryStore()
     log = StoreEventLog(store)

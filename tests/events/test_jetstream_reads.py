@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 from nats.aio.client import Client
 
 from events.jetstream import JetStreamEventLog, ordered_read, rawroute
@@ -35,7 +36,7 @@ def test_delivery_headers_without_fields_are_none(block: bytes) -> None:
     assert parse_delivery_headers(block) is None
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def log(nats_url: str, namespace: str) -> AsyncIterator[JetStreamEventLog]:
     async with await JetStreamEventLog.connect(
         nats_url, namespace=namespace, idle_heartbeat_sec=0.2
@@ -49,7 +50,7 @@ def _force_stock_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rawroute, "FAST_PATH_NATS_PY", ("0.0.0-never",))
 
 
-@pytest.fixture(params=["fast", "stock"])
+@pytest_asyncio.fixture(params=["fast", "stock"])
 async def any_path_log(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, nats_url: str, namespace: str
 ) -> AsyncIterator[JetStreamEventLog]:
@@ -91,6 +92,7 @@ async def _append(log: JetStreamEventLog, n: int) -> None:
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_a_read_restarts_after_a_lost_delivery(
     log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -106,6 +108,7 @@ async def test_a_read_restarts_after_a_lost_delivery(
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_a_read_restarts_when_a_heartbeat_reports_a_lost_last_delivery(
     log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -121,6 +124,7 @@ async def test_a_read_restarts_when_a_heartbeat_reports_a_lost_last_delivery(
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_a_slow_reader_holds_back_flow_control(
     any_path_log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -133,6 +137,7 @@ async def test_a_slow_reader_holds_back_flow_control(
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_concurrent_reads_on_one_connection_stay_apart(
     any_path_log: JetStreamEventLog,
 ) -> None:
@@ -148,6 +153,7 @@ async def test_concurrent_reads_on_one_connection_stay_apart(
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_reads_by_range_and_time_on_either_path(any_path_log: JetStreamEventLog) -> None:
     log = any_path_log
     await _append(log, 50)
@@ -166,6 +172,7 @@ async def test_reads_by_range_and_time_on_either_path(any_path_log: JetStreamEve
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_a_nats_py_the_fast_path_was_not_checked_against_reads_on_the_stock_consumer(
     log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

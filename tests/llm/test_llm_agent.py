@@ -52,6 +52,7 @@ def identity() -> Identity:
     return Identity.generate()
 
 
+@pytest.mark.asyncio
 async def test_is_an_agent_with_topics_and_capabilities(identity: Identity) -> None:
     agent = LLMAgent(identity, ScriptedProvider("[]"), topics=["jobs"], capabilities=["summarize"])
     assert isinstance(agent, Agent)
@@ -60,6 +61,7 @@ async def test_is_an_agent_with_topics_and_capabilities(identity: Identity) -> N
     assert agent.topics[0].namespace == "jobs"
 
 
+@pytest.mark.asyncio
 async def test_prompt_lists_messages_and_tasks(identity: Identity) -> None:
     provider = ScriptedProvider("[]")
     agent = LLMAgent(identity, provider, system_prompt="Custom prompt", options={"temperature": 0})
@@ -74,6 +76,7 @@ async def test_prompt_lists_messages_and_tasks(identity: Identity) -> None:
     assert identity.fingerprint in prompt
 
 
+@pytest.mark.asyncio
 async def test_prompt_without_work(identity: Identity) -> None:
     provider = ScriptedProvider("[]")
     await LLMAgent(identity, provider).decide([], [])
@@ -81,6 +84,7 @@ async def test_prompt_without_work(identity: Identity) -> None:
     assert "JSON array" in (provider.calls[0][1] or "")
 
 
+@pytest.mark.asyncio
 async def test_parses_every_decision_kind(identity: Identity) -> None:
     reply = orjson.dumps(
         [
@@ -120,6 +124,7 @@ async def test_parses_every_decision_kind(identity: Identity) -> None:
     assert isinstance(invoke, InvokeTool) and invoke.params == {}
 
 
+@pytest.mark.asyncio
 async def test_fenced_and_wrapped_replies(identity: Identity) -> None:
     fenced = 'Sure!\n```json\n[{"type": "claim_task", "task_id": "t9"}]\n```\nDone.'
     wrapped = '{"decisions": [{"type": "claim_task", "task_id": "t8"}]}'
@@ -129,6 +134,7 @@ async def test_fenced_and_wrapped_replies(identity: Identity) -> None:
         assert isinstance(decision, ClaimTask) and decision.task_id == task_id
 
 
+@pytest.mark.asyncio
 async def test_bad_items_are_skipped(identity: Identity, caplog: pytest.LogCaptureFixture) -> None:
     reply = orjson.dumps(
         [
@@ -149,6 +155,7 @@ async def test_bad_items_are_skipped(identity: Identity, caplog: pytest.LogCaptu
 
 
 @pytest.mark.parametrize("reply", ["not json at all", "[1, 2", '"just a string"', "42"])
+@pytest.mark.asyncio
 async def test_junk_reply_gives_no_decisions(
     identity: Identity, reply: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -160,10 +167,12 @@ async def test_junk_reply_gives_no_decisions(
     assert identity.fingerprint in caplog.text
 
 
+@pytest.mark.asyncio
 async def test_empty_reply_is_no_decisions(identity: Identity) -> None:
     assert await LLMAgent(identity, ScriptedProvider("   ")).decide([], []) == []
 
 
+@pytest.mark.asyncio
 async def test_provider_failure_gives_no_decisions(identity: Identity) -> None:
     errors: list[BaseException | str] = []
     agent = LLMAgent(
@@ -173,6 +182,7 @@ async def test_provider_failure_gives_no_decisions(identity: Identity) -> None:
     assert "API down" in str(errors[0])
 
 
+@pytest.mark.asyncio
 async def test_failing_error_callback_is_logged(
     identity: Identity, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -184,6 +194,7 @@ async def test_failing_error_callback_is_logged(
     assert "on_decide_error callback" in caplog.text
 
 
+@pytest.mark.asyncio
 async def test_provider_timeout(identity: Identity) -> None:
     never = asyncio.Event()
 
@@ -198,6 +209,7 @@ async def test_provider_timeout(identity: Identity) -> None:
     assert isinstance(errors[0], TimeoutError)
 
 
+@pytest.mark.asyncio
 async def test_cancellation_propagates(identity: Identity) -> None:
     started = asyncio.Event()
 
@@ -214,6 +226,7 @@ async def test_cancellation_propagates(identity: Identity) -> None:
         await task
 
 
+@pytest.mark.asyncio
 async def test_chat_style_providers(identity: Identity) -> None:
     class AsyncChat:
         async def achat(self, messages: list[dict[str, str]], **options: Any) -> str:
@@ -228,6 +241,7 @@ async def test_chat_style_providers(identity: Identity) -> None:
     assert await LLMAgent(identity, SyncChat()).decide([], []) == [ClaimTask("s")]
 
 
+@pytest.mark.asyncio
 async def test_non_text_reply(identity: Identity) -> None:
     class Weird:
         async def complete(self, prompt: str, *, system: str | None = None, **options: Any) -> Any:
@@ -236,6 +250,7 @@ async def test_non_text_reply(identity: Identity) -> None:
     assert await LLMAgent(identity, Weird()).decide([], []) == []
 
 
+@pytest.mark.asyncio
 async def test_end_to_end_with_http_provider(identity: Identity) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         body = orjson.loads(request.content)

@@ -63,6 +63,7 @@ def anthropic_reply(*texts: str) -> httpx.Response:
         (MistralProvider, "https://api.mistral.ai/v1/chat/completions", "authorization"),
     ],
 )
+@pytest.mark.asyncio
 async def test_openai_style_request_and_reply(
     cls: type[HttpLLMProvider], url: str, auth: str
 ) -> None:
@@ -83,6 +84,7 @@ async def test_openai_style_request_and_reply(
     assert body["max_tokens"] == 1024
 
 
+@pytest.mark.asyncio
 async def test_anthropic_request_and_reply() -> None:
     rec = Recorder(anthropic_reply("hel", "lo"))
     provider = AnthropicProvider(
@@ -101,6 +103,7 @@ async def test_anthropic_request_and_reply() -> None:
     }
 
 
+@pytest.mark.asyncio
 async def test_achat_with_history() -> None:
     rec = Recorder(openai_reply("ok"))
     provider = OpenAIProvider(api_key="k", transport=httpx.MockTransport(rec))
@@ -113,6 +116,7 @@ async def test_achat_with_history() -> None:
     assert rec.body["messages"] == history
 
 
+@pytest.mark.asyncio
 async def test_api_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MISTRAL_API_KEY", "from-env")
     rec = Recorder(openai_reply("x"))
@@ -120,6 +124,7 @@ async def test_api_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert rec.requests[0].headers["authorization"] == "Bearer from-env"
 
 
+@pytest.mark.asyncio
 async def test_missing_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     provider = AnthropicProvider(transport=httpx.MockTransport(Recorder(anthropic_reply("x"))))
@@ -127,6 +132,7 @@ async def test_missing_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
         await provider.complete("q")
 
 
+@pytest.mark.asyncio
 async def test_base_url_for_compatible_servers() -> None:
     rec = Recorder(openai_reply("x"))
     provider = OpenAIProvider(
@@ -136,6 +142,7 @@ async def test_base_url_for_compatible_servers() -> None:
     assert str(rec.requests[0].url) == "http://localhost:8000/v1/chat/completions"
 
 
+@pytest.mark.asyncio
 async def test_http_error_maps_to_transport_error() -> None:
     rec = Recorder(httpx.Response(401, json={"error": {"message": "bad key"}}))
     provider = OpenAIProvider(api_key="k", transport=httpx.MockTransport(rec))
@@ -146,6 +153,7 @@ async def test_http_error_maps_to_transport_error() -> None:
     assert len(rec.requests) == 1  # not retried
 
 
+@pytest.mark.asyncio
 async def test_retries_429_and_5xx_then_succeeds() -> None:
     rec = Recorder(
         httpx.Response(429, headers={"retry-after": "0"}, json={"error": "slow down"}),
@@ -157,6 +165,7 @@ async def test_retries_429_and_5xx_then_succeeds() -> None:
     assert len(rec.requests) == 3
 
 
+@pytest.mark.asyncio
 async def test_retries_give_up() -> None:
     rec = Recorder(httpx.Response(500, text="boom"))
     provider = AnthropicProvider(
@@ -167,6 +176,7 @@ async def test_retries_give_up() -> None:
     assert len(rec.requests) == 2
 
 
+@pytest.mark.asyncio
 async def test_connection_failure_and_timeout() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
@@ -199,6 +209,7 @@ async def test_connection_failure_and_timeout() -> None:
         ),
     ],
 )
+@pytest.mark.asyncio
 async def test_malformed_replies(
     cls: type[HttpLLMProvider], response: httpx.Response, match: str
 ) -> None:
@@ -207,6 +218,7 @@ async def test_malformed_replies(
         await provider.complete("q")
 
 
+@pytest.mark.asyncio
 async def test_empty_or_null_content_is_empty_text() -> None:
     rec = Recorder(openai_reply(None))
     assert await OpenAIProvider(api_key="k", transport=httpx.MockTransport(rec)).complete("q") == ""
@@ -224,6 +236,7 @@ async def test_empty_or_null_content_is_empty_text() -> None:
         (["x"], "must be a dict"),
     ],
 )
+@pytest.mark.asyncio
 async def test_bad_chat_messages(messages: Any, match: str) -> None:
     provider = OpenAIProvider(
         api_key="k", transport=httpx.MockTransport(Recorder(openai_reply("")))
@@ -232,6 +245,7 @@ async def test_bad_chat_messages(messages: Any, match: str) -> None:
         await provider.achat(messages)
 
 
+@pytest.mark.asyncio
 async def test_bad_prompt_and_system_only_anthropic() -> None:
     provider = AnthropicProvider(
         api_key="k", transport=httpx.MockTransport(Recorder(anthropic_reply()))
@@ -242,6 +256,7 @@ async def test_bad_prompt_and_system_only_anthropic() -> None:
         await provider.achat([{"role": "system", "content": "s"}])
 
 
+@pytest.mark.asyncio
 async def test_lifecycle_reuses_one_client_and_closes() -> None:
     rec = Recorder(openai_reply("a"))
     async with OpenAIProvider(api_key="k", transport=httpx.MockTransport(rec)) as provider:
@@ -253,6 +268,7 @@ async def test_lifecycle_reuses_one_client_and_closes() -> None:
     await provider.stop()  # idempotent
 
 
+@pytest.mark.asyncio
 async def test_given_client_is_used_and_left_open() -> None:
     rec = Recorder(openai_reply("a"))
     async with httpx.AsyncClient(transport=httpx.MockTransport(rec)) as client:
@@ -275,6 +291,7 @@ def test_bad_config(kwargs: dict[str, Any]) -> None:
         OpenAIProvider(api_key="k", **kwargs)
 
 
+@pytest.mark.asyncio
 async def test_missing_httpx_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 

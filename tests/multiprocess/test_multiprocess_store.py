@@ -62,6 +62,7 @@ async def run_to_end(*args: str) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.asyncio
 async def test_a_new_process_recovers_then_two_race_for_500_tasks(tmp_path: Path) -> None:
     directory = str(tmp_path / "state")
     seeded = await run_to_end("seed", directory, "agent-a", "20")

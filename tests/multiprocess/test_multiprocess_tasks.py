@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+import pytest_asyncio
 
 from converge.coordination import TaskManager
 from converge.core import Task, TaskState
@@ -105,7 +106,7 @@ class Worker:
 _SPAWNED: list[Worker] = []
 
 
-@pytest.fixture(autouse=True)
+@pytest_asyncio.fixture(autouse=True)
 async def _reap_workers() -> AsyncIterator[None]:
     """Kill the workers a failing test leaves behind, so none outlives its test."""
     yield
@@ -118,7 +119,7 @@ async def _reap_workers() -> AsyncIterator[None]:
             await worker.proc.wait()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def log(nats_url: str, namespace: str) -> AsyncIterator[EventLog]:
     log = await JetStreamEventLog.connect(nats_url, namespace=namespace)
     try:
@@ -142,6 +143,7 @@ async def by_task(log: EventLog) -> dict[str, list[RecordedEvent]]:
     return grouped
 
 
+@pytest.mark.asyncio
 async def test_two_processes_race_for_the_same_tasks(
     nats_url: str, namespace: str, log: EventLog
 ) -> None:
@@ -167,6 +169,7 @@ async def test_two_processes_race_for_the_same_tasks(
         assert task_id in won[int(winner.rsplit("-", 1)[1])]
 
 
+@pytest.mark.asyncio
 async def test_concurrent_sweepers_release_each_task_once(
     nats_url: str, namespace: str, log: EventLog
 ) -> None:
@@ -215,6 +218,7 @@ def check_history(records: list[RecordedEvent]) -> None:
     assert finished
 
 
+@pytest.mark.asyncio
 async def test_kill_9_mid_run_then_a_new_worker_finishes(
     nats_url: str, namespace: str, log: EventLog, tmp_path: Path
 ) -> None:

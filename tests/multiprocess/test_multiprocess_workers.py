@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+import pytest_asyncio
 
 from converge.coordination import TaskManager
 from converge.core import Task, TaskState
@@ -103,7 +104,7 @@ class Proc:
 _SPAWNED: list[Proc] = []
 
 
-@pytest.fixture(autouse=True)
+@pytest_asyncio.fixture(autouse=True)
 async def _reap() -> AsyncIterator[None]:
     yield
     while _SPAWNED:
@@ -115,7 +116,7 @@ async def _reap() -> AsyncIterator[None]:
             await spawned.proc.wait()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def log(nats_url: str, namespace: str) -> AsyncIterator[EventLog]:
     log = await JetStreamEventLog.connect(nats_url, namespace=namespace)
     try:
@@ -143,6 +144,7 @@ def of_type(records: list[RecordedEvent], kind: type) -> list[Any]:
     return [r.event for r in records if isinstance(r.event, kind)]
 
 
+@pytest.mark.asyncio
 async def test_kill_9_of_a_worker_holding_claims_a_survivor_finishes_its_tasks(
     nats_url: str, namespace: str, log: EventLog
 ) -> None:
@@ -164,6 +166,7 @@ async def test_kill_9_of_a_worker_holding_claims_a_survivor_finishes_its_tasks(
         assert len(of_type(records, TaskReported)) == 1
 
 
+@pytest.mark.asyncio
 async def test_a_live_workers_task_longer_than_its_ttl_is_not_taken(
     nats_url: str, namespace: str, log: EventLog
 ) -> None:
@@ -195,6 +198,7 @@ async def test_a_live_workers_task_longer_than_its_ttl_is_not_taken(
     assert of_type(records, TaskClaimReleased) == []
 
 
+@pytest.mark.asyncio
 async def test_sigterm_drains_and_releases_every_claim(
     nats_url: str, namespace: str, log: EventLog
 ) -> None:

@@ -81,6 +81,7 @@ def test_trust_threshold_uses_the_trust_model() -> None:
     assert neutral == []
 
 
+@pytest.mark.asyncio
 async def test_memory_mode_register_get_list_unregister() -> None:
     async with DiscoveryService() as service:
         await service.register(_descriptor("a", caps=["x"]))
@@ -95,6 +96,7 @@ async def test_memory_mode_register_get_list_unregister() -> None:
         assert [d.id for d in service.query(DiscoveryQuery())] == ["b"]
 
 
+@pytest.mark.asyncio
 async def test_store_mode_survives_a_restart() -> None:
     store = MemoryStore()
     key = Identity.generate().public_key
@@ -114,6 +116,7 @@ async def test_store_mode_survives_a_restart() -> None:
     assert [d.id for d in third.list()] == ["a"]
 
 
+@pytest.mark.asyncio
 async def test_event_log_mode_is_shared_between_services() -> None:
     log = MemoryEventLog()
     await log.start()
@@ -136,6 +139,7 @@ async def test_event_log_mode_is_shared_between_services() -> None:
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_event_log_mode_on_jetstream(nats_url: str, namespace: str) -> None:
     log = await JetStreamEventLog.connect(nats_url, namespace=namespace)
     try:

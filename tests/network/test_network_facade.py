@@ -69,6 +69,7 @@ def test_replay_guard_window_and_skew() -> None:
 # -- LocalTransport ------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_local_registry_seed_api_and_default_instance() -> None:
     registry = LocalTransportRegistry()
     assert LocalTransportRegistry.default() is default_registry
@@ -86,6 +87,7 @@ async def test_local_registry_seed_api_and_default_instance() -> None:
     assert registry.agent_ids() == []
 
 
+@pytest.mark.asyncio
 async def test_default_registry_is_used_without_one() -> None:
     async with LocalTransport("default-a") as a, LocalTransport("default-b") as b:
         assert a.registry is default_registry
@@ -93,6 +95,7 @@ async def test_default_registry_is_used_without_one() -> None:
         assert (await b.receive(TIMEOUT)).sender == "default-a"
 
 
+@pytest.mark.asyncio
 async def test_full_queue_drops_and_counts() -> None:
     registry = LocalTransportRegistry()
     async with (
@@ -105,6 +108,7 @@ async def test_full_queue_drops_and_counts() -> None:
         assert b.stats.dropped_queue_full == 1
 
 
+@pytest.mark.asyncio
 async def test_send_before_start_starts_the_transport() -> None:
     registry = LocalTransportRegistry()
     async with LocalTransport("b", registry) as b:
@@ -120,6 +124,7 @@ async def test_send_before_start_starts_the_transport() -> None:
 # -- AgentNetwork --------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_network_signs_verifies_and_discovers() -> None:
     registry = LocalTransportRegistry()
     alice = Agent(Identity.generate(), topics=["news"], capabilities=["search"])
@@ -155,6 +160,7 @@ async def test_network_signs_verifies_and_discovers() -> None:
     assert [t.namespace for t in descriptor.topics] == ["news"]
 
 
+@pytest.mark.asyncio
 async def test_seed_style_subclass_gets_verified_receive() -> None:
     # A transport written against the seed (public methods overridden, no super().__init__).
     import asyncio

@@ -93,11 +93,13 @@ def _check(result: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.asyncio
 async def test_two_processes_over_tcp() -> None:
     _check(await _exchange("tcp", {}))
 
 
 @pytest.mark.slow
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_two_processes_over_nats(nats_url: str, namespace: str) -> None:
     _check(await _exchange("nats", {"nats_url": nats_url, "namespace": namespace}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 
 from converge.network.transport.testing import (
     MakeTransports,
@@ -32,7 +33,7 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, str, str]:
     return ("nats", request.getfixturevalue("nats_url"), request.getfixturevalue("namespace"))
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def make_transports(backend: tuple[str, str, str]) -> AsyncIterator[MakeTransports]:
     name, nats_url, namespace = backend
     if name == "local":

@@ -27,6 +27,7 @@ def test_subject_tokens_encode_odd_ids() -> None:
     assert subject_token("a.b") != subject_token("a_b")
 
 
+@pytest.mark.asyncio
 async def test_subjects_follow_the_namespace(nats_url: str, namespace: str) -> None:
     transport = NatsTransport("agent.1", nats_url, namespace=namespace)
     assert transport.direct_subject("b") == f"{namespace}.msg.direct.b"
@@ -39,6 +40,7 @@ async def test_subjects_follow_the_namespace(nats_url: str, namespace: str) -> N
         NatsTransport("a", "no-scheme-here", namespace=namespace)
 
 
+@pytest.mark.asyncio
 async def test_odd_ids_and_topics_are_routable(nats_url: str, namespace: str) -> None:
     async with (
         NatsTransport("sender one", nats_url, namespace=namespace) as a,
@@ -51,6 +53,7 @@ async def test_odd_ids_and_topics_are_routable(nats_url: str, namespace: str) ->
         assert [(await b.receive(TIMEOUT)).id for _ in range(2)] == [direct.id, topical.id]
 
 
+@pytest.mark.asyncio
 async def test_message_with_two_topics_arrives_once(nats_url: str, namespace: str) -> None:
     async with (
         NatsTransport("a", nats_url, namespace=namespace) as a,
@@ -64,6 +67,7 @@ async def test_message_with_two_topics_arrives_once(nats_url: str, namespace: st
         assert (await b.receive(TIMEOUT)).id == fence.id
 
 
+@pytest.mark.asyncio
 async def test_queue_group_shares_one_agent_between_processes(
     nats_url: str, namespace: str
 ) -> None:
@@ -92,6 +96,7 @@ async def test_queue_group_shares_one_agent_between_processes(
         assert b1.stats.received + b2.stats.received == count
 
 
+@pytest.mark.asyncio
 async def test_durable_inbox_keeps_messages_while_offline(nats_url: str, namespace: str) -> None:
     inbox = NatsTransport("b", nats_url, namespace=namespace, durable_inbox=True)
     await inbox.start()
@@ -116,6 +121,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.asyncio
 async def test_reconnect_keeps_subscriptions(tmp_path: Path) -> None:
     port = _free_port()
     server = EmbeddedNatsServer(port=port, data_dir=tmp_path / "nats")
@@ -144,6 +150,7 @@ async def test_reconnect_keeps_subscriptions(tmp_path: Path) -> None:
         await server.stop()
 
 
+@pytest.mark.asyncio
 async def test_unreachable_server_is_a_transport_error() -> None:
     broker = BrokerConfig(servers=f"nats://127.0.0.1:{_free_port()}", connect_timeout_sec=0.5)
     transport = NatsTransport("a", broker, start_timeout_sec=1.0)

@@ -8,6 +8,7 @@ import struct
 from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 
 from converge.core.message import Message
 from converge.core.topic import Topic
@@ -22,7 +23,7 @@ from converge.network.transport.tcp import HEADER, TcpTransport, encode_frame
 TIMEOUT = 5.0
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def receiver() -> AsyncIterator[TcpTransport]:
     transport = TcpTransport("127.0.0.1", 0, "rx", max_frame_bytes=4096, frame_timeout_sec=1.0)
     async with transport:
@@ -37,11 +38,13 @@ def _frame(message: Message) -> bytes:
     return encode_frame(message.to_bytes())
 
 
+@pytest.mark.asyncio
 async def test_ephemeral_port_is_exposed(receiver: TcpTransport) -> None:
     assert receiver.port > 0
     assert receiver.address == ("127.0.0.1", receiver.port)
 
 
+@pytest.mark.asyncio
 async def test_garbage_frames_are_counted_and_skipped(receiver: TcpTransport) -> None:
     _, writer = await _raw(receiver)
     good = Message("tx", recipient="rx", payload={"ok": True})
@@ -57,6 +60,7 @@ async def test_garbage_frames_are_counted_and_skipped(receiver: TcpTransport) ->
     writer.close()
 
 
+@pytest.mark.asyncio
 async def test_oversized_inbound_frame_closes_only_that_connection(
     receiver: TcpTransport,
 ) -> None:
@@ -74,6 +78,7 @@ async def test_oversized_inbound_frame_closes_only_that_connection(
     writer2.close()
 
 
+@pytest.mark.asyncio
 async def test_outbound_frame_too_large_raises(receiver: TcpTransport) -> None:
     async with TcpTransport("127.0.0.1", 0, "tx", max_frame_bytes=1024) as sender:
         sender.add_peer("rx", receiver.address)
@@ -84,6 +89,7 @@ async def test_outbound_frame_too_large_raises(receiver: TcpTransport) -> None:
         encode_frame(b"123456789", 8)
 
 
+@pytest.mark.asyncio
 async def test_half_closed_connection_does_not_stall_the_receiver(
     receiver: TcpTransport,
 ) -> None:
@@ -106,6 +112,7 @@ async def test_half_closed_connection_does_not_stall_the_receiver(
     silent.close()
 
 
+@pytest.mark.asyncio
 async def test_peer_that_stops_reading_fails_the_send_not_the_receiver(
     receiver: TcpTransport,
 ) -> None:
@@ -140,6 +147,7 @@ async def test_peer_that_stops_reading_fails_the_send_not_the_receiver(
     stalled.close()
 
 
+@pytest.mark.asyncio
 async def test_reconnects_after_the_peer_restarts() -> None:
     first = TcpTransport("127.0.0.1", 0, "rx")
     await first.start()
@@ -163,6 +171,7 @@ async def test_reconnects_after_the_peer_restarts() -> None:
             assert got.payload == {"n": 2}
 
 
+@pytest.mark.asyncio
 async def test_route_errors_and_topic_routes(receiver: TcpTransport) -> None:
     async with TcpTransport("127.0.0.1", 0, "tx") as sender:
         with pytest.raises(TransportError, match="add_peer"):
@@ -184,6 +193,7 @@ async def test_route_errors_and_topic_routes(receiver: TcpTransport) -> None:
         assert (await receiver.receive(TIMEOUT)).id == news.id
 
 
+@pytest.mark.asyncio
 async def test_lifecycle_and_config_errors() -> None:
     transport = TcpTransport("127.0.0.1", 0, "tx")
     with pytest.raises(NotStartedError):
@@ -203,6 +213,7 @@ async def test_lifecycle_and_config_errors() -> None:
             await TcpTransport("127.0.0.1", busy.port, "b").start()
 
 
+@pytest.mark.asyncio
 async def test_stop_closes_connections_and_tasks(receiver: TcpTransport) -> None:
     sender = TcpTransport("127.0.0.1", 0, "tx")
     await sender.start()

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 from websockets.asyncio.client import connect
 
 from converge.core.message import Message
@@ -15,13 +16,14 @@ from converge.network.transport.websocket import AGENT_HEADER, WebSocketTranspor
 TIMEOUT = 5.0
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def server() -> AsyncIterator[WebSocketTransport]:
     transport = WebSocketTransport("srv", port=0, max_message_bytes=4096)
     async with transport:
         yield transport
 
 
+@pytest.mark.asyncio
 async def test_garbage_and_text_frames_are_counted(server: WebSocketTransport) -> None:
     good = Message("cli", recipient="srv")
     async with connect(server.url, proxy=None) as ws:
@@ -32,6 +34,7 @@ async def test_garbage_and_text_frames_are_counted(server: WebSocketTransport) -
     assert server.stats.decode_errors == 2
 
 
+@pytest.mark.asyncio
 async def test_oversized_message_closes_that_connection(server: WebSocketTransport) -> None:
     async with connect(server.url, proxy=None, max_size=None) as ws:
         await ws.send(b"x" * 10_000)
@@ -44,12 +47,14 @@ async def test_oversized_message_closes_that_connection(server: WebSocketTranspo
     assert server.stats.oversized_frames == 1
 
 
+@pytest.mark.asyncio
 async def test_outbound_too_large_raises(server: WebSocketTransport) -> None:
     async with WebSocketTransport("cli", server.url, max_message_bytes=1024) as client:
         with pytest.raises(FrameTooLargeError):
             await client.send(Message("cli", recipient="srv", payload={"b": b"x" * 2048}))
 
 
+@pytest.mark.asyncio
 async def test_client_with_uri_and_server_replies_over_its_connection(
     server: WebSocketTransport,
 ) -> None:
@@ -64,6 +69,7 @@ async def test_client_with_uri_and_server_replies_over_its_connection(
             await server.send(Message("srv", recipient="stranger"))
 
 
+@pytest.mark.asyncio
 async def test_peer_that_stops_reading_times_out() -> None:
     # A raw client completes the handshake as agent "stuck", then never reads.
     sender = WebSocketTransport("srv2", port=0, send_timeout_sec=0.3, max_message_bytes=2 << 20)
@@ -84,6 +90,7 @@ async def test_peer_that_stops_reading_times_out() -> None:
             raw.transport.abort()
 
 
+@pytest.mark.asyncio
 async def test_config_errors() -> None:
     with pytest.raises(ConfigError, match="uri to dial"):
         WebSocketTransport("a")
@@ -94,6 +101,7 @@ async def test_config_errors() -> None:
             pass
 
 
+@pytest.mark.asyncio
 async def test_client_redials_after_the_server_restarts() -> None:
     first = WebSocketTransport("srv", port=0)
     await first.start()

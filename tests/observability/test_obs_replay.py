@@ -88,6 +88,7 @@ def test_bounded_log_drops_oldest() -> None:
     assert [m.sender for m in log.messages()] == ["s1", "s2"]
 
 
+@pytest.mark.asyncio
 async def test_runner_filters_sorts_and_delivers() -> None:
     log = ReplayLog()
     later = Message(sender="a1", payload={"x": 2}, timestamp=2000)

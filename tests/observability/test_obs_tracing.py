@@ -110,6 +110,7 @@ def test_decorates_sync_and_async_functions() -> None:
     assert all(seen) and len(set(seen)) == 3
 
 
+@pytest.mark.asyncio
 async def test_async_with() -> None:
     async with trace("op") as span:
         assert get_current_trace_id() == span.trace_id

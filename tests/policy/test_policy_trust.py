@@ -6,18 +6,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from converge.errors import ClosedError, ConfigError
 from converge.policy.trust import TrustModel
 from events import AgentRegistered, MemoryEventLog, TrustUpdated, subject
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def log() -> AsyncIterator[MemoryEventLog]:
     async with MemoryEventLog() as event_log:
         yield event_log
 
 
+@pytest.mark.asyncio
 async def test_in_memory_scores_clamp() -> None:
     async with TrustModel() as tm:
         assert tm.get_trust("a1") == 0.5
@@ -29,12 +31,14 @@ async def test_in_memory_scores_clamp() -> None:
         assert tm.scores == {"a1": 0.0}
 
 
+@pytest.mark.asyncio
 async def test_default_trust_is_configurable() -> None:
     tm = TrustModel(default_trust=0.2)
     assert tm.get_trust("x") == 0.2
     assert await tm.update_trust("x", 0.1) == pytest.approx(0.3)  # starts itself
 
 
+@pytest.mark.asyncio
 async def test_update_appends_trust_updated_event(log: MemoryEventLog) -> None:
     async with TrustModel(log, actor="judge") as tm:
         assert await tm.update_trust("agent.with/odd id", 0.25) == 0.75
@@ -49,6 +53,7 @@ async def test_update_appends_trust_updated_event(log: MemoryEventLog) -> None:
     assert records[0].subject == subject("agents", "agent.with/odd id")
 
 
+@pytest.mark.asyncio
 async def test_rebuilds_from_stream(log: MemoryEventLog) -> None:
     async with TrustModel(log) as tm:
         await tm.update_trust("a1", 0.3)
@@ -61,6 +66,7 @@ async def test_rebuilds_from_stream(log: MemoryEventLog) -> None:
         assert rebuilt.position == 3
 
 
+@pytest.mark.asyncio
 async def test_follows_other_writers(log: MemoryEventLog) -> None:
     async with TrustModel(log) as reader, TrustModel(log) as writer:
         await writer.update_trust("a1", 0.2)
@@ -68,6 +74,7 @@ async def test_follows_other_writers(log: MemoryEventLog) -> None:
         assert reader.get_trust("a1") == pytest.approx(0.7)
 
 
+@pytest.mark.asyncio
 async def test_stale_writer_retries_and_loses_no_update(log: MemoryEventLog) -> None:
     async with TrustModel(log) as first, TrustModel(log) as second:
         assert await first.update_trust("a1", 0.1) == pytest.approx(0.6)
@@ -77,12 +84,14 @@ async def test_stale_writer_retries_and_loses_no_update(log: MemoryEventLog) -> 
         assert first.get_trust("a1") == pytest.approx(0.7)
 
 
+@pytest.mark.asyncio
 async def test_direct_append_then_stale_update(log: MemoryEventLog) -> None:
     async with TrustModel(log) as tm:
         await log.append(TrustUpdated(agent_id="a1", trust=0.9), subject=subject("agents", "a1"))
         assert await tm.update_trust("a1", -0.1) == pytest.approx(0.8)
 
 
+@pytest.mark.asyncio
 async def test_other_events_on_agent_subject_are_tolerated(log: MemoryEventLog) -> None:
     await log.append(
         AgentRegistered(descriptor={"id": "a1"}),
@@ -94,12 +103,14 @@ async def test_other_events_on_agent_subject_are_tolerated(log: MemoryEventLog) 
         assert await tm.update_trust("a1", 0.1) == pytest.approx(0.6)
 
 
+@pytest.mark.asyncio
 async def test_stored_trust_is_clamped_on_read(log: MemoryEventLog) -> None:
     await log.append(TrustUpdated(agent_id="a1", trust=7.0), subject=subject("agents", "a1"))
     async with TrustModel(log) as tm:
         assert tm.get_trust("a1") == 1.0
 
 
+@pytest.mark.asyncio
 async def test_lifecycle() -> None:
     tm = TrustModel()
     await tm.start()
@@ -124,6 +135,7 @@ async def test_lifecycle() -> None:
         ("a", True, "delta"),
     ],
 )
+@pytest.mark.asyncio
 async def test_bad_updates(agent_id: Any, delta: Any, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         await TrustModel().update_trust(agent_id, delta)
@@ -139,6 +151,7 @@ def test_bad_config(kwargs: dict[str, Any]) -> None:
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_trust_on_jetstream_across_two_logs(nats_url: str, namespace: str) -> None:
     from events import JetStreamEventLog
 

@@ -71,6 +71,7 @@ def service() -> EventSigner:
     return EventSigner.from_identity(Identity.generate())
 
 
+@pytest.mark.asyncio
 async def test_forged_claim_report_cancel_and_impersonation_are_refused(
     backend: str | None, namespace: str, log_factory: LogFactory, service: EventSigner
 ) -> None:
@@ -152,6 +153,7 @@ async def test_forged_claim_report_cancel_and_impersonation_are_refused(
         await log.close()
 
 
+@pytest.mark.asyncio
 async def test_an_agent_acts_for_itself_without_any_registry(
     backend: str | None, namespace: str, log_factory: LogFactory, service: EventSigner
 ) -> None:
@@ -196,6 +198,7 @@ def test_a_key_that_is_not_the_signers_is_refused(service: EventSigner) -> None:
     assert verifier.rejections["partial-signature"] == 1
 
 
+@pytest.mark.asyncio
 async def test_the_namespace_policy_is_recorded_and_only_trusted_keys_change_it(
     backend: str | None, namespace: str, log_factory: LogFactory, service: EventSigner
 ) -> None:
@@ -243,6 +246,7 @@ async def test_the_namespace_policy_is_recorded_and_only_trusted_keys_change_it(
         await log.close()
 
 
+@pytest.mark.asyncio
 async def test_an_unsigned_log_cannot_record_a_policy(namespace: str) -> None:
     async with MemoryEventLog(namespace) as log:
         with pytest.raises(ConfigError, match="must sign"):

@@ -53,6 +53,7 @@ async def claim(log: EventLog, task_id: str, agent: str, version: int) -> Record
     )
 
 
+@pytest.mark.asyncio
 async def test_catch_up_then_follow(event_log: EventLog) -> None:
     await submit_tasks(event_log, 10)
     runner = ProjectionRunner(TaskProjection(), event_log)
@@ -67,6 +68,7 @@ async def test_catch_up_then_follow(event_log: EventLog) -> None:
     assert runner.applied_events == 15
 
 
+@pytest.mark.asyncio
 async def test_ack_and_subscription_apply_each_event_once(event_log: EventLog) -> None:
     async with ProjectionRunner(TaskProjection(), event_log) as runner:
         records = await submit_tasks(event_log, 20)
@@ -80,6 +82,7 @@ async def test_ack_and_subscription_apply_each_event_once(event_log: EventLog) -
         assert runner.projection.skipped_events == 0
 
 
+@pytest.mark.asyncio
 async def test_rebuild_as_of_sequence_and_time(event_log: EventLog) -> None:
     history = await submit_tasks(event_log, 3)
     history.append(await claim(event_log, "t0", "a", history[0].sequence))
@@ -123,6 +126,7 @@ async def test_rebuild_as_of_sequence_and_time(event_log: EventLog) -> None:
             await runner.rebuild(as_of=bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.asyncio
 async def test_historical_rebuild_pauses_following_and_start_resumes(event_log: EventLog) -> None:
     await submit_tasks(event_log, 4)
     async with ProjectionRunner(TaskProjection(), event_log) as runner:
@@ -138,6 +142,7 @@ async def test_historical_rebuild_pauses_following_and_start_resumes(event_log: 
         assert len(runner.projection.tasks) == 6
 
 
+@pytest.mark.asyncio
 async def test_snapshot_resume(event_log: EventLog) -> None:
     store = MemoryStore()
     await submit_tasks(event_log, 12)
@@ -159,6 +164,7 @@ async def test_snapshot_resume(event_log: EventLog) -> None:
         assert second.projection.tasks["t3"].assigned_to == "a"
 
 
+@pytest.mark.asyncio
 async def test_unreadable_snapshot_is_ignored(event_log: EventLog) -> None:
     store = MemoryStore()
     await submit_tasks(event_log, 3)
@@ -168,6 +174,7 @@ async def test_unreadable_snapshot_is_ignored(event_log: EventLog) -> None:
         assert len(runner.projection.tasks) == 3
 
 
+@pytest.mark.asyncio
 async def test_gap_in_an_ack_is_filled_from_the_log(event_log: EventLog) -> None:
     records = await submit_tasks(event_log, 6)
     runner = ProjectionRunner(TaskProjection(), event_log)
@@ -179,6 +186,7 @@ async def test_gap_in_an_ack_is_filled_from_the_log(event_log: EventLog) -> None
     assert runner.applied_events == 2 + 4
 
 
+@pytest.mark.asyncio
 async def test_gap_while_following(event_log: EventLog) -> None:
     async with ProjectionRunner(TaskProjection(), event_log, resync_grace_sec=0.0) as runner:
         records = await submit_tasks(event_log, 8)
@@ -190,6 +198,7 @@ async def test_gap_while_following(event_log: EventLog) -> None:
         assert runner.applied_events == 8
 
 
+@pytest.mark.asyncio
 async def test_stream_shorter_than_snapshot(log_factory: Any, namespace: str) -> None:
     store = MemoryStore()
     log = await log_factory(namespace)
@@ -235,6 +244,7 @@ class Exploding(Projection):
         self.seen = state["seen"]
 
 
+@pytest.mark.asyncio
 async def test_background_failure_resurfaces(event_log: EventLog) -> None:
     runner = ProjectionRunner(Exploding(), event_log)
     await runner.start()
@@ -249,6 +259,7 @@ async def test_background_failure_resurfaces(event_log: EventLog) -> None:
             pass
 
 
+@pytest.mark.asyncio
 async def test_failure_resurfaces_from_aexit(event_log: EventLog) -> None:
     with pytest.raises(RuntimeError, match="fold bug"):
         async with ProjectionRunner(Exploding(), event_log) as runner:
@@ -258,6 +269,7 @@ async def test_failure_resurfaces_from_aexit(event_log: EventLog) -> None:
             assert runner.failure is not None
 
 
+@pytest.mark.asyncio
 async def test_converge_errors_in_a_fold_skip_the_event(event_log: EventLog) -> None:
     await event_log.append(
         TaskClaimed(task_id="ghost", agent_id="a", claimed_at=1.0), subject="tasks.ghost"
@@ -268,6 +280,7 @@ async def test_converge_errors_in_a_fold_skip_the_event(event_log: EventLog) -> 
         assert runner.position == {"tasks": 2}
 
 
+@pytest.mark.asyncio
 async def test_sync_and_rebuild_need_valid_state(event_log: EventLog) -> None:
     runner = ProjectionRunner(TaskProjection(), event_log)
     with pytest.raises(NotStartedError):
@@ -281,6 +294,7 @@ async def test_sync_and_rebuild_need_valid_state(event_log: EventLog) -> None:
     assert isinstance(StreamMismatchError("x"), ConvergeError)
 
 
+@pytest.mark.asyncio
 async def test_discovery_and_pool_projections_follow_their_streams(event_log: EventLog) -> None:
     async with (
         ProjectionRunner(DiscoveryProjection(), event_log) as discovery,

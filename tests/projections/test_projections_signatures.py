@@ -155,6 +155,7 @@ def test_verifier_and_runner_refuse_bad_arguments() -> None:
 # -- the runner, both backends ---------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_forged_events_are_skipped_in_every_path(
     signed_log: EventLog, backend: str | None, registry: IdentityRegistry
 ) -> None:
@@ -195,6 +196,7 @@ async def test_forged_events_are_skipped_in_every_path(
     assert verifier.accepted >= 6
 
 
+@pytest.mark.asyncio
 async def test_acks_and_gaps_are_checked(
     signed_log: EventLog, backend: str | None, registry: IdentityRegistry
 ) -> None:
@@ -215,6 +217,7 @@ async def test_acks_and_gaps_are_checked(
     assert runner.projection.get("t4") is not None
 
 
+@pytest.mark.asyncio
 async def test_unsigned_events_pass_unless_required(
     event_log: EventLog, registry: IdentityRegistry
 ) -> None:
@@ -233,6 +236,7 @@ async def test_unsigned_events_pass_unless_required(
         assert runner.position == {"tasks": 4}
 
 
+@pytest.mark.asyncio
 async def test_signed_and_verified_with_an_unknown_signer(
     log_factory: Callable[..., Awaitable[EventLog]], namespace: str, registry: IdentityRegistry
 ) -> None:
@@ -252,6 +256,7 @@ async def test_signed_and_verified_with_an_unknown_signer(
         await log.close()
 
 
+@pytest.mark.asyncio
 async def test_task_manager_skips_forged_task_events(
     backend: str | None, namespace: str, signed_log: EventLog, registry: IdentityRegistry
 ) -> None:

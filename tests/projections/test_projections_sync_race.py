@@ -41,6 +41,7 @@ class AppendDuringLastSequence(MemoryEventLog):
         return last
 
 
+@pytest.mark.asyncio
 async def test_sync_is_not_fooled_by_events_applied_while_it_asks(namespace: str) -> None:
     log = AppendDuringLastSequence(namespace)
     await log.start()
@@ -56,6 +57,7 @@ async def test_sync_is_not_fooled_by_events_applied_while_it_asks(namespace: str
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_sync_under_concurrent_writes_from_another_connection(
     nats_url: str, namespace: str
 ) -> None:

@@ -32,6 +32,7 @@ from converge.errors import ConfigError, ConvergeTimeoutError
 from converge.network.transport.local import LocalTransport, LocalTransportRegistry
 from converge.runtime import AgentRuntime, Inbox, Scheduler, StandardExecutor
 from converge.runtime.executor import Executor
+from converge.runtime.inbox import DEFAULT_RUNTIME_INBOX_SIZE
 from events import MemoryEventLog, subject
 
 # -- inbox / scheduler ---------------------------------------------------------
@@ -41,6 +42,7 @@ def _msg(n: int = 0) -> Message:
     return Message(sender="s", recipient="r", payload={"n": n})
 
 
+@pytest.mark.asyncio
 async def test_inbox_fifo_and_batches() -> None:
     inbox = Inbox()
     for i in range(5):
@@ -50,6 +52,7 @@ async def test_inbox_fifo_and_batches() -> None:
     assert inbox.poll(10) == []
 
 
+@pytest.mark.asyncio
 async def test_inbox_drop_when_full_and_bounded_wait() -> None:
     dropping = Inbox(2, drop_when_full=True)
     assert await dropping.push(_msg(1)) and await dropping.push(_msg(2))
@@ -72,6 +75,7 @@ def test_inbox_bad_args() -> None:
         Inbox().poll(0)
 
 
+@pytest.mark.asyncio
 async def test_scheduler_notify_and_timeout() -> None:
     scheduler = Scheduler()
     assert not await scheduler.wait_for_work(0)
@@ -104,6 +108,7 @@ class _Slow:
         await asyncio.Event().wait()
 
 
+@pytest.mark.asyncio
 async def test_executor_runs_decisions_and_records_events() -> None:
     async with MemoryEventLog() as log, TaskManager(log) as tm:
         neg = NegotiationProtocol(log)
@@ -170,6 +175,7 @@ async def test_executor_runs_decisions_and_records_events() -> None:
             await p.stop()
 
 
+@pytest.mark.asyncio
 async def test_executor_policy_allowlist_and_custom_handlers() -> None:
     seen: list[Decision] = []
 
@@ -243,6 +249,7 @@ class Worker(Agent):
 
 
 @pytest.mark.parametrize("mode", ["ok", "raise", "hang", "junk"])
+@pytest.mark.asyncio
 async def test_runtime_claims_and_reports_despite_bad_decide(mode: str) -> None:
     registry = LocalTransportRegistry()
     async with MemoryEventLog() as log, TaskManager(log) as tm:
@@ -275,6 +282,7 @@ async def test_runtime_claims_and_reports_despite_bad_decide(mode: str) -> None:
         assert decisions.count("claim_task") >= 3 and decisions.count("report_task") == 3
 
 
+@pytest.mark.asyncio
 async def test_runtime_receives_messages_and_keeps_serving_after_bad_ones() -> None:
     registry = LocalTransportRegistry()
     agent = Worker()
@@ -310,6 +318,7 @@ async def test_runtime_receives_messages_and_keeps_serving_after_bad_ones() -> N
         assert runtime.stats.messages_received == 1
 
 
+@pytest.mark.asyncio
 async def test_runtime_sends_signed_messages_from_decide() -> None:
     registry = LocalTransportRegistry()
 
@@ -337,6 +346,7 @@ async def test_runtime_sends_signed_messages_from_decide() -> None:
         assert got.signature is not None and got.verify(talker.identity.public_key)
 
 
+@pytest.mark.asyncio
 async def test_runtime_lifecycle_checkpoint_and_custom_executor() -> None:
     from converge.extensions.storage.memory import MemoryStore
 
@@ -394,8 +404,14 @@ def test_runtime_bad_config() -> None:
         AgentRuntime(agent, transport, inbox=Inbox(), inbox_kwargs={"maxsize": 3})
     rt = AgentRuntime(agent, transport, inbox_kwargs={"maxsize": 3, "drop_when_full": True})
     assert rt.inbox.maxsize == 3
+    # bounded by default, also when only the drop policy is given
+    assert AgentRuntime(agent, transport).inbox.maxsize == DEFAULT_RUNTIME_INBOX_SIZE
+    dropping = AgentRuntime(agent, transport, inbox_kwargs={"drop_when_full": True})
+    assert dropping.inbox.maxsize == DEFAULT_RUNTIME_INBOX_SIZE
+    assert AgentRuntime(agent, transport, inbox_kwargs={"maxsize": None}).inbox.maxsize is None
 
 
+@pytest.mark.asyncio
 async def test_runtime_with_discovery() -> None:
     from converge.network.discovery import DiscoveryService
 
@@ -412,6 +428,7 @@ async def test_runtime_with_discovery() -> None:
         await discovery.stop()
 
 
+@pytest.mark.asyncio
 async def test_executor_enforces_real_safety_policy() -> None:
     from converge.policy.safety import ActionPolicy, ResourceLimits
 
@@ -447,6 +464,7 @@ async def test_executor_enforces_real_safety_policy() -> None:
         assert tm.get_task(big.id).state is TaskState.PENDING  # type: ignore[union-attr]
 
 
+@pytest.mark.asyncio
 async def test_executor_denies_tools_by_name() -> None:
     from converge.policy.safety import ActionPolicy
 
@@ -468,6 +486,7 @@ async def test_executor_denies_tools_by_name() -> None:
     assert not o.ok and "denies tool" in (o.error or "")
 
 
+@pytest.mark.asyncio
 async def test_runtime_over_an_agent_network() -> None:
     from converge.network.network import AgentNetwork
 
@@ -488,6 +507,7 @@ async def test_runtime_over_an_agent_network() -> None:
         assert [m.payload["n"] for m in agent.seen] == [7]
 
 
+@pytest.mark.asyncio
 async def test_runtime_accepts_generators_and_tracks_agent_state() -> None:
     from converge.core.agent import AgentState
 
@@ -523,6 +543,7 @@ async def test_runtime_accepts_generators_and_tracks_agent_state() -> None:
         assert decisions == ["vote"]
 
 
+@pytest.mark.asyncio
 async def test_executor_pool_decisions() -> None:
     from converge.coordination.pool_manager import PoolManager
     from converge.core.decisions import CreatePool, JoinPool, LeavePool
@@ -538,6 +559,7 @@ async def test_executor_pool_decisions() -> None:
         assert pm.get_pools_for_agent("me") == []
 
 
+@pytest.mark.asyncio
 async def test_runtime_metrics_and_replay_log() -> None:
     from converge.observability.metrics import MetricsCollector
     from converge.observability.replay import ReplayLog

@@ -17,6 +17,7 @@ from events import EventLog, JetStreamEventLog
 pytestmark = pytest.mark.nats
 
 
+@pytest.mark.asyncio
 async def test_workers_on_two_connections_complete_each_task_once(
     nats_url: str, namespace: str
 ) -> None:

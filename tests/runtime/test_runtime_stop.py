@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from converge._cli.demo import DemoSubmitter
 from converge.coordination.task_manager import TaskManager
 from converge.network.transport.local import LocalTransport, LocalTransportRegistry
@@ -30,6 +32,7 @@ class GatedDecisions(MemoryEventLog):
         return await super().append(event, subject=subject, expected_version=expected_version)
 
 
+@pytest.mark.asyncio
 async def test_stop_during_a_decision_record_keeps_the_record() -> None:
     async with GatedDecisions() as log, TaskManager(log) as tm:
         agent = DemoSubmitter(1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from converge.coordination.task_manager import TaskManager
 from converge.core.agent import Agent
 from converge.core.decisions import ClaimTask, Decision, ReportTask
@@ -26,6 +28,7 @@ class ClaimAndReport(Agent):
         return decisions
 
 
+@pytest.mark.asyncio
 async def test_a_submitted_task_wakes_an_idle_runtime() -> None:
     async with MemoryEventLog() as log, TaskManager(log) as tm:
         agent = ClaimAndReport(Identity.generate())
@@ -58,6 +61,7 @@ async def test_a_submitted_task_wakes_an_idle_runtime() -> None:
             await runtime.stop()
 
 
+@pytest.mark.asyncio
 async def test_a_raising_listener_does_not_stop_the_projection() -> None:
     async with TaskManager() as tm:
         seen: list[int] = []

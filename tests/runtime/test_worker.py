@@ -101,6 +101,7 @@ def _task_id(recorded: RecordedEvent) -> str | None:
     return value if isinstance(value, str) else None
 
 
+@pytest.mark.asyncio
 async def test_a_worker_takes_what_it_can_and_reports_results() -> None:
     async with MemoryEventLog() as log, TaskManager(log) as tm:
         worker = Upper()
@@ -116,12 +117,14 @@ async def test_a_worker_takes_what_it_can_and_reports_results() -> None:
             assert tm.get_task(other).state is TaskState.PENDING  # type: ignore[union-attr]
 
 
+@pytest.mark.asyncio
 async def test_a_plain_def_handle_runs_off_the_loop() -> None:
     async with MemoryEventLog() as log, TaskManager(log) as tm, running(SyncUpper(), tm):
         task_id = await tm.submit(Task("up", {"text": "abc"}))
         assert (await tm.wait(task_id, timeout=WAIT)).result == "ABC"
 
 
+@pytest.mark.asyncio
 async def test_objectives_and_pool_pick_the_tasks() -> None:
     class Picky(Upper):
         objectives = ["up"]
@@ -136,6 +139,7 @@ async def test_objectives_and_pool_pick_the_tasks() -> None:
             assert tm.get_task(task_id).state is TaskState.PENDING  # type: ignore[union-attr]
 
 
+@pytest.mark.asyncio
 async def test_a_raising_handle_fails_the_task_with_a_structured_reason() -> None:
     class Broken(Worker):
         async def handle(self, task: Task) -> None:
@@ -148,6 +152,7 @@ async def test_a_raising_handle_fails_the_task_with_a_structured_reason() -> Non
     assert task.result == {"error": "KeyError", "message": "'missing input'", "attempt": 1}
 
 
+@pytest.mark.asyncio
 async def test_retries_put_the_task_back_until_it_succeeds() -> None:
     async with MemoryEventLog() as log, TaskManager(log) as tm:
         worker = Flaky()
@@ -169,6 +174,7 @@ async def test_retries_put_the_task_back_until_it_succeeds() -> None:
     ]
 
 
+@pytest.mark.asyncio
 async def test_retries_spent_fail_the_task_with_the_last_attempt() -> None:
     async with MemoryEventLog() as log, TaskManager(log) as tm:
         worker = Flaky()
@@ -182,6 +188,7 @@ async def test_retries_spent_fail_the_task_with_the_last_attempt() -> None:
     assert [e.attempt for e in scheduled] == [1]  # type: ignore[attr-defined]
 
 
+@pytest.mark.asyncio
 async def test_timeout_sec_cancels_handle_and_fails_the_attempt() -> None:
     async with MemoryEventLog() as log, TaskManager(log) as tm:
         worker = Gate()
@@ -194,6 +201,7 @@ async def test_timeout_sec_cancels_handle_and_fails_the_attempt() -> None:
     assert task.result["attempt"] == 1
 
 
+@pytest.mark.asyncio
 async def test_heartbeats_keep_a_long_task_with_its_live_worker() -> None:
     async with MemoryEventLog() as log, TaskManager(log) as tm:
         worker = Gate()
@@ -222,6 +230,7 @@ async def test_heartbeats_keep_a_long_task_with_its_live_worker() -> None:
     assert "task.claim_released" not in history
 
 
+@pytest.mark.asyncio
 async def test_a_dead_holders_claim_expires_and_the_worker_takes_the_task() -> None:
     async with MemoryEventLog() as log, TaskManager(log, default_claim_ttl_sec=0.2) as tm:
         task_id = await tm.submit(Task("up", {"text": "late"}))
@@ -234,6 +243,7 @@ async def test_a_dead_holders_claim_expires_and_the_worker_takes_the_task() -> N
     assert [e.reason for e in released if e.type == "task.claim_released"] == ["expired"]  # type: ignore[attr-defined]
 
 
+@pytest.mark.asyncio
 async def test_stop_drains_then_releases_every_claim() -> None:
     async with MemoryEventLog() as log, TaskManager(log) as tm:
         worker = Gate(inside=2, max_concurrency=2)
@@ -252,6 +262,7 @@ async def test_stop_drains_then_releases_every_claim() -> None:
     assert reasons == ["shutdown", "shutdown"]
 
 
+@pytest.mark.asyncio
 async def test_decide_agents_also_receive_the_tasks_they_hold() -> None:
     seen: list[list[str]] = []
 
@@ -272,6 +283,7 @@ async def test_decide_agents_also_receive_the_tasks_they_hold() -> None:
         assert tm.get_task(held).state is TaskState.PENDING  # type: ignore[union-attr]
 
 
+@pytest.mark.asyncio
 async def test_wait_times_out_and_refuses_unknown_ids() -> None:
     async with TaskManager() as tm:
         task_id = await tm.submit(Task("x"))
@@ -283,6 +295,7 @@ async def test_wait_times_out_and_refuses_unknown_ids() -> None:
         assert (await tm.wait(task_id)).state is TaskState.CANCELLED
 
 
+@pytest.mark.asyncio
 async def test_wait_returns_when_another_writer_finishes_the_task() -> None:
     async with MemoryEventLog() as log, TaskManager(log) as waiter, TaskManager(log) as doer:
         task_id = await waiter.submit(Task("x"))

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from converge.extensions.storage.file import FileStore
 from converge.extensions.storage.memory import MemoryStore
@@ -33,7 +34,7 @@ class TestFileStoreFsyncContract(StoreContract):
 
 @pytest.mark.nats
 class TestNatsKVStoreContract(StoreContract):
-    @pytest.fixture
+    @pytest_asyncio.fixture
     async def store(self, nats_url: str, namespace: str) -> AsyncIterator[NatsKVStore]:
         store = await NatsKVStore.connect(nats_url, bucket=namespace, storage="memory")
         try:

@@ -163,6 +163,7 @@ def test_check_key_messages() -> None:
         check_key(3)
 
 
+@pytest.mark.asyncio
 async def test_as_async_store_wraps_sync_stores() -> None:
     memory = MemoryStore()
     wrapped = as_async_store(memory)

@@ -54,6 +54,7 @@ def test_bad_config(kwargs: dict[str, object], match: str) -> None:
         NatsKVStore(**kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.asyncio
 async def test_unreachable_server_is_a_typed_error() -> None:
     config = BrokerConfig(
         servers="nats://127.0.0.1:1", max_reconnect_attempts=1, reconnect_time_wait_sec=0
@@ -63,6 +64,7 @@ async def test_unreachable_server_is_a_typed_error() -> None:
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_lifecycle(nats_url: str, namespace: str) -> None:
     store = NatsKVStore(servers=nats_url, bucket=namespace)
     assert not store.is_started
@@ -80,6 +82,7 @@ async def test_lifecycle(nats_url: str, namespace: str) -> None:
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_shared_client_is_not_closed(nats_url: str, namespace: str) -> None:
     client = await nats.connect(nats_url)
     try:
@@ -91,6 +94,7 @@ async def test_shared_client_is_not_closed(nats_url: str, namespace: str) -> Non
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_two_connections_race_put_if_absent(nats_url: str, namespace: str) -> None:
     stores = [await NatsKVStore.connect(nats_url, bucket=namespace) for _ in range(3)]
     try:
@@ -110,6 +114,7 @@ async def test_two_connections_race_put_if_absent(nats_url: str, namespace: str)
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_foreign_keys_are_ignored(nats_url: str, namespace: str) -> None:
     async with NatsKVStore(servers=nats_url, bucket=namespace) as store:
         await store.put("mine", b"1")
@@ -123,6 +128,7 @@ async def test_foreign_keys_are_ignored(nats_url: str, namespace: str) -> None:
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_values_visible_to_plain_kv_clients(nats_url: str, namespace: str) -> None:
     async with NatsKVStore(servers=nats_url, bucket=namespace) as store:
         await store.put("snapshots/tasks", b"{}")

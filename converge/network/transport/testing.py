@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
+import pytest
+
 from converge.core.identity import Identity
 from converge.core.message import Message
 from converge.core.topic import Topic
@@ -171,6 +173,7 @@ async def _drain_ids(transport: Transport, count: int) -> list[str]:
 class TransportContract:
     """The behaviour every transport guarantees; needs a ``make_transports`` fixture."""
 
+    @pytest.mark.asyncio
     async def test_direct_message_arrives_intact(self, make_transports: MakeTransports) -> None:
         a, b = await make_transports(["a", "b"], None)
         sent = Message("a", recipient="b", payload={"n": 1, "blob": b"\x00\x01", "f": 1.5})
@@ -181,6 +184,7 @@ class TransportContract:
         assert b.stats.received == 1
         assert a.stats.sent == 1
 
+    @pytest.mark.asyncio
     async def test_signature_survives_the_wire(self, make_transports: MakeTransports) -> None:
         alice = Identity.generate()
         a, b = await make_transports([alice.fingerprint, "b"], None)
@@ -190,6 +194,7 @@ class TransportContract:
         assert got.signature == sent.signature
         assert got.verify(alice.public_key)
 
+    @pytest.mark.asyncio
     async def test_order_is_kept_per_sender(self, make_transports: MakeTransports) -> None:
         a, b = await make_transports(["a", "b"], None)
         sent = [Message("a", recipient="b", payload={"i": i}) for i in range(200)]
@@ -197,6 +202,7 @@ class TransportContract:
             await a.send(message)
         assert await _drain_ids(b, len(sent)) == [m.id for m in sent]
 
+    @pytest.mark.asyncio
     async def test_replies_flow_both_ways(self, make_transports: MakeTransports) -> None:
         a, b = await make_transports(["a", "b"], None)
         await a.send(Message("a", recipient="b", payload={"q": 1}))
@@ -205,6 +211,7 @@ class TransportContract:
         answer = await a.receive(RECEIVE_TIMEOUT_SEC)
         assert answer.payload == {"a": 2}
 
+    @pytest.mark.asyncio
     async def test_direct_message_reaches_only_its_recipient(
         self, make_transports: MakeTransports
     ) -> None:
@@ -217,6 +224,7 @@ class TransportContract:
         assert (await c.receive(RECEIVE_TIMEOUT_SEC)).id == fence.id
         assert c.queue_size == 0
 
+    @pytest.mark.asyncio
     async def test_topic_message_reaches_subscribers_only(
         self, make_transports: MakeTransports
     ) -> None:
@@ -229,6 +237,7 @@ class TransportContract:
         assert (await c.receive(RECEIVE_TIMEOUT_SEC)).id == fence.id
         assert a.queue_size == 0
 
+    @pytest.mark.asyncio
     async def test_subscribe_later_and_unsubscribe(self, make_transports: MakeTransports) -> None:
         a, b = await make_transports(["a", "b"], None)
         await b.subscribe("gamma")
@@ -241,6 +250,7 @@ class TransportContract:
         await a.send(fence)
         assert (await b.receive(RECEIVE_TIMEOUT_SEC)).id == fence.id
 
+    @pytest.mark.asyncio
     async def test_broadcast_reaches_everyone_but_the_sender(
         self, make_transports: MakeTransports
     ) -> None:
@@ -253,6 +263,7 @@ class TransportContract:
         await b.send(fence)
         assert (await a.receive(RECEIVE_TIMEOUT_SEC)).id == fence.id
 
+    @pytest.mark.asyncio
     async def test_receive_times_out_with_builtin_timeout(
         self, make_transports: MakeTransports
     ) -> None:
@@ -264,6 +275,7 @@ class TransportContract:
         with pytest.raises(TimeoutError):
             await a.receive(timeout=0)
 
+    @pytest.mark.asyncio
     async def test_receive_verified_drops_and_counts_bad_messages(
         self, make_transports: MakeTransports
     ) -> None:
@@ -287,6 +299,7 @@ class TransportContract:
         assert b.stats.dropped_unknown_sender == 1
         assert b.stats.dropped_replayed == 2
 
+    @pytest.mark.asyncio
     async def test_receive_verified_times_out(self, make_transports: MakeTransports) -> None:
         (a,) = await make_transports(["a"], None)
         import pytest
@@ -294,6 +307,7 @@ class TransportContract:
         with pytest.raises(TimeoutError):
             await a.receive_verified(IdentityRegistry(), timeout=0.05)
 
+    @pytest.mark.asyncio
     async def test_lifecycle_errors_and_idempotent_stop(
         self, make_transports: MakeTransports
     ) -> None:
@@ -313,6 +327,7 @@ class TransportContract:
         await a.start()  # idempotent while running
         assert a.is_running
 
+    @pytest.mark.asyncio
     async def test_restart_after_stop(self, make_transports: MakeTransports) -> None:
         a, b = await make_transports(["a", "b"], {"a": ["news"]})
         await a.stop()
