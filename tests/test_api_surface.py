@@ -257,6 +257,7 @@ def test_json_formatter_takes_the_standard_formatter_arguments() -> None:
     assert orjson.loads(JsonFormatter(fmt=None, datefmt=None).format(record))["level"] == "INFO"
 
 
+@pytest.mark.asyncio
 async def test_the_process_wide_local_registry_and_get_queue() -> None:
     from converge.core.message import Message
     from converge.network.transport.local import (
@@ -287,6 +288,7 @@ def test_llm_providers_have_a_blocking_chat() -> None:
     assert provider.chat([{"role": "user", "content": "ping"}]) == "pong"
 
 
+@pytest.mark.asyncio
 async def test_blocking_chat_inside_an_event_loop_names_the_async_call() -> None:
     from converge.errors import InvalidStateError
     from converge.extensions.llm.openai import OpenAIProvider
@@ -295,6 +297,7 @@ async def test_blocking_chat_inside_an_event_loop_names_the_async_call() -> None
         OpenAIProvider(api_key="k").chat([{"role": "user", "content": "ping"}])
 
 
+@pytest.mark.asyncio
 async def test_proposal_timestamp_and_the_seed_session_constructor() -> None:
     import time
 

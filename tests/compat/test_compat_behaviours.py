@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from converge.coordination import PoolManager
 from converge.coordination.negotiation import NegotiationProtocol, NegotiationState
 from converge.core.decisions import InvokeTool
@@ -54,6 +56,7 @@ class _Echo:
         return params["text"]
 
 
+@pytest.mark.asyncio
 async def test_a_tool_past_its_timeout_is_cut_off_and_the_next_decisions_run() -> None:
     blocking, stubborn = _Blocking(), _Stubborn()
     tools = ToolRegistry([blocking, stubborn, _Echo()])
@@ -78,6 +81,7 @@ async def test_a_tool_past_its_timeout_is_cut_off_and_the_next_decisions_run() -
         assert await tools.drain(10)
 
 
+@pytest.mark.asyncio
 async def test_a_rejected_negotiation_is_closed_and_an_agreed_one_keeps_its_proposal() -> None:
     async with NegotiationProtocol() as neg:
         rejected = await neg.create_session("a", ["b"], "offer")
@@ -96,6 +100,7 @@ async def test_a_rejected_negotiation_is_closed_and_an_agreed_one_keeps_its_prop
         assert not await neg.propose(agreed, "a", "after the deal")
 
 
+@pytest.mark.asyncio
 async def test_a_pool_rebuilt_elsewhere_holds_policy_objects(tmp_path: Path) -> None:
     creator = PoolManager(FileStore(tmp_path))
     await creator.create_pool(
