@@ -61,6 +61,9 @@ class Agent:
     namespace strings; ``capabilities`` accepts names, Capability objects or a
     CapabilitySet and is kept as a list of names. ``decide`` and every hook may be
     plain or ``async`` methods; the runtime awaits them when needed.
+
+    ``task_manager`` and ``pool_manager`` are the managers of the runtime that runs the
+    agent (set by ``AgentRuntime``, ``None`` before), for agents that query them.
     """
 
     def __init__(

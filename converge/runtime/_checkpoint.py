@@ -3,65 +3,73 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import orjson
 
 from converge.errors import ConvergeError
-from converge.runtime._state import RuntimeParts, logger
+from converge.runtime._state import RuntimeContext, logger
 
 __all__ = ["CheckpointPart"]
 
 
-class CheckpointPart(RuntimeParts):
-    """Save and load the runtime's checkpoint in ``checkpoint_store``."""
+class CheckpointPart:
+    """Save and load the runtime's checkpoint in the context's ``checkpoint_store``."""
+
+    def __init__(self, ctx: RuntimeContext, interval_sec: float) -> None:
+        self.ctx = ctx
+        self.interval_sec = interval_sec
+        self._last_checkpoint = 0.0
 
     @property
-    def checkpoint_key(self) -> str:
+    def key(self) -> str:
         """Key of this agent's checkpoint in ``checkpoint_store``."""
-        return f"runtime/{self.agent.id}/checkpoint"
+        return f"runtime/{self.ctx.agent.id}/checkpoint"
 
-    def _checkpoint(self, *, force: bool = False) -> None:
-        store = self.checkpoint_store
+    def save(self, *, force: bool = False) -> None:
+        """Save the checkpoint when ``interval_sec`` passed since the last (or ``force``)."""
+        ctx = self.ctx
+        store = ctx.deps.checkpoint_store
         if store is None:
             return
         now = time.time()
-        if not force and now - self._last_checkpoint < self.checkpoint_interval_sec:
+        if not force and now - self._last_checkpoint < self.interval_sec:
             return
         self._last_checkpoint = now
         data = {
-            "agent_id": self.agent.id,
-            "state": self.agent.state.value,
+            "agent_id": ctx.agent.id,
+            "state": ctx.agent.state.value,
             "saved_at": now,
-            "stats": self.stats.as_dict(),
-            "inbox_size": len(self.inbox),
+            "stats": ctx.stats.as_dict(),
+            "inbox_size": len(ctx.inbox),
         }
         try:
-            store.put(self.checkpoint_key, orjson.dumps(data))
-            self.stats.checkpoints += 1
+            store.put(self.key, orjson.dumps(data))
+            ctx.stats.checkpoints += 1
         except (ConvergeError, OSError) as exc:
-            logger.warning("agent %s: checkpoint failed: %s", self.agent.id, exc)
+            logger.warning("agent %s: checkpoint failed: %s", ctx.agent.id, exc)
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
+    def load(self) -> dict[str, object] | None:
         """Return the last checkpoint saved for this agent, or None."""
-        if self.checkpoint_store is None:
+        store = self.ctx.deps.checkpoint_store
+        if store is None:
             return None
-        raw = self.checkpoint_store.get(self.checkpoint_key)
-        if raw is None:
+        raw = store.get(self.key)
+        if not isinstance(raw, bytes | str):
             return None
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            logger.warning("agent %s: checkpoint is not JSON; ignored", self.agent.id)
+            logger.warning("agent %s: checkpoint is not JSON; ignored", self.ctx.agent.id)
             return None
         return value if isinstance(value, dict) else None
 
-    def _restore_checkpoint(self) -> None:
-        data = self.load_checkpoint()
+    def restore(self) -> None:
+        """Log the checkpoint found at start and restart the interval."""
+        data = self.load()
         if data is not None:
             logger.info(
                 "agent %s: resuming after checkpoint saved at %s",
-                self.agent.id,
+                self.ctx.agent.id,
                 data.get("saved_at"),
             )
         self._last_checkpoint = time.time()

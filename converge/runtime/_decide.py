@@ -4,80 +4,81 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 from converge.core.agent import maybe_await
 from converge.core.decisions import Decision, SendMessage
 from converge.core.message import Message
 from converge.core.task import Task
 from converge.errors import ConvergeError
-from converge.runtime._state import RuntimeParts, logger
+from converge.runtime._state import RuntimeContext, logger
 
 __all__ = ["DecidePart"]
 
 
-class DecidePart(RuntimeParts):
+class DecidePart:
     """Call the agent's hooks and ``decide`` with a timeout; keep only real decisions."""
 
-    def _pending_tasks(self) -> list[Task]:
+    def __init__(self, ctx: RuntimeContext) -> None:
+        self.ctx = ctx
+
+    def tasks_for_decide(self) -> list[Task]:
         """The PENDING tasks the agent may take, then the ASSIGNED ones it holds."""
-        tm = self.task_manager
+        ctx = self.ctx
+        tm = ctx.deps.task_manager
         if tm is None:
             return []
+        agent_id = ctx.agent.id
         try:
-            pool_ids = None
-            if self.pool_manager is not None:
-                pool_ids = self.pool_manager.get_pools_for_agent(self.agent.id)
+            pm = ctx.deps.pool_manager
+            pool_ids = None if pm is None else pm.get_pools_for_agent(agent_id)
             tasks = list(
                 tm.list_pending_tasks_for_agent(
-                    self.agent.id, pool_ids=pool_ids, capabilities=self.agent.capabilities
+                    agent_id, pool_ids=pool_ids, capabilities=ctx.agent.capabilities
                 )
             )
-            held = getattr(tm, "list_tasks_held_by", None)
-            if callable(held):  # the tasks it holds come after the ones it may claim
-                tasks.extend(held(self.agent.id))
+            tasks.extend(tm.list_tasks_held_by(agent_id))
             return tasks
         except Exception as exc:  # a projection read failing skips this tick's tasks
-            self.last_error = f"tasks: {type(exc).__name__}: {exc}"
-            logger.warning("agent %s: listing pending tasks failed: %s", self.agent.id, exc)
+            self.ctx.last_error = f"tasks: {type(exc).__name__}: {exc}"
+            logger.warning("agent %s: listing pending tasks failed: %s", self.ctx.agent.id, exc)
             return []
 
-    async def _call_hook(self, hook: Callable[[], Any], name: str) -> None:
+    async def call_hook(self, hook: Callable[[], object], name: str) -> None:
         try:
-            async with asyncio.timeout(self.decide_timeout_sec):
+            async with asyncio.timeout(self.ctx.decide_timeout_sec):
                 await maybe_await(hook())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # hooks are user code: log and go on
-            logger.warning("agent %s: %s failed: %r", self.agent.id, name, exc)
+            logger.warning("agent %s: %s failed: %r", self.ctx.agent.id, name, exc)
 
-    async def _decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+    async def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
         try:
-            async with asyncio.timeout(self.decide_timeout_sec):
-                raw = await maybe_await(self.agent.decide(messages, tasks))
+            async with asyncio.timeout(self.ctx.decide_timeout_sec):
+                raw = await maybe_await(self.ctx.agent.decide(messages, tasks))
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is None or current.cancelling():
                 raise
-            self.stats.decide_errors += 1  # decide itself raised CancelledError
-            self._metric("runtime_decide_errors_total")
-            logger.warning("agent %s: decide raised CancelledError", self.agent.id)
+            self.ctx.stats.decide_errors += 1  # decide itself raised CancelledError
+            self.ctx.metric("runtime_decide_errors_total")
+            logger.warning("agent %s: decide raised CancelledError", self.ctx.agent.id)
             return []
         except TimeoutError:
-            self.stats.decide_timeouts += 1
-            self._metric("runtime_decide_timeouts_total")
-            self.last_error = f"decide timed out after {self.decide_timeout_sec}s"
+            self.ctx.stats.decide_timeouts += 1
+            self.ctx.metric("runtime_decide_timeouts_total")
+            self.ctx.last_error = f"decide timed out after {self.ctx.decide_timeout_sec}s"
             logger.warning(
                 "agent %s: decide did not return within %ss; skipping this tick",
-                self.agent.id,
-                self.decide_timeout_sec,
+                self.ctx.agent.id,
+                self.ctx.decide_timeout_sec,
             )
             return []
         except Exception as exc:  # decide is user code: log and go on
-            self.stats.decide_errors += 1
-            self._metric("runtime_decide_errors_total")
-            self.last_error = f"decide: {type(exc).__name__}: {exc}"
-            logger.warning("agent %s: decide raised %r", self.agent.id, exc, exc_info=True)
+            self.ctx.stats.decide_errors += 1
+            self.ctx.metric("runtime_decide_errors_total")
+            self.ctx.last_error = f"decide: {type(exc).__name__}: {exc}"
+            logger.warning("agent %s: decide raised %r", self.ctx.agent.id, exc, exc_info=True)
             return []
         return self._coerce_decisions(raw)
 
@@ -87,11 +88,11 @@ class DecidePart(RuntimeParts):
         if isinstance(raw, Decision | Message):
             raw = [raw]
         if isinstance(raw, str | bytes | Mapping) or not isinstance(raw, Iterable):
-            self.stats.junk_decisions += 1
-            self._metric("runtime_junk_decisions_total")
+            self.ctx.stats.junk_decisions += 1
+            self.ctx.metric("runtime_junk_decisions_total")
             logger.warning(
                 "agent %s: decide returned %s, not a list of decisions; ignored",
-                self.agent.id,
+                self.ctx.agent.id,
                 type(raw).__name__,
             )
             return []
@@ -99,9 +100,9 @@ class DecidePart(RuntimeParts):
         try:
             items = list(raw)
         except Exception as exc:  # a generator from decide may fail while iterated
-            self.stats.decide_errors += 1
-            self._metric("runtime_decide_errors_total")
-            logger.warning("agent %s: iterating decide's result failed: %r", self.agent.id, exc)
+            self.ctx.stats.decide_errors += 1
+            self.ctx.metric("runtime_decide_errors_total")
+            logger.warning("agent %s: iterating decide's result failed: %r", self.ctx.agent.id, exc)
             return []
         for item in items:
             if isinstance(item, Message):
@@ -111,18 +112,20 @@ class DecidePart(RuntimeParts):
             if isinstance(item, Decision):
                 out.append(item)
             else:
-                self.stats.junk_decisions += 1
-                self._metric("runtime_junk_decisions_total")
+                self.ctx.stats.junk_decisions += 1
+                self.ctx.metric("runtime_junk_decisions_total")
                 logger.warning(
-                    "agent %s: decide returned %r, not a Decision; ignored", self.agent.id, item
+                    "agent %s: decide returned %r, not a Decision; ignored", self.ctx.agent.id, item
                 )
         return out
 
     def _signed(self, message: Message) -> Message:
-        if message.signature is not None or message.sender != self.agent.id:
+        if message.signature is not None or message.sender != self.ctx.agent.id:
             return message
         try:
-            return self.agent.sign_message(message)
+            return self.ctx.agent.sign_message(message)
         except ConvergeError as exc:
-            logger.warning("agent %s: cannot sign message %s: %s", self.agent.id, message.id, exc)
+            logger.warning(
+                "agent %s: cannot sign message %s: %s", self.ctx.agent.id, message.id, exc
+            )
             return message

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
-from typing import Any
 
 from converge.core.agent import Agent
+from converge.runtime.deps import MessageTransport, RuntimeDeps
 from converge.runtime.inbox import Inbox
 from converge.runtime.scheduler import Scheduler
 
-__all__ = ["RuntimeParts", "RuntimeState", "RuntimeStats"]
+__all__ = ["RuntimeContext", "RuntimeState", "RuntimeStats"]
 
 # The runtime's parts log as the public module, so its logging configuration covers them.
 logger = logging.getLogger("converge.runtime.loop")
@@ -18,8 +18,6 @@ logger = logging.getLogger("converge.runtime.loop")
 
 class RuntimeState(StrEnum):
     """Lifecycle of a runtime."""
-
-    __module__ = "converge.runtime.loop"
 
     NEW = "new"
     STARTING = "starting"
@@ -30,8 +28,6 @@ class RuntimeState(StrEnum):
 
 class RuntimeStats:
     """Counters of one runtime (monotonic)."""
-
-    __module__ = "converge.runtime.loop"
 
     def __init__(self) -> None:
         self.ticks = 0
@@ -48,32 +44,37 @@ class RuntimeStats:
         return dict(vars(self))
 
 
-class RuntimeParts:
-    """Declare the attributes the runtime's parts share; ``AgentRuntime`` sets them.
+class RuntimeContext:
+    """What the runtime's parts share: the agent, its transport and collaborators, counters.
 
-    Holds no state of its own: the receive, decide and checkpoint parts subclass it so
-    each can be type-checked apart from ``AgentRuntime``.
+    ``AgentRuntime`` builds one and hands it to its receive, decide and checkpoint
+    parts (composition: each part is its own object and type-checked on its own).
     """
 
-    agent: Agent
-    transport: Any
-    pool_manager: Any
-    task_manager: Any
-    metrics_collector: Any
-    identity_registry: Any
-    replay_log: Any
-    checkpoint_store: Any
-    checkpoint_interval_sec: float
-    inbox: Inbox
-    scheduler: Scheduler
-    receive_timeout_sec: float
-    decide_timeout_sec: float
-    stats: RuntimeStats
-    last_error: str | None
-    _last_checkpoint: float
+    def __init__(
+        self,
+        agent: Agent,
+        transport: MessageTransport,
+        deps: RuntimeDeps,
+        *,
+        inbox: Inbox,
+        scheduler: Scheduler,
+        receive_timeout_sec: float,
+        decide_timeout_sec: float,
+    ) -> None:
+        self.agent = agent
+        self.transport = transport
+        self.deps = deps
+        self.inbox = inbox
+        self.scheduler = scheduler
+        self.receive_timeout_sec = receive_timeout_sec
+        self.decide_timeout_sec = decide_timeout_sec
+        self.stats = RuntimeStats()
+        self.last_error: str | None = None
 
-    def _metric(self, name: str, value: float = 1, *, gauge: bool = False) -> None:
-        collector = self.metrics_collector
+    def metric(self, name: str, value: float = 1, *, gauge: bool = False) -> None:
+        """Count (or set, with ``gauge``) a metric labelled with the agent's id."""
+        collector = self.deps.metrics_collector
         if collector is None:
             return
         try:

@@ -37,7 +37,6 @@ from converge.core.decisions import (
     jsonable,
 )
 from converge.core.message import Message
-from converge.core.task import TaskState
 from converge.core.tools import ToolRegistry
 from converge.errors import (
     ConfigError,
@@ -46,7 +45,18 @@ from converge.errors import (
     NotFoundError,
     PolicyError,
 )
-from converge.policy.safety import normalize_action, validate_safety
+from converge.policy.safety import (
+    ActionPolicy,
+    ResourceLimits,
+    normalize_action,
+    validate_safety,
+)
+from converge.runtime.deps import (
+    MetricsSink,
+    PoolService,
+    ReplayRecorder,
+    TaskService,
+)
 from events import DecisionExecuted, EventLog, VoteCast, subject
 
 if TYPE_CHECKING:
@@ -124,15 +134,15 @@ class StandardExecutor:
         self,
         agent_id: str,
         network: _Sender | None,
-        task_manager: Any,
-        pool_manager: Any,
+        task_manager: TaskService | None,
+        pool_manager: PoolService | None,
         *,
-        metrics_collector: Any = None,
+        metrics_collector: MetricsSink | None = None,
         bidding_protocols: Mapping[str, BiddingProtocol] | None = None,
         negotiation_protocol: NegotiationProtocol | None = None,
         delegation_protocol: DelegationProtocol | None = None,
-        safety_policy: tuple[Any, Any] | None = None,
-        replay_log: Any = None,
+        safety_policy: tuple[ResourceLimits | None, ActionPolicy | None] | None = None,
+        replay_log: ReplayRecorder | None = None,
         tool_registry: ToolRegistry | None = None,
         custom_handlers: Mapping[str | type[Decision], DecisionHandler] | None = None,
         tool_timeout_sec: float | None = None,
@@ -159,8 +169,8 @@ class StandardExecutor:
         self.negotiation_protocol = negotiation_protocol
         self.delegation_protocol = delegation_protocol
         limits, action_policy = safety_policy or (None, None)
-        self.resource_limits: Any = limits
-        self.action_policy: Any = action_policy
+        self.resource_limits: ResourceLimits | None = limits
+        self.action_policy: ActionPolicy | None = action_policy
         self.replay_log = replay_log
         self.tool_registry = tool_registry
         self.tool_timeout_sec = tool_timeout_sec
@@ -345,15 +355,7 @@ class StandardExecutor:
         if self.resource_limits is not None:
             task = tm.get_task(decision.task_id)
             if task is not None:
-                held = (
-                    sum(
-                        1
-                        for t in tm.tasks()
-                        if t.assigned_to == self.agent_id and t.state is TaskState.ASSIGNED
-                    )
-                    if callable(getattr(tm, "tasks", None))
-                    else None
-                )
+                held = len(tm.list_tasks_held_by(self.agent_id))  # an index, not a scan
                 validate_safety(task, self.resource_limits, active_tasks=held)
         return bool(await tm.claim(self.agent_id, decision.task_id))
 

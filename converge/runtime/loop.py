@@ -12,8 +12,10 @@
 A receive task feeds the inbox from the transport (verified when an identity registry is
 given) and wakes the scheduler. Nothing in here lets one bad message, decision or
 ``decide`` call stop the loop: each is logged and counted, and the loop goes on.
-The receive task, the decide step and the checkpoints live in the private modules
-``_receive``, ``_decide`` and ``_checkpoint``; ``AgentRuntime`` inherits them.
+The receive task, the decide step, the checkpoints, the claim upkeep and the worker's
+claims live in the private modules ``_receive``, ``_decide``, ``_checkpoint``,
+``_claims`` and ``_work``: parts the runtime composes, sharing one ``RuntimeContext``.
+Its collaborators are typed by the small Protocols of :mod:`converge.runtime.deps`.
 """
 
 from __future__ import annotations
@@ -22,26 +24,36 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from converge.coordination.task_manager import TaskManager
 from converge.core.agent import Agent, AgentState, maybe_await
 from converge.core.decisions import Decision
+from converge.core.descriptor import AgentDescriptor
 from converge.core.tools import ToolRegistry
 from converge.errors import ConfigError, ConvergeError, NotStartedError
 from converge.lifecycle import AsyncService
 from converge.runtime._checkpoint import CheckpointPart
+from converge.runtime._claims import ClaimsPart
 from converge.runtime._decide import DecidePart
 from converge.runtime._receive import ReceivePart
-from converge.runtime._state import RuntimeState, RuntimeStats
+from converge.runtime._state import RuntimeContext, RuntimeState, RuntimeStats
 from converge.runtime._work import WorkRunner
+from converge.runtime.deps import (
+    CheckpointStore,
+    Discovery,
+    MessageTransport,
+    MetricsSink,
+    PoolService,
+    ReplayRecorder,
+    RuntimeDeps,
+    TaskService,
+)
 from converge.runtime.executor import Executor, StandardExecutor
 from converge.runtime.inbox import DEFAULT_RUNTIME_INBOX_SIZE, Inbox
 from converge.runtime.scheduler import Scheduler
 from converge.runtime.worker import Worker
-from events import EventLog
+from events import EventLog, RecordedEvent
 
 __all__ = ["AgentRuntime", "Inbox", "RuntimeState", "RuntimeStats"]
 
@@ -49,9 +61,10 @@ logger = logging.getLogger(__name__)
 
 
 ExecutorFactory = Callable[..., Executor]
+"""Called like :class:`StandardExecutor` (agent id, network, task and pool manager, kwargs)."""
 
 
-class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
+class AgentRuntime(AsyncService):
     """Run one agent: receive messages, decide, execute, checkpoint.
 
     ``start()`` starts the transport, registers ``agent_descriptor`` (or a descriptor
@@ -73,28 +86,31 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
     running ``handle`` calls finish within ``drain_timeout_sec`` (then cancels them)
     and releases every claim the agent still holds (reason ``"shutdown"``), so no task
     stays assigned to a process that is gone.
+
+    The collaborators may come as one :class:`~converge.runtime.deps.RuntimeDeps`
+    (``deps=``) instead of the separate keyword arguments, not both.
     """
 
     def __init__(
         self,
         agent: Agent,
-        transport: Any,
+        transport: MessageTransport,
         *,
-        pool_manager: Any = None,
-        task_manager: Any = None,
-        metrics_collector: Any = None,
-        discovery_service: Any = None,
-        agent_descriptor: Any = None,
-        identity_registry: Any = None,
-        replay_log: Any = None,
+        pool_manager: PoolService | None = None,
+        task_manager: TaskService | None = None,
+        metrics_collector: MetricsSink | None = None,
+        discovery_service: Discovery | None = None,
+        agent_descriptor: AgentDescriptor | None = None,
+        identity_registry: object | None = None,
+        replay_log: ReplayRecorder | None = None,
         tool_registry: ToolRegistry | None = None,
-        checkpoint_store: Any = None,
+        checkpoint_store: CheckpointStore | None = None,
         checkpoint_interval_sec: float = 60.0,
         inbox: Inbox | None = None,
-        inbox_kwargs: Mapping[str, Any] | None = None,
+        inbox_kwargs: Mapping[str, int | bool | None] | None = None,
         scheduler: Scheduler | None = None,
         executor_factory: ExecutorFactory | None = None,
-        executor_kwargs: Mapping[str, Any] | None = None,
+        executor_kwargs: Mapping[str, object] | None = None,
         health_check: Callable[[], bool] | None = None,
         ready_check: Callable[[], bool] | None = None,
         receive_timeout_sec: float = 30.0,
@@ -106,6 +122,7 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
         drain_timeout_sec: float = 10.0,
         claim_sweep_interval_sec: float | None = 5.0,
         rescan_interval_sec: float = 5.0,
+        deps: RuntimeDeps | None = None,
     ) -> None:
         if not isinstance(agent, Agent):
             raise ConfigError(f"agent must be an Agent, got {type(agent).__name__}")
@@ -130,28 +147,33 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
                 raise ConfigError(f"{name} must be a number of seconds > 0, got {value!r}")
         if inbox is not None and inbox_kwargs:
             raise ConfigError("pass either inbox or inbox_kwargs, not both")
+        separate = RuntimeDeps(
+            task_manager=task_manager,
+            pool_manager=pool_manager,
+            metrics_collector=metrics_collector,
+            discovery_service=discovery_service,
+            identity_registry=identity_registry,
+            replay_log=replay_log,
+            tool_registry=tool_registry,
+            checkpoint_store=checkpoint_store,
+            decision_log=decision_log,
+        )
+        if deps is not None and separate != RuntimeDeps():
+            raise ConfigError("pass the collaborators either in deps or one by one, not both")
+        if inbox is None:
+            settings: dict[str, int | bool | None] = {"maxsize": DEFAULT_RUNTIME_INBOX_SIZE}
+            settings.update(inbox_kwargs or {})
+            inbox = Inbox(
+                maxsize=_optional_int(settings.get("maxsize")),
+                drop_when_full=bool(settings.get("drop_when_full", False)),
+            )
         self.agent = agent
         self.transport = transport
-        self.pool_manager = pool_manager
-        self.task_manager = task_manager
-        self.metrics_collector = metrics_collector
-        self.discovery_service = discovery_service
         self.agent_descriptor = agent_descriptor
-        self.identity_registry = identity_registry
-        self.replay_log = replay_log
-        self.tool_registry = tool_registry
-        self.checkpoint_store = checkpoint_store
         self.checkpoint_interval_sec = float(checkpoint_interval_sec)
-        self.inbox = (
-            inbox
-            if inbox is not None
-            else Inbox(**{"maxsize": DEFAULT_RUNTIME_INBOX_SIZE, **dict(inbox_kwargs or {})})
-        )
-        self.scheduler = scheduler if scheduler is not None else Scheduler()
         self.health_check = health_check
         self.ready_check = ready_check
         self.receive_timeout_sec = float(receive_timeout_sec)
-        self.decision_log = decision_log
         self.decide_timeout_sec = float(decide_timeout_sec)
         self.tick_interval_sec = float(tick_interval_sec)
         self.batch_size = batch_size
@@ -161,19 +183,100 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
             None if claim_sweep_interval_sec is None else float(claim_sweep_interval_sec)
         )
         self.rescan_interval_sec = float(rescan_interval_sec)
+        self.ctx = RuntimeContext(
+            agent,
+            transport,
+            deps if deps is not None else separate,
+            inbox=inbox,
+            scheduler=scheduler if scheduler is not None else Scheduler(),
+            receive_timeout_sec=self.receive_timeout_sec,
+            decide_timeout_sec=self.decide_timeout_sec,
+        )
+        self._receiver = ReceivePart(self.ctx)
+        self._decider = DecidePart(self.ctx)
+        self._checkpoints = CheckpointPart(self.ctx, self.checkpoint_interval_sec)
+        self._claims = ClaimsPart(self.ctx)
         self.work: WorkRunner | None = None
-        self.stats = RuntimeStats()
-        self.last_error: str | None = None
         self._executor_factory = executor_factory
         self._executor_kwargs = dict(executor_kwargs or {})
         self.executor: Executor | None = None
         self._state = RuntimeState.NEW
         self._tasks: list[asyncio.Task[None]] = []
         self._registered = False
-        self._last_checkpoint = 0.0
         self._loop_started = asyncio.Event()
-        agent.task_manager = task_manager
-        agent.pool_manager = pool_manager
+        # the seed design's attributes, declared on Agent: the managers of its runtime
+        agent.task_manager = self.deps.task_manager
+        agent.pool_manager = self.deps.pool_manager
+
+    # -- collaborators (read-only views of deps) -------------------------------
+
+    @property
+    def deps(self) -> RuntimeDeps:
+        """The runtime's collaborators."""
+        return self.ctx.deps
+
+    @property
+    def task_manager(self) -> TaskService | None:
+        return self.ctx.deps.task_manager
+
+    @property
+    def pool_manager(self) -> PoolService | None:
+        return self.ctx.deps.pool_manager
+
+    @property
+    def metrics_collector(self) -> MetricsSink | None:
+        return self.ctx.deps.metrics_collector
+
+    @property
+    def discovery_service(self) -> Discovery | None:
+        return self.ctx.deps.discovery_service
+
+    @property
+    def identity_registry(self) -> object | None:
+        return self.ctx.deps.identity_registry
+
+    @property
+    def replay_log(self) -> ReplayRecorder | None:
+        return self.ctx.deps.replay_log
+
+    @property
+    def tool_registry(self) -> ToolRegistry | None:
+        return self.ctx.deps.tool_registry
+
+    @property
+    def checkpoint_store(self) -> CheckpointStore | None:
+        return self.ctx.deps.checkpoint_store
+
+    @property
+    def decision_log(self) -> EventLog | None:
+        return self.ctx.deps.decision_log
+
+    @property
+    def inbox(self) -> Inbox:
+        return self.ctx.inbox
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.ctx.scheduler
+
+    @property
+    def stats(self) -> RuntimeStats:
+        """Counters of this runtime (monotonic)."""
+        return self.ctx.stats
+
+    @property
+    def last_error(self) -> str | None:
+        """The last failure the loop logged and went on from, or None."""
+        return self.ctx.last_error
+
+    @property
+    def checkpoint_key(self) -> str:
+        """Key of this agent's checkpoint in ``checkpoint_store``."""
+        return self._checkpoints.key
+
+    def load_checkpoint(self) -> dict[str, object] | None:
+        """Return the last checkpoint saved for this agent, or None."""
+        return self._checkpoints.load()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -193,7 +296,7 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
         return self.agent.id
 
     def _build_executor(self) -> Executor:
-        kwargs: dict[str, Any] = {
+        kwargs: dict[str, object] = {
             "metrics_collector": self.metrics_collector,
             "replay_log": self.replay_log,
             "tool_registry": self.tool_registry,
@@ -204,7 +307,7 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
         executor = factory(
             self.agent.id, self.transport, self.task_manager, self.pool_manager, **kwargs
         )
-        if not callable(getattr(executor, "execute", None)):
+        if not isinstance(executor, Executor):
             raise ConfigError(f"executor_factory returned {executor!r}, which has no execute()")
         return executor
 
@@ -218,24 +321,25 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
         try:
             self.executor = self._build_executor()
             await self.transport.start()
-            for manager in (self.task_manager, self.pool_manager):
-                if manager is not None and callable(getattr(manager, "start", None)):
-                    await manager.start()
+            if self.task_manager is not None:
+                await self.task_manager.start()
+            if self.pool_manager is not None:
+                await self.pool_manager.start()
             self._listen_for_tasks(True)
             await self._register()
             await maybe_await(self.agent.on_start())
-            self._restore_checkpoint()
+            self._checkpoints.restore()
             self._loop_started = asyncio.Event()
             self._tasks = [
                 asyncio.create_task(
-                    self._receive_loop(), name=f"converge-receive-{self.agent.id[:8]}"
+                    self._receiver.run(), name=f"converge-receive-{self.agent.id[:8]}"
                 ),
                 asyncio.create_task(self._run_loop(), name=f"converge-loop-{self.agent.id[:8]}"),
             ]
             if self.task_manager is not None and self.claim_sweep_interval_sec is not None:
                 self._tasks.append(
                     asyncio.create_task(
-                        self._sweep_loop(self.claim_sweep_interval_sec),
+                        self._claims.sweep(self.claim_sweep_interval_sec),
                         name=f"converge-sweep-{self.agent.id[:8]}",
                     )
                 )
@@ -243,8 +347,8 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
                 self.work = WorkRunner(
                     self.agent,
                     self.task_manager,
-                    pool_ids=self._worker_pools,
-                    metric=self._metric,
+                    pool_ids=self._claims.worker_pools,
+                    metric=self.ctx.metric,
                     rescan_interval_sec=self.rescan_interval_sec,
                 )
                 await self.work.start()
@@ -276,67 +380,16 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
 
     def _listen_for_tasks(self, on: bool) -> None:
         """Wake the loop when the task projection changes instead of at the next tick."""
-        method = "add_listener" if on else "remove_listener"
-        hook = getattr(self.task_manager, method, None)
-        if callable(hook):
-            hook(self._on_task_event)
+        tm = self.task_manager
+        if tm is None:
+            return
+        if on:
+            tm.add_listener(self._on_task_event)
+        else:
+            tm.remove_listener(self._on_task_event)
 
-    def _on_task_event(self, recorded: object) -> None:
+    def _on_task_event(self, recorded: RecordedEvent) -> None:
         self.scheduler.notify()
-
-    def _worker_pools(self) -> list[str] | None:
-        """Pools whose tasks a worker without its own ``pool_id`` takes (None: any)."""
-        if self.pool_manager is None:
-            return None
-        try:
-            return list(self.pool_manager.get_pools_for_agent(self.agent.id))
-        except ConvergeError as exc:
-            logger.warning("agent %s: reading its pools failed: %s", self.agent.id, exc)
-            return []
-
-    async def _sweep_loop(self, interval: float) -> None:
-        """Release expired claims now and then; jitter spreads the sweepers of processes."""
-        tm = self.task_manager
-        rng = random.Random()
-        while True:
-            await asyncio.sleep(interval * rng.uniform(0.5, 1.5))
-            try:
-                released = await tm.release_expired_claims()
-            except ConvergeError as exc:  # a broker outage: the next sweep tries again
-                logger.warning("agent %s: claim sweep failed: %s", self.agent.id, exc)
-                continue
-            if released:
-                self._metric("runtime_claims_released_total", len(released))
-
-    async def _release_held(self) -> None:
-        """Release every claim the agent still holds, so other processes take the tasks."""
-        tm = self.task_manager
-        if not isinstance(tm, TaskManager):
-            return
-        held = tm.list_tasks_held_by(self.agent.id)
-        if not held:
-            return
-        agent_id = self.agent.id
-
-        async def release(task_id: str) -> bool:
-            try:
-                return await tm.release_claim(agent_id, task_id, reason="shutdown")
-            except (ConvergeError, OSError) as exc:
-                logger.warning("agent %s: release of %s failed: %s", agent_id, task_id, exc)
-                return False
-
-        try:
-            async with asyncio.timeout(self.stop_timeout_sec):
-                done = await asyncio.gather(*(release(task.id) for task in held))
-        except TimeoutError:
-            logger.error("agent %s: releasing its claims timed out", agent_id)
-            return
-        logger.info(
-            "agent %s released %d claims at shutdown",
-            agent_id,
-            sum(done),
-            extra={"agent_id": agent_id},
-        )
 
     async def _teardown(self) -> None:
         work, self.work = self.work, None
@@ -366,10 +419,10 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
                 if not task.cancelled() and task.exception() is not None:
                     logger.error("runtime task %s failed: %r", task.get_name(), task.exception())
         if self._state is not RuntimeState.STARTING:
-            self._checkpoint(force=True)
-        await self._release_held()
+            self._checkpoints.save(force=True)
+        await self._claims.release_held(self.stop_timeout_sec)
         with contextlib.suppress(ConvergeError):
-            await self._call_hook(self.agent.on_stop, "on_stop")
+            await self._decider.call_hook(self.agent.on_stop, "on_stop")
         await self._unregister()
         try:
             await self.transport.stop()
@@ -405,7 +458,7 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
 
     # -- discovery -----------------------------------------------------------------
 
-    def _descriptor(self) -> Any:
+    def _descriptor(self) -> AgentDescriptor:
         if self.agent_descriptor is not None:
             return self.agent_descriptor
         from converge.network.network import build_descriptor
@@ -436,7 +489,7 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
             if self._state not in (RuntimeState.RUNNING, RuntimeState.STARTING):
                 return
             await self.tick()
-            self._checkpoint()
+            self._checkpoints.save()
 
     async def tick(self) -> list[Decision]:
         """Run one iteration (poll, decide, execute) and return the executed decisions.
@@ -444,12 +497,12 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
         Never raises for a failing ``decide``, tick hook or decision; they are logged.
         """
         self.stats.ticks += 1
-        self._metric("runtime_ticks_total")
+        self.ctx.metric("runtime_ticks_total")
         messages = self.inbox.poll(self.batch_size)
-        self._metric("runtime_inbox_size", len(self.inbox), gauge=True)
-        tasks = self._pending_tasks()
-        await self._call_hook(lambda: self.agent.on_tick(messages, tasks), "on_tick")
-        decisions = await self._decide(messages, tasks)
+        self.ctx.metric("runtime_inbox_size", len(self.inbox), gauge=True)
+        tasks = self._decider.tasks_for_decide()
+        await self._decider.call_hook(lambda: self.agent.on_tick(messages, tasks), "on_tick")
+        decisions = await self._decider.decide(messages, tasks)
         if decisions and self.executor is not None:
             self.stats.decisions += len(decisions)
             try:
@@ -457,6 +510,12 @@ class AgentRuntime(ReceivePart, DecidePart, CheckpointPart, AsyncService):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a custom executor failing does not stop the loop
-                self.last_error = f"execute: {type(exc).__name__}: {exc}"
+                self.ctx.last_error = f"execute: {type(exc).__name__}: {exc}"
                 logger.error("agent %s: executor failed: %s", self.agent.id, exc)
         return decisions
+
+
+def _optional_int(value: object) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ConfigError(f"inbox maxsize must be an int or None, got {value!r}")

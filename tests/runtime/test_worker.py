@@ -19,8 +19,10 @@ from converge.core.identity import Identity
 from converge.core.message import Message
 from converge.core.task import Task, TaskState
 from converge.errors import ConfigError, ConvergeTimeoutError, NotFoundError
+from converge.lifecycle import AsyncService
 from converge.network.transport.local import LocalTransport, LocalTransportRegistry
 from converge.runtime import AgentRuntime
+from converge.runtime.deps import RuntimeDeps, TaskService
 from converge.runtime.worker import Worker
 from events import EventLog, MemoryEventLog, RecordedEvent
 
@@ -316,3 +318,24 @@ def test_a_worker_must_override_handle_and_have_sane_settings() -> None:
         Upper(max_concurrency=0)
     with pytest.raises(ConfigError, match="objectives"):
         Upper(objectives="up")
+
+
+@pytest.mark.asyncio
+async def test_one_deps_object_or_the_keywords_not_both() -> None:
+    async with MemoryEventLog() as log, TaskManager(log) as tm:
+        agent = Upper()
+        transport = LocalTransport(agent.id, LocalTransportRegistry())
+        deps = RuntimeDeps(task_manager=tm)
+        runtime = AgentRuntime(agent, transport, deps=deps)
+        assert runtime.task_manager is tm and runtime.deps is deps
+        assert isinstance(tm, TaskService)
+        assert agent.task_manager is tm  # the seed design's attribute, declared on Agent
+        with pytest.raises(ConfigError, match="deps"):
+            AgentRuntime(agent, transport, deps=deps, task_manager=tm)
+        async with runtime:
+            task_id = await tm.submit(Task("up", {"text": "d"}))
+            assert (await tm.wait(task_id, timeout=WAIT)).result == {"text": "D"}
+
+
+def test_the_runtime_composes_its_parts_instead_of_inheriting_them() -> None:
+    assert AgentRuntime.__mro__[1:] == (*AsyncService.__mro__,)
