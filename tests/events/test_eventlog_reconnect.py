@@ -20,6 +20,7 @@ SEEN_WITHIN_SEC = 15.0  # a generous bound for a loaded machine, far below the a
 
 
 @pytest.mark.parametrize("kill", [True, False], ids=["kill-9", "stop"])
+@pytest.mark.asyncio
 async def test_a_subscription_sees_new_events_soon_after_a_broker_restart(
     tmp_path: Path, kill: bool
 ) -> None:
