@@ -229,6 +229,7 @@ CASES: dict[str, Callable[[Path], Case]] = {
 
 
 @pytest.mark.parametrize("kind", list(CASES))
+@pytest.mark.asyncio
 async def test_secured_broker_admits_the_right_credentials_only(kind: str, tmp_path: Path) -> None:
     conf_text, good, bad, refusal = CASES[kind](tmp_path)
     conf = tmp_path / "server.conf"
@@ -252,6 +253,7 @@ async def test_secured_broker_admits_the_right_credentials_only(kind: str, tmp_p
             assert secret not in str(info.value)
 
 
+@pytest.mark.asyncio
 async def test_tls_url_to_a_real_plain_server_fails_clearly(nats_url: str) -> None:
     config = BrokerConfig(servers=[nats_url.replace("nats://", "tls://")], user="u", password="p")
     with pytest.raises(EventLogError, match="does not offer TLS; refusing to connect in plain"):
@@ -268,6 +270,7 @@ def _roles_conf() -> str:
     return found.group(1)
 
 
+@pytest.mark.asyncio
 async def test_documented_roles_worker_appends_tasks_but_cannot_administer(
     tmp_path: Path,
 ) -> None:
@@ -332,6 +335,7 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+@pytest.mark.asyncio
 async def test_server_command_runs_with_a_nats_server_config(tmp_path: Path) -> None:
     conf = tmp_path / "server.conf"
     conf.write_text('authorization { token: "t0ken-123" }\n')

@@ -65,6 +65,7 @@ async def test_refresh_from_store_reads_what_another_process_wrote(tmp_path: Pat
 
 
 @pytest.mark.nats
+@pytest.mark.asyncio
 async def test_managers_on_a_nats_kv_bucket_share_tasks(nats_url: str, namespace: str) -> None:
     first_store = await NatsKVStore.connect(nats_url, bucket=namespace, storage="memory")
     other_store = await NatsKVStore.connect(nats_url, bucket=namespace, storage="memory")
