@@ -33,6 +33,7 @@ BLOCKING_ALLOWED: dict[str, str] = {
     "events/server.py": "the embedded server's start and stop touch its data directory, "
     "lock file and binary once per process, before and after any broker traffic",
     "events/datadir.py": "the data directory lock: one small file, at server start and stop",
+    "events/connection.py": "credential, nkey and TLS files are read once per connection",
 }
 
 
