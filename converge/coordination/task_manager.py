@@ -1,3 +1,4 @@
+# Over 400 lines: one aggregate's commands (submit to sweep, heartbeats, retries, wait).
 """TaskManager: submit, claim, report, fail and cancel tasks as events on stream ``tasks``.
 
 Every change is an event on the task's subject ``tasks.<task_id>``, appended with the

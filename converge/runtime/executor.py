@@ -1,3 +1,4 @@
+# Over 400 lines: one handler per decision type of the seed, each short, kept together.
 """Executors carry out an agent's decisions; the standard one records each as an event.
 
 :class:`StandardExecutor` runs every decision type of :mod:`converge.core.decisions`

@@ -1,3 +1,4 @@
+# Over 400 lines: the seed's 25-keyword constructor (API.md), its checks and typed views.
 """The agent runtime: inbox, receive task and the decide/execute loop of one agent.
 
 ::
