@@ -160,6 +160,16 @@ class TaskManager(ProjectedService[TaskProjection]):
         self._refresh()
         return self.projection.held_by(agent_id)
 
+    def claim_lease(self, task_id: str) -> tuple[float, float] | None:
+        """Return ``(expires_at, ttl)`` of the claim on ``task_id`` (Unix seconds, seconds).
+
+        ``None`` when the task is not assigned or its claim has no TTL.
+        """
+        projection = self.projection
+        expires = projection.lease_expires_at(task_id)
+        ttl = projection.claim_ttl(task_id)
+        return None if expires is None or ttl is None else (expires, ttl)
+
     def list_pending_tasks(self, *, refresh_from_store: bool = False) -> list[Task]:
         """Return the PENDING tasks, oldest first.
 

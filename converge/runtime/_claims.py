@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 from converge.errors import ConvergeError
 from converge.runtime._state import RuntimeContext, logger
@@ -45,6 +46,44 @@ class ClaimsPart:
                 continue
             if released:
                 ctx.metric("runtime_claims_released_total", len(released))
+
+    async def keep_alive(self, wake: asyncio.Event, idle_sec: float) -> None:
+        """Heartbeat the claims a ``decide`` agent holds while its runtime is alive.
+
+        Each claim with a TTL is extended once two thirds of its lease are left, so a
+        live agent keeps a task however long it holds it; a dead one stops extending.
+        ``wake`` is set when the agent claims a task (its first heartbeat may be due
+        sooner than ``idle_sec``, the longest wait between looks).
+        """
+        ctx = self.ctx
+        tm = ctx.deps.task_manager
+        if tm is None:
+            return
+        agent_id = ctx.agent.id
+        while True:
+            now = time.time()
+            next_look = now + idle_sec
+            for task in tm.list_tasks_held_by(agent_id):
+                lease = tm.claim_lease(task.id)
+                if lease is None:
+                    continue
+                expires, ttl = lease
+                due = expires - 2 * ttl / 3
+                if due <= now:
+                    try:
+                        await tm.extend_claim(agent_id, task.id)
+                    except ConvergeError as exc:  # the broker may be back before the TTL
+                        logger.warning(
+                            "agent %s: heartbeat of %s failed: %s", agent_id, task.id, exc
+                        )
+                    due = now + ttl / 3
+                next_look = min(next_look, due)
+            wake.clear()
+            try:
+                async with asyncio.timeout(max(0.01, next_look - time.time())):
+                    await wake.wait()
+            except TimeoutError:
+                pass
 
     async def release_held(self, timeout_sec: float) -> None:
         """Release every claim the agent still holds, so other processes take the tasks."""

@@ -54,7 +54,7 @@ from converge.runtime.executor import Executor, StandardExecutor
 from converge.runtime.inbox import DEFAULT_RUNTIME_INBOX_SIZE, Inbox
 from converge.runtime.scheduler import Scheduler
 from converge.runtime.worker import Worker
-from events import EventLog, RecordedEvent
+from events import EventLog, RecordedEvent, TaskClaimed
 
 __all__ = ["AgentRuntime", "Inbox", "RuntimeState", "RuntimeStats"]
 
@@ -205,6 +205,7 @@ class AgentRuntime(AsyncService):
         self._tasks: list[asyncio.Task[None]] = []
         self._registered = False
         self._loop_started = asyncio.Event()
+        self._claimed = asyncio.Event()  # the agent claimed a task: look at its leases
         # the seed design's attributes, declared on Agent: the managers of its runtime
         agent.task_manager = self.deps.task_manager
         agent.pool_manager = self.deps.pool_manager
@@ -344,6 +345,13 @@ class AgentRuntime(AsyncService):
                         name=f"converge-sweep-{self.agent.id[:8]}",
                     )
                 )
+            if self.task_manager is not None and not isinstance(self.agent, Worker):
+                self._tasks.append(
+                    asyncio.create_task(
+                        self._claims.keep_alive(self._claimed, self.tick_interval_sec * 5),
+                        name=f"converge-heartbeat-{self.agent.id[:8]}",
+                    )
+                )
             if isinstance(self.agent, Worker) and isinstance(self.task_manager, TaskManager):
                 self.work = WorkRunner(
                     self.agent,
@@ -391,6 +399,9 @@ class AgentRuntime(AsyncService):
 
     def _on_task_event(self, recorded: RecordedEvent) -> None:
         self.scheduler.notify()
+        event = recorded.event
+        if isinstance(event, TaskClaimed) and event.agent_id == self.agent.id:
+            self._claimed.set()
 
     async def _teardown(self) -> None:
         work, self.work = self.work, None

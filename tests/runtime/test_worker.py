@@ -14,7 +14,7 @@ import pytest
 
 from converge.coordination.task_manager import TaskManager
 from converge.core.agent import Agent
-from converge.core.decisions import Decision
+from converge.core.decisions import ClaimTask, Decision
 from converge.core.identity import Identity
 from converge.core.message import Message
 from converge.core.task import Task, TaskState
@@ -339,3 +339,31 @@ async def test_one_deps_object_or_the_keywords_not_both() -> None:
 
 def test_the_runtime_composes_its_parts_instead_of_inheriting_them() -> None:
     assert AgentRuntime.__mro__[1:] == (*AsyncService.__mro__,)
+
+
+@pytest.mark.asyncio
+async def test_a_decide_agent_keeps_the_claims_it_holds_while_alive() -> None:
+    class Hoarder(Agent):
+        def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+            return [ClaimTask(t.id) for t in tasks if t.state is TaskState.PENDING]
+
+    async with MemoryEventLog() as log, TaskManager(log) as tm:
+        agent = Hoarder(Identity.generate())
+        beats = 0
+        enough = asyncio.Event()
+
+        def on_event(recorded: RecordedEvent) -> None:
+            nonlocal beats
+            if recorded.event.type == "task.claim_extended":
+                beats += 1
+                if beats >= 4:  # past the TTL of the claim
+                    enough.set()
+
+        tm.add_listener(on_event)
+        async with running(agent, tm, claim_sweep_interval_sec=0.1, tick_interval_sec=0.05):
+            task_id = await tm.submit(Task("x", constraints={"claim_ttl_sec": 0.3}))
+            async with asyncio.timeout(WAIT):
+                await enough.wait()
+            assert await tm.release_expired_claims() == []
+            assert tm.get_task(task_id).assigned_to == agent.id  # type: ignore[union-attr]
+        assert tm.get_task(task_id).state is TaskState.PENDING  # type: ignore[union-attr]
