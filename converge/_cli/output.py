@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import orjson
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -86,7 +87,7 @@ def print_table(
         console(stderr=True).print(empty)
         return
     names = list(columns)
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", pad_edge=False)
     for name in names:
         table.add_column(name, overflow="fold")
     for row in rows:
