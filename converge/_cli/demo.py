@@ -105,16 +105,24 @@ class DemoWorker(Agent):
         self._rng = random.Random(self.id)
 
     def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
-        """Report held tasks; claim the oldest pending task not tried yet."""
+        """Report held tasks; claim a pending demo task not tried yet.
+
+        The runtime passes the pending tasks this agent may claim followed by the tasks
+        it holds, so no tick scans the whole backlog.
+        """
         out: list[Decision] = []
-        tm: Any = self.task_manager
-        if tm is not None:
-            for task in tm.tasks():
-                if task.state is TaskState.ASSIGNED and task.assigned_to == self.id:
-                    text = str(task.inputs.get("text", ""))
-                    out.append(ReportTask(task.id, analyze_text(text)))
-                    self.completed += 1
-        untried = [task for task in tasks if task.id not in self._tried and is_demo_task(task)]
+        untried = []
+        for task in tasks:
+            if task.state is TaskState.ASSIGNED and task.assigned_to == self.id:
+                text = str(task.inputs.get("text", ""))
+                out.append(ReportTask(task.id, analyze_text(text)))
+                self.completed += 1
+            elif (
+                task.state is TaskState.PENDING
+                and task.id not in self._tried
+                and is_demo_task(task)
+            ):
+                untried.append(task)
         if untried:
             # A random pick spreads the workers over the backlog instead of all racing
             # for the oldest task.
