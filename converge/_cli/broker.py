@@ -23,7 +23,7 @@ from tenacity import (
 
 from converge._cli.common import one_line, usage_error
 from converge.config import ConvergeConfig
-from converge.errors import ConvergeError, EventLogError
+from converge.errors import EventLogError
 from events import EventLog
 from events.connection import redact
 
@@ -32,7 +32,6 @@ __all__ = [
     "broker",
     "connected",
     "event_log",
-    "jetstream",
     "preflight",
     "serve",
     "split_server_config",
@@ -91,15 +90,19 @@ async def preflight(url: str, timeout_sec: float = CONNECT_TIMEOUT_SEC) -> None:
 
 
 @contextlib.asynccontextmanager
-async def event_log(cfg: ConvergeConfig) -> AsyncIterator[EventLog]:
-    """Yield a started JetStream event log on the broker; one attempt (inspection)."""
-    async with connected(cfg, retry=False) as (log, _url):
+async def event_log(cfg: ConvergeConfig, *, read_only: bool = False) -> AsyncIterator[EventLog]:
+    """Yield a started JetStream event log on the broker; one attempt (inspection).
+
+    ``read_only``: the log creates and changes no stream; a missing namespace or stream
+    raises ``NotFoundError`` naming it.
+    """
+    async with connected(cfg, retry=False, read_only=read_only) as (log, _url):
         yield log
 
 
 @contextlib.asynccontextmanager
 async def connected(
-    cfg: ConvergeConfig, *, retry: bool = True
+    cfg: ConvergeConfig, *, retry: bool = True, read_only: bool = False
 ) -> AsyncIterator[tuple[EventLog, str]]:
     """Yield a started JetStream event log and the broker URL it uses.
 
@@ -109,14 +112,14 @@ async def connected(
     """
     async with broker(cfg) as url:
         limit = cfg.startup_timeout_sec if retry and cfg.nats_url is not None else 0.0
-        log = await _with_startup_retries(limit, url, lambda: _open_log(cfg, url))
+        log = await _with_startup_retries(limit, url, lambda: _open_log(cfg, url, read_only))
         try:
             yield log, url
         finally:
             await log.close()
 
 
-async def _open_log(cfg: ConvergeConfig, url: str) -> EventLog:
+async def _open_log(cfg: ConvergeConfig, url: str, read_only: bool = False) -> EventLog:
     from events import JetStreamEventLog
 
     await preflight(url, cfg.connect_timeout_sec)
@@ -125,7 +128,10 @@ async def _open_log(cfg: ConvergeConfig, url: str) -> EventLog:
     try:
         async with asyncio.timeout(within):
             return await JetStreamEventLog.connect(
-                namespace=cfg.namespace, config=broker_config, replicas=cfg.replicas
+                namespace=cfg.namespace,
+                config=broker_config,
+                replicas=cfg.replicas,
+                create_streams=not read_only,
             )
     except TimeoutError:
         raise EventLogError(
@@ -168,28 +174,6 @@ async def _with_startup_retries(
             f"{one_line(exc)} (gave up after {limit_sec:g}s of retries: startup_timeout_sec)"
         ) from exc
     raise AssertionError("unreachable: tenacity either returns or raises")
-
-
-@contextlib.asynccontextmanager
-async def jetstream(cfg: ConvergeConfig) -> AsyncIterator[Any]:
-    """Yield a JetStream context on the broker (no reconnects); close it on exit."""
-    from events.connection import connect_nats
-
-    async with broker(cfg) as url:
-        await preflight(url, cfg.connect_timeout_sec)
-        broker_config = cfg.broker_config(url).model_copy(update={"allow_reconnect": False})
-        try:
-            async with asyncio.timeout(cfg.connect_timeout_sec):
-                nc = await connect_nats(broker_config)
-        except TimeoutError:
-            raise ConvergeError(
-                f"cannot reach NATS at {redact(url)} within {cfg.connect_timeout_sec:g}s; "
-                "check the URL"
-            ) from None
-        try:
-            yield nc.jetstream()
-        finally:
-            await nc.close()
 
 
 _CONVERGE_CONFIG_SUFFIXES = (".yaml", ".yml", ".toml", ".json")

@@ -12,11 +12,13 @@ from typing import Any
 
 import orjson
 
-from converge._cli.broker import event_log, jetstream
+from converge._cli.broker import event_log
+from converge._cli.common import one_line
 from converge._cli.output import ProgressReporter
 from converge.config import ConvergeConfig
-from converge.errors import ConvergeError
-from events import EventLog, RecordedEvent
+from converge.errors import ConvergeError, NotFoundError
+from events import EventLog, JetStreamEventLog, RecordedEvent
+from events.jetstream import StreamStatus
 
 __all__ = [
     "jsonable",
@@ -77,7 +79,7 @@ async def replay_events(
         sys.stdout.write("\n")
         sys.stdout.flush()
 
-    async with event_log(cfg) as log:
+    async with event_log(cfg, read_only=True) as log:
         if follow:
             return await _follow(log, emit, stream, subject, start_seq, start_time)
         async for recorded in log.read(
@@ -148,7 +150,7 @@ async def projection_summary(
 
     tasks = TaskProjection()
     pools = PoolProjection()
-    async with event_log(cfg) as log:
+    async with event_log(cfg, read_only=True) as log:
         skipped: dict[str, int] = {}  # per stream: undecodable messages and misfit events
         last = {kind: await log.last_sequence(stream=kind) for kind in ("tasks", "pools")}
         end_seq = as_of if isinstance(as_of, int) else None
@@ -189,42 +191,46 @@ async def projection_summary(
     }
 
 
-def stream_row(info: Any) -> dict[str, Any]:
-    """Return a stream's name, subjects, counts and sequences from its info."""
-    state = info.state
+def _jetstream(log: EventLog) -> JetStreamEventLog:
+    if not isinstance(log, JetStreamEventLog):  # pragma: no cover - the CLI opens JetStream
+        raise ConvergeError(f"stream inspection needs a JetStream event log, not {log!r}")
+    return log
+
+
+def stream_row(status: StreamStatus) -> dict[str, Any]:
+    """Return a stream's name, subjects, counts and sequences."""
     return {
-        "name": info.config.name,
-        "subjects": list(info.config.subjects or []),
-        "messages": state.messages,
-        "bytes": state.bytes,
-        "first_seq": state.first_seq,
-        "last_seq": state.last_seq,
-        "replicas": info.config.num_replicas,
+        "name": status.name,
+        "subjects": list(status.subjects),
+        "messages": status.messages,
+        "bytes": status.bytes,
+        "first_seq": status.first_seq,
+        "last_seq": status.last_seq,
+        "replicas": status.replicas,
     }
 
 
 async def list_streams(cfg: ConvergeConfig, all_streams: bool) -> list[dict[str, Any]]:
     """Return a row per stream of the namespace (every stream with ``all_streams``)."""
-    prefix = cfg.namespace.upper() + "_"
-    async with jetstream(cfg) as js:
-        infos = await js.streams_info()
-    return [stream_row(i) for i in infos if all_streams or i.config.name.startswith(prefix)]
+    async with event_log(cfg, read_only=True) as log:
+        statuses = await _jetstream(log).streams_info(all_streams=all_streams)
+    return [stream_row(s) for s in statuses]
 
 
-async def stream_details(cfg: ConvergeConfig, full: str) -> dict[str, Any]:
-    """Return the row of stream ``full`` with its main configuration."""
-    async with jetstream(cfg) as js:
+async def stream_details(cfg: ConvergeConfig, name: str) -> dict[str, Any]:
+    """Return the row of stream ``name`` (a kind or a full name) with its configuration."""
+    async with event_log(cfg, read_only=True) as log:
         try:
-            info = await js.stream_info(full)
-        except Exception as exc:
-            if type(exc).__name__ == "NotFoundError":
-                raise ConvergeError(f"no stream {full!r}; see `converge streams ls`") from None
-            raise
-    row = stream_row(info)
+            status = await _jetstream(log).stream_info(name)
+        except NotFoundError as exc:
+            raise NotFoundError(f"{one_line(exc)}; see `converge streams ls`") from None
+    row = stream_row(status)
     row["config"] = {
-        "retention": str(info.config.retention),
-        "storage": str(info.config.storage),
-        "max_age": info.config.max_age,
-        "duplicate_window": info.config.duplicate_window,
+        "retention": status.retention,
+        "storage": status.storage,
+        "max_age": status.max_age_sec,
+        "max_msgs": status.max_msgs,
+        "max_bytes": status.max_bytes,
+        "duplicate_window": status.duplicate_window_sec,
     }
     return row

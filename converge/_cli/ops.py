@@ -57,7 +57,7 @@ async def task_rows(
     agent: str | None = None,
 ) -> list[dict[str, Any]]:
     """Return the namespace's tasks (oldest first) that match every given filter."""
-    async with event_log(cfg) as log:
+    async with event_log(cfg, read_only=True) as log:
         tasks = await _tasks(log)
     return [
         task_row(t)
@@ -81,7 +81,7 @@ def _event_row(recorded: RecordedEvent) -> dict[str, Any]:
 
 async def task_history(cfg: ConvergeConfig, task_id: str) -> dict[str, Any]:
     """Return the task ``task_id`` with its events; raise ``ConvergeError`` when unknown."""
-    async with event_log(cfg) as log:
+    async with event_log(cfg, read_only=True) as log:
         history = [
             _event_row(r)
             async for r in log.read(stream="tasks", subject=f"tasks.{encode_token(task_id)}")
@@ -102,7 +102,7 @@ async def wait_task(cfg: ConvergeConfig, task_id: str, timeout: float | None) ->
     """
     from converge.coordination.task_manager import TaskManager
 
-    async with event_log(cfg) as log, TaskManager(log) as tm:
+    async with event_log(cfg, read_only=True) as log, TaskManager(log) as tm:
         if tm.get_task(task_id) is None:
             raise NotFoundError(f"no task {task_id!r} in namespace {cfg.namespace!r}")
         try:
@@ -141,7 +141,7 @@ async def agent_rows(cfg: ConvergeConfig) -> list[dict[str, Any]]:
     """Return the agents registered with discovery: id, capabilities, topics, metadata."""
     from projections import DiscoveryProjection, ProjectionRunner
 
-    async with event_log(cfg) as log:
+    async with event_log(cfg, read_only=True) as log:
         projection = DiscoveryProjection()
         await ProjectionRunner(projection, log).rebuild()
     return [
@@ -159,7 +159,7 @@ async def pool_rows(cfg: ConvergeConfig) -> list[dict[str, Any]]:
     """Return every pool as plain data (id, topics, agents, policies)."""
     from projections import PoolProjection, ProjectionRunner
 
-    async with event_log(cfg) as log:
+    async with event_log(cfg, read_only=True) as log:
         projection = PoolProjection()
         await ProjectionRunner(projection, log).rebuild()
     return [pool.to_dict() for pool in projection.pools.values()]

@@ -128,11 +128,15 @@ def test_run_then_replay_projections_and_streams(nats_url: str, namespace: str) 
 
 @pytest.mark.nats
 def test_streams_info_unknown_stream(nats_url: str, namespace: str) -> None:
-    result = runner.invoke(
-        app, ["streams", "info", "nothing", "--url", nats_url, "--namespace", namespace]
-    )
+    common = ["--url", nats_url, "--namespace", namespace]
+    result = runner.invoke(app, ["streams", "info", "nothing", *common])
+    assert result.exit_code == 1  # nobody wrote to the namespace, and reading creates nothing
+    assert result.output.startswith("error: ") and namespace in result.output
+    assert runner.invoke(app, ["tasks", "submit", "x", *common]).exit_code == 0
+    result = runner.invoke(app, ["streams", "info", "nothing", *common])
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and "streams ls" in result.output
+    assert "NOTHING" in result.output
 
 
 @pytest.mark.nats
