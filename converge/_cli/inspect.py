@@ -211,9 +211,15 @@ def stream_row(status: StreamStatus) -> dict[str, Any]:
 
 
 async def list_streams(cfg: ConvergeConfig, all_streams: bool) -> list[dict[str, Any]]:
-    """Return a row per stream of the namespace (every stream with ``all_streams``)."""
-    async with event_log(cfg, read_only=True) as log:
-        statuses = await _jetstream(log).streams_info(all_streams=all_streams)
+    """Return a row per stream of the namespace (every stream with ``all_streams``).
+
+    A namespace with no streams lists nothing (the listing answers "what is there").
+    """
+    try:
+        async with event_log(cfg, read_only=True) as log:
+            statuses = await _jetstream(log).streams_info(all_streams=all_streams)
+    except NotFoundError:
+        return []
     return [stream_row(s) for s in statuses]
 
 

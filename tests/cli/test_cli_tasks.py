@@ -174,13 +174,15 @@ def test_task_lifecycle_from_the_cli(nats_url: str, namespace: str) -> None:
 def test_agents_and_pools_listings(nats_url: str, namespace: str) -> None:
     common = ["--url", nats_url, "--namespace", namespace]
     # Inspection never creates streams: a namespace nobody wrote to is named, exit 1.
-    for args in (["agents", "ls"], ["tasks", "ls"], ["pools", "ls"], ["streams", "ls"]):
+    for args in (["agents", "ls"], ["tasks", "ls"], ["pools", "ls"]):
         result = runner.invoke(app, [*args, "--json", *common])
         assert result.exit_code == 1, result.output
         assert result.output.startswith("error: ") and namespace in result.output
         assert len(result.output.strip().splitlines()) == 1
     result = runner.invoke(app, ["replay", *common])
     assert result.exit_code == 1 and namespace in result.output
+    result = runner.invoke(app, ["streams", "ls", "--json", *common])  # what is there: nothing
+    assert result.exit_code == 0 and _json(result.stdout) == []
     asyncio.run(_register(nats_url, namespace))
     result = runner.invoke(app, ["replay", "--stream", "bogus", *common])
     assert result.exit_code == 1 and "BOGUS" in result.output.upper(), result.output
