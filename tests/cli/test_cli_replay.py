@@ -44,6 +44,7 @@ def test_follow_takes_no_end(extra: list[str]) -> None:
 
 @pytest.mark.nats
 @pytest.mark.slow
+@pytest.mark.asyncio
 async def test_replay_follow_prints_new_events_until_interrupted(
     nats_url: str, namespace: str
 ) -> None:
