@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Generic, TypeVar
@@ -33,6 +34,7 @@ from typing import Generic, TypeVar
 from converge.core.store import AsyncStore, Store
 from converge.errors import ConcurrencyError, ConfigError
 from converge.lifecycle import AsyncService
+from converge.observability.otel import instruments, watch_projection
 from events import Event, EventLog, MemoryEventLog, RecordedEvent, StoreEventLog
 from events.subjects import kind_of
 from projections.base import Projection
@@ -86,6 +88,7 @@ class ProjectedService(AsyncService, Generic[P]):
             snapshot_every=snapshot_every,
             verifier=verifier,
         )
+        watch_projection(self._runner)
         self._sync_timeout = float(sync_timeout_sec)
         self._start_lock = asyncio.Lock()
         self._entity_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
@@ -258,7 +261,11 @@ class ProjectedService(AsyncService, Generic[P]):
 
     async def _append(self, event: Event, subject: str, expected_version: int) -> RecordedEvent:
         """Append with a concurrency check and apply the acknowledgement."""
+        started = time.perf_counter()
         recorded = await self._log.append(event, subject=subject, expected_version=expected_version)
+        instruments.appended(
+            event.type, getattr(event, "reason", None), time.perf_counter() - started
+        )
         await self._runner.apply_ack(recorded)
         return recorded
 
@@ -270,6 +277,7 @@ class ProjectedService(AsyncService, Generic[P]):
         not decode it): it is recorded as skipped and the version moves to it.
         """
         self.conflicts += 1
+        instruments.conflict(kind_of(subject))
         if exc.actual is None or exc.actual <= 0:
             await self._runner.sync(self._sync_timeout)
         else:

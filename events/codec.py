@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from converge.errors import ConfigError, DecodeError
 from events.base import Event
+from events.tracecontext import current_trace_headers
 from events.types import ALL_EVENT_TYPES
 
 __all__ = [
@@ -400,6 +401,10 @@ def encode_event(
     tp = traceparent if traceparent is not None else current_traceparent.get()
     if tp:
         headers[HDR_TRACEPARENT] = tp
+    else:
+        trace_headers = current_trace_headers()
+        if trace_headers:
+            headers.update(trace_headers)
     if extra_headers:
         headers.update(extra_headers)
     return body, headers

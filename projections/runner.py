@@ -130,6 +130,7 @@ class ProjectionRunner(Generic[P]):
         self.applied_events = 0
         self.resyncs = 0
         self._listeners: list[Callable[[RecordedEvent], None]] = []
+        self._seen: dict[str, int] = {}  # highest sequence known stored, per stream
 
     # -- properties --------------------------------------------------------------------
 
@@ -157,6 +158,21 @@ class ProjectionRunner(Generic[P]):
     def position(self) -> dict[str, int]:
         """A copy of the last applied sequence per stream."""
         return dict(self._projection.position)
+
+    @property
+    def name(self) -> str:
+        """The projection's name."""
+        return self._projection.name
+
+    @property
+    def lag(self) -> int:
+        """Events known to be stored (acks, deliveries, syncs) but not applied yet."""
+        position = self._projection.position
+        return sum(max(0, seen - position.get(stream, 0)) for stream, seen in self._seen.items())
+
+    def _saw(self, stream: str, sequence: int) -> None:
+        if sequence > self._seen.get(stream, 0):
+            self._seen[stream] = sequence
 
     @property
     def snapshot_key(self) -> str:
@@ -304,6 +320,7 @@ class ProjectionRunner(Generic[P]):
         first, so the projection stays a prefix of each stream. Re-raises a stored
         background failure.
         """
+        self._saw(recorded.stream, recorded.sequence)
         self._raise_failure()
         stream = recorded.stream
         position = self._projection.position.get(stream)
@@ -367,6 +384,8 @@ class ProjectionRunner(Generic[P]):
                     position = self._projection.position[stream]
                     wanted = self._projection.filters.get(stream)
                     last = await self._log.last_sequence(stream=stream, subject=wanted)
+                    if wanted is None:
+                        self._saw(stream, last)
                     if last < position and wanted is None:
                         raise self._mismatch(stream, last, position)
                     if last > position:
@@ -585,6 +604,7 @@ class ProjectionRunner(Generic[P]):
     async def _on_event(self, recorded: RecordedEvent) -> None:
         if self._failure is not None or self._state is not RunnerState.RUNNING:
             return
+        self._saw(recorded.stream, recorded.sequence)
         position = self._projection.position.get(recorded.stream)
         if position is None or recorded.sequence <= position:
             return

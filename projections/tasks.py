@@ -19,6 +19,7 @@ from events import (
     TaskSubmitted,
     subject,
 )
+from events.tracecontext import TRACE_HEADERS
 from projections.base import Projection
 
 __all__ = ["TASKS_STREAM", "TaskProjection"]
@@ -60,6 +61,7 @@ class TaskProjection(Projection):
         self._held: dict[str, dict[str, None]] = {}  # agent id -> ids it holds, in order
         self._leases: dict[str, tuple[float, float]] = {}  # task id -> (expires at, TTL)
         self._attempts: dict[str, int] = {}  # task id -> failed attempts so far
+        self._traces: dict[str, dict[str, str]] = {}  # open task id -> its submit's trace
         super().__init__()
 
     # -- queries ---------------------------------------------------------------
@@ -108,6 +110,14 @@ class TaskProjection(Projection):
             if now >= expires:
                 yield tasks[task_id]
 
+    def trace_headers(self, task_id: str) -> Mapping[str, str] | None:
+        """Return the W3C trace headers its submission carried while a task is open.
+
+        Whoever works on the task continues that trace (``None``: it carried none, or
+        the task is finished, or the projection was restored from a snapshot).
+        """
+        return self._traces.get(task_id)
+
     def attempts(self, task_id: str) -> int:
         """Return how many attempts at ``task_id`` failed and were retried so far."""
         return self._attempts.get(task_id, 0)
@@ -124,6 +134,9 @@ class TaskProjection(Projection):
                 raise InvalidStateError(f"task {task_id!r} was already submitted")
             if task.state is TaskState.PENDING:
                 self._pending[task_id] = None
+            headers = recorded.headers
+            if headers is not None and "traceparent" in headers and not task.state.is_terminal:
+                self._traces[task_id] = {k: headers[k] for k in TRACE_HEADERS if k in headers}
             return
         if isinstance(event, TaskClaimed):
             task = self._task(event.task_id)
@@ -149,6 +162,7 @@ class TaskProjection(Projection):
             task.state = TaskState.COMPLETED
             task.result = event.result
             self._unassign(task)
+            self._traces.pop(task.id, None)
         elif isinstance(event, TaskRetryScheduled):
             task = self._task(event.task_id)
             self._expect(task, TaskState.ASSIGNED, event.type, agent_id=event.agent_id)
@@ -168,6 +182,7 @@ class TaskProjection(Projection):
             self._unassign(task)
             task.state = TaskState.FAILED
             task.result = event.reason if event.details is None else event.details
+            self._traces.pop(task.id, None)
             task.claimed_at = None
             self._pending.pop(task.id, None)
         elif isinstance(event, TaskCancelled):
@@ -175,6 +190,7 @@ class TaskProjection(Projection):
             self._expect_open(task, event.type)
             self._unassign(task)
             task.state = TaskState.CANCELLED
+            self._traces.pop(task.id, None)
             task.assigned_to = None
             task.claimed_at = None
             self._pending.pop(task.id, None)

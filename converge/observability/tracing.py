@@ -27,7 +27,6 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from converge.errors import DecodeError
@@ -55,16 +54,27 @@ R = TypeVar("R")
 
 TRACER_NAME = "converge"
 _propagator = TraceContextTextMapPropagator()
-_private_provider: TracerProvider | None = None
+_private_provider: otel_trace.TracerProvider | None = None
 
 
 def _tracer() -> otel_trace.Tracer:
+    """The configured provider's tracer; else a private SDK one; else the no-op tracer.
+
+    The private provider (no exporter) gives explicit :func:`trace` blocks real ids
+    when the application installed the SDK but configured nothing; without the SDK
+    (the ``otel`` extra) spans are no-ops and cost next to nothing.
+    """
     global _private_provider
     provider = otel_trace.get_tracer_provider()
     if not isinstance(provider, otel_trace.ProxyTracerProvider | otel_trace.NoOpTracerProvider):
         return provider.get_tracer(TRACER_NAME)
     if _private_provider is None:
-        _private_provider = TracerProvider(shutdown_on_exit=False)
+        try:
+            from opentelemetry.sdk.trace import TracerProvider
+        except ImportError:
+            _private_provider = otel_trace.NoOpTracerProvider()
+        else:
+            _private_provider = TracerProvider(shutdown_on_exit=False)
     return _private_provider.get_tracer(TRACER_NAME)
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection
 from converge.coordination.task_manager import TaskManager
 from converge.core.task import Task, TaskState
 from converge.errors import ConvergeError, DecodeError
+from converge.runtime._tracing import task_span
 from converge.runtime.worker import Worker
 from events import RecordedEvent, TaskClaimReleased, TaskRetryScheduled, TaskSubmitted
 
@@ -194,7 +195,8 @@ class WorkRunner:
                 continue
             self._claiming = True
             try:
-                won = await self.tasks.claim(self.worker.id, task.id)
+                with task_span(self.tasks, "claim", task.id, self.worker.id):
+                    won = await self.tasks.claim(self.worker.id, task.id)
             except ConvergeError as exc:
                 logger.warning("worker %s: claim of %s failed: %s", self.worker.id, task.id, exc)
                 continue
@@ -208,6 +210,10 @@ class WorkRunner:
     # -- running -------------------------------------------------------------------------
 
     async def _run(self, task: Task) -> None:
+        with task_span(self.tasks, "process", task.id, self.worker.id):
+            await self._run_attempt(task)
+
+    async def _run_attempt(self, task: Task) -> None:
         worker, tasks = self.worker, self.tasks
         attempt = tasks.projection.attempts(task.id) + 1
         runner = asyncio.current_task()

@@ -46,12 +46,14 @@ from converge.errors import (
     NotFoundError,
     PolicyError,
 )
+from converge.observability.otel import instruments
 from converge.policy.safety import (
     ActionPolicy,
     ResourceLimits,
     normalize_action,
     validate_safety,
 )
+from converge.runtime._tracing import task_span
 from converge.runtime.deps import (
     MetricsSink,
     PoolService,
@@ -218,7 +220,18 @@ class StandardExecutor:
         return outcomes
 
     async def execute_one(self, decision: Decision) -> DecisionOutcome:
-        """Execute one decision and record its outcome."""
+        """Execute one decision and record its outcome.
+
+        A decision on a task runs in a span of the task's trace (see ``_tracing``).
+        """
+        task_id = getattr(decision, "task_id", None)
+        if isinstance(task_id, str) and task_id:
+            kind = getattr(decision, "type", type(decision).__name__)
+            with task_span(self.task_manager, f"execute {kind}", task_id, self.agent_id):
+                return await self._execute_one(decision)
+        return await self._execute_one(decision)
+
+    async def _execute_one(self, decision: Decision) -> DecisionOutcome:
         started = time.perf_counter()
         try:
             if not isinstance(decision, Decision):
@@ -244,6 +257,9 @@ class StandardExecutor:
             )
             outcome = DecisionOutcome(decision, "error", error=message)
         self._metrics(outcome, time.perf_counter() - started)
+        instruments.decision(
+            getattr(decision, "type", type(decision).__name__), outcome.outcome == "ok"
+        )
         await self._record(outcome)
         return outcome
 

@@ -8,6 +8,7 @@ import logging
 
 from converge.core.message import Message
 from converge.errors import ConfigError, ConvergeTimeoutError
+from converge.observability.otel import watch_inbox
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_RUNTIME_INBOX_SIZE", "Inbox"]
 
@@ -44,6 +45,7 @@ class Inbox:
         self._ready = asyncio.Event()
         self.dropped = 0
         self.pushed = 0
+        watch_inbox(self)  # the converge.inbox.depth gauge
 
     def __len__(self) -> int:
         return len(self._items)

@@ -39,6 +39,7 @@ from converge.runtime._claims import ClaimsPart
 from converge.runtime._decide import DecidePart
 from converge.runtime._receive import ReceivePart
 from converge.runtime._state import RuntimeContext, RuntimeState, RuntimeStats
+from converge.runtime._tracing import decide_span
 from converge.runtime._work import WorkRunner
 from converge.runtime.deps import (
     CheckpointStore,
@@ -514,7 +515,8 @@ class AgentRuntime(AsyncService):
         self.ctx.metric("runtime_inbox_size", len(self.inbox), gauge=True)
         tasks = self._decider.tasks_for_decide()
         await self._decider.call_hook(lambda: self.agent.on_tick(messages, tasks), "on_tick")
-        decisions = await self._decider.decide(messages, tasks)
+        with decide_span(self.task_manager, self.agent.id, tasks):
+            decisions = await self._decider.decide(messages, tasks)
         if decisions and self.executor is not None:
             self.stats.decisions += len(decisions)
             try:

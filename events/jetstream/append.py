@@ -53,6 +53,7 @@ from events.jetstream.subscribe import unsubscribe
 from events.log import AppendItem, RecordedEvent, check_event, check_expected, normalize_items
 from events.signing import EventSigner, SignerRing
 from events.subjects import kind_of, validate_subject
+from events.tracecontext import messaging_span, tracing_enabled
 
 __all__ = ["Appender"]
 
@@ -150,9 +151,17 @@ class Appender:
 
     # -- appends --------------------------------------------------------------------------
 
-    def _prepare(self, event: Event, subject: str, expected: int | None) -> _Prepared:
+    def _prepare(
+        self, event: Event, subject: str, expected: int | None, *, span: bool = True
+    ) -> _Prepared:
         validate_subject(subject)
-        body, headers = encode_event(event)
+        if span and tracing_enabled():
+            # one span per event of a batch, its context written into the event's headers
+            full = f"{self._conn.opts.namespace}.{subject}"
+            with messaging_span("publish", full, message_id=event.id):
+                body, headers = encode_event(event)
+        else:
+            body, headers = encode_event(event)
         if self._signer is not None:
             self._signer.add_headers(headers, subject, body, event)
         if expected is not None:
@@ -169,7 +178,10 @@ class Appender:
         validate_subject(subject)
         nc = await self._conn.ready()
         await self._admin.ensure_kind(kind_of(subject))
-        return await self._settle(nc, self._prepare(event, subject, expected), None)
+        full = f"{self._conn.opts.namespace}.{subject}"
+        with messaging_span("publish", full, message_id=event.id):
+            prepared = self._prepare(event, subject, expected, span=False)
+            return await self._settle(nc, prepared, None)
 
     async def append_many(self, items: Sequence[AppendItem]) -> list[RecordedEvent]:
         """Append items pipelined (see :meth:`events.jetstream.JetStreamEventLog.append_many`)."""
