@@ -29,6 +29,7 @@ from converge._cli.common import (
     set_log_format,
     setup,
     usage_error,
+    with_metrics,
 )
 from converge._cli.loader import build_agents, load_specs
 from converge._cli.options import ConfigOpt, DataDirOpt, JsonOpt, NamespaceOpt, UrlOpt
@@ -143,6 +144,18 @@ def run(
     namespace: NamespaceOpt = None,
     data_dir: DataDirOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address of the metrics endpoint.")
+    ] = "127.0.0.1",
 ) -> None:
     """Serve your agents (SPEC...), or run the demo until every demo task is done.
 
@@ -165,15 +178,16 @@ def run(
     if chosen is None:
         if cfg.tasks == 0 and duration is None:
             logger.info("no demo tasks: running until interrupted")
-        summary = execute(lambda: _agents.run(cfg, duration, quiet))
+        summary = execute(
+            with_metrics(metrics_host, metrics_port, _agents.run(cfg, duration, quiet))
+        )
     else:
         try:
             built = build_agents(load_specs(chosen, count))
         except ConfigError as exc:
             usage_error(one_line(exc))
-        summary = execute(
-            lambda: _agents.run(cfg, duration, quiet, built, drain_timeout_sec=drain_timeout)
-        )
+        served = _agents.run(cfg, duration, quiet, built, drain_timeout_sec=drain_timeout)
+        summary = execute(with_metrics(metrics_host, metrics_port, served))
     typer.echo(orjson.dumps(summary).decode())
 
 

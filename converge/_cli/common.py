@@ -51,7 +51,33 @@ def setup(config: Path | None, **overrides: Any) -> ConvergeConfig:
 
     log_format = _log_format_override or cfg.log_format
     configure_logging(cfg.log_level, json=log_format == "json")
+    from converge.observability.otel import configure_tracing
+
+    try:
+        configure_tracing("converge")  # from OTEL_TRACES_EXPORTER etc.; off when unset
+    except ConfigError as exc:
+        usage_error(str(exc))
     return cfg
+
+
+def with_metrics(
+    host: str, port: int | None, work: Coroutine[Any, Any, T]
+) -> Callable[[], Coroutine[Any, Any, T]]:
+    """Return ``work`` to :func:`execute`, behind a ``/metrics`` endpoint when ``port`` is set."""
+
+    async def run() -> T:
+        if port is None:
+            return await work
+        from converge.observability.otel import serve_metrics
+
+        try:
+            async with serve_metrics(host, port) as server:
+                typer.echo(f"metrics at {server.url}", err=True)
+                return await work
+        finally:
+            work.close()  # never awaited when the endpoint failed to start
+
+    return run
 
 
 _log_format_override: str | None = None
