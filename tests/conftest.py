@@ -34,6 +34,8 @@ BLOCKING_ALLOWED: dict[str, str] = {
     "lock file and binary once per process, before and after any broker traffic",
     "events/datadir.py": "the data directory lock: one small file, at server start and stop",
     "events/connection.py": "credential, nkey and TLS files are read once per connection",
+    "converge/observability/otel.py": "prometheus_client's process collector reads "
+    "/proc/self (procfs, no disk) at import and once per /metrics scrape",
 }
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from converge.observability.otel import instruments, serve_metrics
 
-pytestmark = [pytest.mark.nats, pytest.mark.slow]
+pytestmark = [pytest.mark.asyncio, pytest.mark.nats, pytest.mark.slow]
 
 _COMPLETED = re.compile(r"^converge_tasks_completed_total(?:\{[^}]*\})? ([0-9.e+]+)$", re.M)
 

@@ -19,7 +19,7 @@ import pytest
 
 from events import JetStreamEventLog
 
-pytestmark = [pytest.mark.nats, pytest.mark.slow]
+pytestmark = [pytest.mark.asyncio, pytest.mark.nats, pytest.mark.slow]
 
 PEER = Path(__file__).with_name("trace_peer.py")
 
