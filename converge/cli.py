@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import orjson
 import typer
@@ -20,6 +20,7 @@ import typer
 from converge import __version__
 from converge._cli import agents as _agents
 from converge._cli import broker, inspect
+from converge._cli.catalog import events_app
 from converge._cli.common import (
     check_kind,
     execute,
@@ -33,7 +34,7 @@ from converge._cli.common import (
 )
 from converge._cli.loader import build_agents, load_specs
 from converge._cli.options import ConfigOpt, DataDirOpt, JsonOpt, NamespaceOpt, UrlOpt
-from converge._cli.output import print_json, print_table
+from converge._cli.output import print_table
 from converge._cli.taskcmds import agents_app, pools_app, tasks_app
 from converge.config import AgentSpec
 from converge.errors import ConfigError
@@ -57,11 +58,6 @@ projections_app = typer.Typer(
 )
 streams_app = typer.Typer(
     help="List and inspect the JetStream streams.", no_args_is_help=True, rich_markup_mode=None
-)
-events_app = typer.Typer(
-    help="The event catalog: JSON Schemas and an AsyncAPI document.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
 )
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(agents_app, name="agents")
@@ -366,54 +362,6 @@ def streams_update(
     for name, drift in sorted(changed.items()):
         shown = ", ".join(f"{k} {a!r} -> {w!r}" for k, (a, w) in sorted(drift.items()))
         typer.echo(f"{name}: {shown or 'up to date'}")
-
-
-# -- events ----------------------------------------------------------------------
-
-
-@events_app.command("schema")
-def events_schema(
-    event_type: Annotated[
-        str | None, typer.Option("--type", help="Only this event type (e.g. task.claimed).")
-    ] = None,
-    as_json: JsonOpt = True,
-) -> None:
-    """Print the JSON Schema of every registered event type, with its type and version."""
-    from converge._cli.catalog import event_schemas
-
-    schemas = event_schemas()
-    if event_type is not None:
-        schemas = [s for s in schemas if s["type"] == event_type]
-        if not schemas:
-            usage_error(f"no event type {event_type!r}; see `converge events schema`")
-    print_json(schemas)
-
-
-@events_app.command("asyncapi")
-def events_asyncapi(
-    output_format: Annotated[
-        Literal["yaml", "json"], typer.Option("--format", help="yaml or json.")
-    ] = "yaml",
-    namespace: NamespaceOpt = None,
-) -> None:
-    """Print an AsyncAPI 3.0 document of the streams, subjects and event messages."""
-    from converge._cli.catalog import asyncapi_document
-    from converge.errors import ConfigError
-    from events.subjects import validate_namespace
-
-    try:
-        ns = validate_namespace(namespace or "converge")
-    except ConfigError as exc:
-        usage_error(str(exc))
-    document = asyncapi_document(ns, __version__)
-    if output_format == "json":
-        typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
-        return
-    try:
-        import yaml
-    except ImportError:
-        usage_error("YAML output needs PyYAML: pip install 'converge[cli]', or use --format json")
-    typer.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
 
 
 # -- server ----------------------------------------------------------------------

@@ -8,8 +8,16 @@ registry), so a new event type appears here once it is registered.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import orjson
+import typer
+
+import converge
+from converge._cli.common import usage_error
+from converge._cli.options import JsonOpt, NamespaceOpt
+from converge._cli.output import print_json
+from converge.errors import ConfigError
 from events.base import Event
 from events.codec import (
     HDR_ACTOR,
@@ -21,9 +29,15 @@ from events.codec import (
     HDR_TRACEPARENT,
     default_registry,
 )
-from events.subjects import KNOWN_KINDS
+from events.subjects import KNOWN_KINDS, validate_namespace
 
-__all__ = ["KIND_OF_PREFIX", "asyncapi_document", "event_schemas", "kind_of_type"]
+__all__ = ["KIND_OF_PREFIX", "asyncapi_document", "event_schemas", "events_app", "kind_of_type"]
+
+events_app = typer.Typer(
+    help="The event catalog: JSON Schemas and an AsyncAPI document.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 #: Which stream kind holds the events of each type prefix (``task.claimed`` -> ``tasks``).
 KIND_OF_PREFIX: dict[str, str] = {
@@ -175,3 +189,42 @@ def asyncapi_document(namespace: str = "converge", version: str = "0.1.0") -> di
         "operations": operations,
         "components": {"messages": messages, "schemas": schemas},
     }
+
+
+@events_app.command("schema")
+def events_schema(
+    event_type: Annotated[
+        str | None, typer.Option("--type", help="Only this event type (e.g. task.claimed).")
+    ] = None,
+    as_json: JsonOpt = True,
+) -> None:
+    """Print the JSON Schema of every registered event type, with its type and version."""
+    schemas = event_schemas()
+    if event_type is not None:
+        schemas = [s for s in schemas if s["type"] == event_type]
+        if not schemas:
+            usage_error(f"no event type {event_type!r}; see `converge events schema`")
+    print_json(schemas)
+
+
+@events_app.command("asyncapi")
+def events_asyncapi(
+    output_format: Annotated[
+        Literal["yaml", "json"], typer.Option("--format", help="yaml or json.")
+    ] = "yaml",
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Print an AsyncAPI 3.0 document of the streams, subjects and event messages."""
+    try:
+        ns = validate_namespace(namespace or "converge")
+    except ConfigError as exc:
+        usage_error(str(exc))
+    document = asyncapi_document(ns, converge.__version__)
+    if output_format == "json":
+        typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        return
+    try:
+        import yaml
+    except ImportError:
+        usage_error("YAML output needs PyYAML: pip install 'converge[cli]', or use --format json")
+    typer.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
