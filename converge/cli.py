@@ -152,6 +152,15 @@ def run(
     metrics_host: Annotated[
         str, typer.Option("--metrics-host", help="Address of the metrics endpoint.")
     ] = "127.0.0.1",
+    no_verify: Annotated[
+        bool,
+        typer.Option(
+            "--no-verify",
+            help="Trusted single-user setups only: apply every event without checking its "
+            "signature or that its signer is the agent it acts for (forged events count). "
+            "Events are still signed.",
+        ),
+    ] = False,
 ) -> None:
     """Serve your agents (SPEC...), or run the demo until every demo task is done.
 
@@ -160,6 +169,7 @@ def run(
     """
     cfg = setup(
         config,
+        verify=False if no_verify else None,
         nats_url=url,
         agents=agents,
         tasks=tasks,

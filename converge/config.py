@@ -91,7 +91,11 @@ class ConvergeConfig(BaseSettings):
     ``connect_timeout_sec`` bounds one connection attempt; ``startup_timeout_sec`` how
     long ``converge run`` keeps retrying an unreachable ``nats_url`` at start-up;
     ``shutdown_timeout_sec`` how long a stop (SIGINT/SIGTERM) may take before the
-    process exits anyway.
+    process exits anyway. Signed events (docs/security.md): ``verify`` (off:
+    ``--no-verify``) checks who signed every event; ``require_signatures`` is the rule
+    the first writer records for a new namespace; ``trusted_signers`` are key ids
+    trusted to act for no agent (and for any); ``signing_key`` is the service key file
+    (default ``<data_dir>/keys/service.key``).
     """
 
     model_config = SettingsConfigDict(
@@ -128,6 +132,10 @@ class ConvergeConfig(BaseSettings):
     shutdown_timeout_sec: float = Field(default=15.0, ge=0.1, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     log_format: Literal["text", "json"] = "text"
+    verify: bool = True
+    require_signatures: bool = True
+    trusted_signers: list[str] = Field(default_factory=list)
+    signing_key: Path | None = None
 
     @field_validator("namespace", "pool_id")
     @classmethod
@@ -197,6 +205,13 @@ class ConvergeConfig(BaseSettings):
         if call is not None:
             path = _PATH.get() or path
         return (init_settings, env_source, _FileSource(settings_cls, path))
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The service key file: ``signing_key`` or ``<data_dir>/keys/service.key``."""
+        return (
+            self.signing_key if self.signing_key is not None else self.data_dir / "keys/service.key"
+        )
 
     @property
     def nats_dir(self) -> Path:

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from converge.errors import ConcurrencyError, ConfigError
+from converge.errors import ConcurrencyError, ConfigError, NotFoundError
 from events import EventLog, SignaturePolicySet
 from projections.verify import KeyLookup, SignatureVerifier, authenticated_signer
 
@@ -53,6 +53,13 @@ async def load_signature_policy(
     first policy must be signed by one of them. Reads only (creates no stream).
     """
     pins = frozenset(pinned)
+    try:
+        return await _load(log, pins)
+    except NotFoundError:  # a read-only log names a missing stream: no policy recorded
+        return None
+
+
+async def _load(log: EventLog, pins: frozenset[str]) -> SignaturePolicy | None:
     policy: SignaturePolicy | None = None
     async for recorded in log.read(stream=POLICY_STREAM, subject=POLICY_SUBJECT):
         event = recorded.event

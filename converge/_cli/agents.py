@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -20,6 +20,9 @@ from converge.core.agent import Agent
 from converge.errors import ConfigError, ConvergeError
 from converge.network.transport.mesh import start_mesh
 from events import EventLog
+
+if TYPE_CHECKING:
+    from converge.security import EventSecurity
 
 __all__ = ["LOOPBACK", "checkpoint_store", "discovery", "make_transports", "run", "run_agents"]
 
@@ -39,22 +42,34 @@ async def run(
     """Run the demo, or serve ``agents``, until done, ``duration`` or SIGINT/SIGTERM.
 
     Returns a summary. Given agents serve until a signal or ``duration``, idle or not;
-    a signal drains them (see :func:`converge._cli.serve.serve_agents`).
+    a signal drains them (see :func:`converge._cli.serve.serve_agents`). Every event is
+    signed (each agent's by its own key) and verified (docs/security.md).
     """
+    from converge.security import EventSecurity
+
     stop = asyncio.Event()
+    security = EventSecurity.signing(cfg.signing_key_path, verify=cfg.verify)
     # Served agents get their drain time on top of the rest of the shutdown.
     limit = cfg.shutdown_timeout_sec
     if agents is not None:
         limit = max(limit, drain_timeout_sec + 5.0)
     with stop_signals(stop, limit):
-        async with connected(cfg) as (log, url):
+        async with connected(cfg, signer=security.ring) as (log, url):
+            await security.load_policy(
+                log,
+                record=True,
+                require_signatures=cfg.require_signatures,
+                trusted_signers=cfg.trusted_signers,
+            )
             if agents is not None:
                 from converge._cli.serve import serve_agents
 
+                for agent, _ in agents:
+                    security.enroll(agent.identity)
                 return await serve_agents(
-                    cfg, log, url, agents, duration, quiet, stop, drain_timeout_sec
+                    cfg, log, url, agents, duration, quiet, stop, drain_timeout_sec, security
                 )
-            return await run_agents(cfg, log, url, duration, quiet, stop)
+            return await run_agents(cfg, log, url, duration, quiet, stop, security)
 
 
 async def run_agents(
@@ -64,16 +79,21 @@ async def run_agents(
     duration: float | None,
     quiet: bool,
     stop: asyncio.Event,
+    security: EventSecurity | None = None,
 ) -> dict[str, Any]:
-    """Run the workers and the submitter on ``log``; stop them all before returning."""
+    """Run the workers and the submitter on ``log``; stop them all before returning.
+
+    With ``security`` each agent signs as itself and the projections verify.
+    """
     from converge._cli.demo import DemoSubmitter, DemoWorker
     from converge.coordination.pool_manager import PoolManager
     from converge.coordination.task_manager import TaskManager
     from converge.runtime.loop import AgentRuntime
 
     started = time.monotonic()
-    tm = TaskManager(log)
-    pm = PoolManager(log)
+    verifier = security.verifier if security is not None else lambda: None
+    tm = TaskManager(log, verifier=verifier())
+    pm = PoolManager(log, verifier=verifier())
     await tm.start()
     await pm.start()
     runtimes: list[AgentRuntime] = []
@@ -88,6 +108,9 @@ async def run_agents(
         count = cfg.agents if isinstance(cfg.agents, int) else 0
         workers = [DemoWorker(pool_id=cfg.pool_id) for _ in range(count)]
         submitter = DemoSubmitter(cfg.tasks, pool_id=cfg.pool_id, seed=int(time.time()))
+        if security is not None:
+            for agent in [*workers, submitter]:
+                security.enroll(agent.identity)
         for worker in workers:
             await pm.join_pool(worker.id, cfg.pool_id)
         transports = await make_transports(cfg, url, [*workers, submitter])
@@ -148,6 +171,7 @@ async def run_agents(
             "per_worker": {w.id[:12]: w.completed for w in workers},
             "sample_result": sample,
             "seconds": round(time.monotonic() - started, 3),
+            "rejected_events": tm.runner.rejected_events + pm.runner.rejected_events,
         }
     finally:
         for runtime in reversed(runtimes):

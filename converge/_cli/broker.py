@@ -24,7 +24,7 @@ from tenacity import (
 from converge._cli.common import one_line, usage_error
 from converge.config import ConvergeConfig
 from converge.errors import EventLogError
-from events import EventLog
+from events import EventLog, SignerRing
 from events.connection import redact
 
 __all__ = [
@@ -90,36 +90,46 @@ async def preflight(url: str, timeout_sec: float = CONNECT_TIMEOUT_SEC) -> None:
 
 
 @contextlib.asynccontextmanager
-async def event_log(cfg: ConvergeConfig, *, read_only: bool = False) -> AsyncIterator[EventLog]:
+async def event_log(
+    cfg: ConvergeConfig, *, read_only: bool = False, signer: SignerRing | None = None
+) -> AsyncIterator[EventLog]:
     """Yield a started JetStream event log on the broker; one attempt (inspection).
 
     ``read_only``: the log creates and changes no stream; a missing namespace or stream
-    raises ``NotFoundError`` naming it.
+    raises ``NotFoundError`` naming it. ``signer`` signs appends.
     """
-    async with connected(cfg, retry=False, read_only=read_only) as (log, _url):
+    async with connected(cfg, retry=False, read_only=read_only, signer=signer) as (log, _url):
         yield log
 
 
 @contextlib.asynccontextmanager
 async def connected(
-    cfg: ConvergeConfig, *, retry: bool = True, read_only: bool = False
+    cfg: ConvergeConfig,
+    *,
+    retry: bool = True,
+    read_only: bool = False,
+    signer: SignerRing | None = None,
 ) -> AsyncIterator[tuple[EventLog, str]]:
     """Yield a started JetStream event log and the broker URL it uses.
 
     With ``retry`` an unreachable broker is retried with exponential backoff (0.2 s
     doubling to 2 s) for up to ``cfg.startup_timeout_sec``, each retry logged in one
-    line; then the last reason is raised, naming the limit.
+    line; then the last reason is raised, naming the limit. ``signer`` signs appends.
     """
     async with broker(cfg) as url:
         limit = cfg.startup_timeout_sec if retry and cfg.nats_url is not None else 0.0
-        log = await _with_startup_retries(limit, url, lambda: _open_log(cfg, url, read_only))
+        log = await _with_startup_retries(
+            limit, url, lambda: _open_log(cfg, url, read_only, signer)
+        )
         try:
             yield log, url
         finally:
             await log.close()
 
 
-async def _open_log(cfg: ConvergeConfig, url: str, read_only: bool = False) -> EventLog:
+async def _open_log(
+    cfg: ConvergeConfig, url: str, read_only: bool = False, signer: SignerRing | None = None
+) -> EventLog:
     from events import JetStreamEventLog
 
     await preflight(url, cfg.connect_timeout_sec)
@@ -132,6 +142,7 @@ async def _open_log(cfg: ConvergeConfig, url: str, read_only: bool = False) -> E
                 config=broker_config,
                 replicas=cfg.replicas,
                 create_streams=not read_only,
+                signer=signer,
             )
     except TimeoutError:
         raise EventLogError(

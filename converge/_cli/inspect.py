@@ -146,11 +146,15 @@ async def projection_summary(
     ``as_of``: an int stream sequence (each stream) or a float Unix time. With
     ``progress`` a bar with rate and ETA shows on stderr while events are folded.
     """
+    from converge.security import EventSecurity
     from projections import PoolProjection, TaskProjection
 
     tasks = TaskProjection()
     pools = PoolProjection()
+    security = EventSecurity(verify=cfg.verify, require=False, trusted=frozenset())
     async with event_log(cfg, read_only=True) as log:
+        await security.load_policy(log, record=False, trusted_signers=cfg.trusted_signers)
+        check = security.verifier() or (lambda _recorded: True)
         skipped: dict[str, int] = {}  # per stream: undecodable messages and misfit events
         last = {kind: await log.last_sequence(stream=kind) for kind in ("tasks", "pools")}
         end_seq = as_of if isinstance(as_of, int) else None
@@ -166,7 +170,12 @@ async def projection_summary(
                 before = log.skipped_events
                 if end_seq != 0 and last[kind] != 0:
                     async for recorded in log.read(stream=kind, end_seq=end_seq, end_time=end_time):
-                        projection.apply(recorded)
+                        if check(recorded):
+                            projection.apply(recorded)
+                        else:  # refused by the verifier: counted in "signatures"
+                            projection.pass_over(
+                                kind, recorded.subject, recorded.sequence, "signature rejected"
+                            )
                         done += 1
                         if done % 500 == 0:
                             bar.update(done)
@@ -188,6 +197,7 @@ async def projection_summary(
         "stream_last_seq": last,
         "skipped": skipped,
         "recent_skips": [s.to_dict() for p in (tasks, pools) for s in p.recent_skips],
+        "signatures": security.summary(),
     }
 
 

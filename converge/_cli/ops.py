@@ -6,7 +6,9 @@ Listings rebuild a projection from its stream and print it; they never append.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from converge._cli.broker import event_log
 from converge.config import ConvergeConfig
@@ -14,6 +16,10 @@ from converge.core.task import Task, TaskState
 from converge.errors import ConvergeError, ConvergeTimeoutError, NotFoundError
 from events import EventLog, RecordedEvent
 from events.subjects import encode_token
+
+if TYPE_CHECKING:
+    from converge.coordination.task_manager import TaskManager
+    from projections.verify import SignatureVerifier
 
 __all__ = [
     "agent_rows",
@@ -33,19 +39,39 @@ def task_row(task: Task) -> dict[str, Any]:
     return task.to_dict()
 
 
-async def _tasks(log: EventLog) -> dict[str, Task]:
+async def _verifier(cfg: ConvergeConfig, log: EventLog) -> SignatureVerifier | None:
+    """Return a verifier of the namespace's signature policy (``None``: ``--no-verify``)."""
+    from converge.security import EventSecurity
+
+    security = EventSecurity(verify=cfg.verify, require=False, trusted=frozenset())
+    await security.load_policy(log, record=False, trusted_signers=cfg.trusted_signers)
+    return security.verifier()
+
+
+async def _tasks(cfg: ConvergeConfig, log: EventLog) -> dict[str, Task]:
     from projections import ProjectionRunner, TaskProjection
 
     projection = TaskProjection()
-    await ProjectionRunner(projection, log).rebuild()
+    await ProjectionRunner(projection, log, verifier=await _verifier(cfg, log)).rebuild()
     return dict(projection.tasks)
+
+
+@contextlib.asynccontextmanager
+async def _task_service(cfg: ConvergeConfig) -> AsyncIterator[TaskManager]:
+    """Yield a started TaskManager whose events the service key signs, verifying."""
+    from converge.coordination.task_manager import TaskManager
+    from converge.security import EventSecurity
+
+    security = EventSecurity.signing(cfg.signing_key_path, verify=cfg.verify)
+    async with event_log(cfg, signer=security.ring) as log:
+        await security.load_policy(log, record=False, trusted_signers=cfg.trusted_signers)
+        async with TaskManager(log, verifier=security.verifier()) as tm:
+            yield tm
 
 
 async def submit_tasks(cfg: ConvergeConfig, tasks: list[Task]) -> list[str]:
     """Submit ``tasks`` in order; return their ids."""
-    from converge.coordination.task_manager import TaskManager
-
-    async with event_log(cfg) as log, TaskManager(log) as tm:
+    async with _task_service(cfg) as tm:
         return [await tm.submit(task) for task in tasks]
 
 
@@ -58,7 +84,7 @@ async def task_rows(
 ) -> list[dict[str, Any]]:
     """Return the namespace's tasks (oldest first) that match every given filter."""
     async with event_log(cfg, read_only=True) as log:
-        tasks = await _tasks(log)
+        tasks = await _tasks(cfg, log)
     return [
         task_row(t)
         for t in tasks.values()
@@ -88,7 +114,7 @@ async def task_history(cfg: ConvergeConfig, task_id: str) -> dict[str, Any]:
         ]
         if not history:
             raise ConvergeError(f"no task {task_id!r} in namespace {cfg.namespace!r}")
-        task = (await _tasks(log)).get(task_id)
+        task = (await _tasks(cfg, log)).get(task_id)
     if task is None:  # pragma: no cover - the subject has events, so the fold has the task
         raise ConvergeError(f"task {task_id!r} has events but no state")
     return {**task_row(task), "events": history}
@@ -115,9 +141,7 @@ async def wait_task(cfg: ConvergeConfig, task_id: str, timeout: float | None) ->
 
 async def cancel_task(cfg: ConvergeConfig, task_id: str) -> Task:
     """Cancel ``task_id``; return it. Raise ``ConvergeError`` when unknown or finished."""
-    from converge.coordination.task_manager import TaskManager
-
-    async with event_log(cfg) as log, TaskManager(log) as tm:
+    async with _task_service(cfg) as tm:
         task = tm.get_task(task_id)
         if task is None:
             raise ConvergeError(f"no task {task_id!r} in namespace {cfg.namespace!r}")
@@ -131,9 +155,7 @@ async def cancel_task(cfg: ConvergeConfig, task_id: str) -> Task:
 
 async def sweep_claims(cfg: ConvergeConfig) -> list[str]:
     """Release every expired claim; return the ids of the tasks released."""
-    from converge.coordination.task_manager import TaskManager
-
-    async with event_log(cfg) as log, TaskManager(log) as tm:
+    async with _task_service(cfg) as tm:
         return await tm.release_expired_claims()
 
 
@@ -143,7 +165,7 @@ async def agent_rows(cfg: ConvergeConfig) -> list[dict[str, Any]]:
 
     async with event_log(cfg, read_only=True) as log:
         projection = DiscoveryProjection()
-        await ProjectionRunner(projection, log).rebuild()
+        await ProjectionRunner(projection, log, verifier=await _verifier(cfg, log)).rebuild()
     return [
         {
             "id": agent_id,
@@ -161,5 +183,5 @@ async def pool_rows(cfg: ConvergeConfig) -> list[dict[str, Any]]:
 
     async with event_log(cfg, read_only=True) as log:
         projection = PoolProjection()
-        await ProjectionRunner(projection, log).rebuild()
+        await ProjectionRunner(projection, log, verifier=await _verifier(cfg, log)).rebuild()
     return [pool.to_dict() for pool in projection.pools.values()]

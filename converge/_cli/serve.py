@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from converge._cli.loader import LoadedSpec
 from converge._cli.output import ProgressReporter, console
@@ -21,6 +21,9 @@ from converge.config import ConvergeConfig
 from converge.core.agent import Agent
 from converge.errors import ConvergeError
 from events import EventLog, RecordedEvent
+
+if TYPE_CHECKING:
+    from converge.security import EventSecurity
 
 __all__ = ["serve_agents"]
 
@@ -36,10 +39,12 @@ async def serve_agents(
     quiet: bool,
     stop: asyncio.Event,
     drain_timeout_sec: float,
+    security: EventSecurity | None = None,
 ) -> dict[str, Any]:
     """Run ``agents`` on ``log`` until ``stop`` is set or ``duration``; return a summary.
 
-    The summary counts the tasks these agents completed and failed while serving.
+    The summary counts the tasks these agents completed and failed while serving. With
+    ``security`` the projections verify who signed each event.
     """
     from converge._cli.agents import checkpoint_store, discovery, make_transports
     from converge.coordination.pool_manager import PoolManager
@@ -58,8 +63,8 @@ async def serve_agents(
         ):
             outcomes["completed" if event.type == "task.reported" else "failed"] += 1
 
-    tm = TaskManager(log)
-    pm = PoolManager(log)
+    tm = TaskManager(log, verifier=security.verifier() if security else None)
+    pm = PoolManager(log, verifier=security.verifier() if security else None)
     runtimes: list[AgentRuntime] = []
     transports: list[Any] = []
     await tm.start()
@@ -135,5 +140,6 @@ async def serve_agents(
         "completed": outcomes["completed"],
         "failed": outcomes["failed"],
         "still_assigned": held,
+        "rejected_events": tm.runner.rejected_events + pm.runner.rejected_events,
         "seconds": round(time.monotonic() - started, 3),
     }
