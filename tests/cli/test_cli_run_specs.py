@@ -193,14 +193,18 @@ async def test_sigterm_drains_and_releases_the_task_in_flight(
 ) -> None:
     from converge.coordination.task_manager import TaskManager
     from converge.core.task import Task, TaskState
+    from converge.security import EventSecurity
 
-    log = await JetStreamEventLog.connect(nats_url, namespace=namespace)
+    # the run verifies: submit as an operator, signed with its data directory's service key
+    state = tmp_path / "state"
+    security = EventSecurity.signing(state / "keys" / "service.key")
+    log = await JetStreamEventLog.connect(nats_url, namespace=namespace, signer=security.ring)
     tasks = Watch()
     sub = await log.subscribe(tasks.handle, stream="tasks")
     with (tmp_path / "run.err").open("wb") as errors:
         proc = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "converge", "run", f"{APP}:Sleeper", "--drain-timeout", "1"),
-            *("--url", nats_url, "--namespace", namespace),
+            *("--url", nats_url, "--namespace", namespace, "--data-dir", str(state)),
             stdout=asyncio.subprocess.PIPE,
             stderr=errors,
         )
