@@ -222,10 +222,13 @@ class TaskManager(ProjectedService[TaskProjection]):
 
     # -- commands ------------------------------------------------------------------------
 
-    async def submit(self, task: Task) -> str:
+    async def submit(self, task: Task, *, actor: str | None = None) -> str:
         """Record ``task`` (a ``task.submitted`` event) and return its id.
 
-        Raises ``InvalidStateError`` when a task with this id exists already and
+        ``actor``: the id of the agent submitting it for itself (its key signs the
+        event); without one the submission acts for no agent, so a namespace that
+        requires signatures accepts it only from a trusted identity. Raises
+        ``InvalidStateError`` when a task with this id exists already and
         ``DecodeError`` for something that is not a ``Task``.
         """
         if not isinstance(task, Task):
@@ -234,7 +237,9 @@ class TaskManager(ProjectedService[TaskProjection]):
         projection = self.projection
         if task.id in projection.tasks:
             raise InvalidStateError(f"task {task.id!r} was already submitted")
-        event = TaskSubmitted(task=task.to_dict())
+        if actor is not None:
+            actor = _check_id(actor, "actor")
+        event = TaskSubmitted(task=task.to_dict(), actor=actor)
         try:
             await self._append(event, subject(TASKS_STREAM, task.id), 0)
         except ConcurrencyError as exc:

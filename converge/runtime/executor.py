@@ -365,7 +365,7 @@ class StandardExecutor:
         tm = self._require(self.task_manager, "task manager", decision)
         if self.resource_limits is not None:
             validate_safety(decision.task, self.resource_limits)
-        return str(await tm.submit(decision.task))
+        return str(await tm.submit(decision.task, actor=self.agent_id))  # signed as the agent
 
     async def _claim_task(self, decision: ClaimTask) -> bool:
         tm = self._require(self.task_manager, "task manager", decision)

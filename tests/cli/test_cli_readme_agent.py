@@ -40,7 +40,9 @@ def test_readme_agents_config_is_valid(tmp_path: Path) -> None:
 def test_readme_agent_runs(nats_url: str, namespace: str, tmp_path: Path) -> None:
     source = _block("<!-- own-agent -->", "python")
     (tmp_path / "summariser.py").write_text(source)
-    common = ["--url", nats_url, "--namespace", namespace]
+    # one data directory, so one service key signs the submission the run verifies
+    data = str(tmp_path / ".converge")
+    common = ["--url", nats_url, "--namespace", namespace, "--data-dir", data]
     with (tmp_path / "run.err").open("wb") as errors:
         proc = subprocess.Popen(
             [sys.executable, "-m", "converge", "run", "summariser.py:Summariser", *common],
