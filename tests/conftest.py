@@ -36,6 +36,8 @@ BLOCKING_ALLOWED: dict[str, str] = {
     "events/connection.py": "credential, nkey and TLS files are read once per connection",
     "converge/observability/otel.py": "prometheus_client's process collector reads "
     "/proc/self (procfs, no disk) at import and once per /metrics scrape",
+    "converge/security.py": "the service signing key: one small file read (or created) once "
+    "per process, before any broker traffic",
 }
 
 

@@ -24,7 +24,7 @@ from converge.core import Identity, Task, TaskState
 from converge.security import EventSecurity
 from events import JetStreamEventLog
 
-pytestmark = pytest.mark.nats
+pytestmark = [pytest.mark.nats, pytest.mark.asyncio]
 
 ATTACKER = textwrap.dedent(
     """
