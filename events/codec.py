@@ -58,6 +58,11 @@ HDR_CORRELATION_ID = "Converge-Correlation-Id"
 HDR_CAUSATION_ID = "Converge-Causation-Id"
 HDR_ACTOR = "Converge-Actor"
 HDR_TRACEPARENT = "traceparent"
+
+BODY_TYPE = "type"
+"""Body key naming the event type (as the type header does)."""
+BODY_VERSION = "version"
+"""Body key holding the event's schema version (an int)."""
 CONTENT_TYPE = "application/json"
 
 #: The W3C ``traceparent`` of the current context; :func:`encode_event` sends it
@@ -185,6 +190,11 @@ class EventRegistry:
             return None
         if type(fields) is not dict:
             return None
+        if (
+            fields.pop(BODY_TYPE, event_type) != event_type
+            or str(fields.pop(BODY_VERSION, version)) != version
+        ):
+            return None  # the checked path names the disagreement
         cls, build = current
         if build is not None:
             return build(fields)
@@ -381,7 +391,11 @@ def encode_event(
     if not isinstance(event, Event) or not event.type:
         raise DecodeError(f"{event!r} is not a registered-style Event (no `type`)")
     try:
-        body = orjson.dumps(event.model_dump())
+        # type and version lead the body too, so a body alone says what it is (a reader
+        # strips them; bodies written before they were added read the same)
+        body = orjson.dumps(
+            {BODY_TYPE: event.type, BODY_VERSION: event.version, **event.model_dump()}
+        )
     except TypeError as exc:
         raise DecodeError(
             f"event {event.type!r} id={event.id}: payload is not JSON-serialisable: {exc}"
@@ -410,6 +424,26 @@ def encode_event(
     return body, headers
 
 
+def _headers_from_body(data: object, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """Headers for a message that lacks the type headers, from its self-describing body."""
+    try:
+        body = orjson.loads(data) if isinstance(data, bytes | bytearray | memoryview) else None
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict) or BODY_TYPE not in body:
+        raise DecodeError(
+            f"message has no {HDR_EVENT_TYPE} header and its body names no {BODY_TYPE!r}; "
+            f"{HDR_EVENT_TYPE} and {HDR_EVENT_VERSION} are required"
+        )
+    try:
+        found = dict(headers or {})
+    except Exception as exc:  # a hostile Mapping
+        raise DecodeError(f"unreadable headers: {_exc_name(exc)}") from exc
+    found[HDR_EVENT_TYPE] = str(body[BODY_TYPE])
+    found.setdefault(HDR_EVENT_VERSION, str(body.get(BODY_VERSION, "")))
+    return found
+
+
 def decode_event(
     data: bytes,
     headers: Mapping[str, str] | None,
@@ -429,10 +463,8 @@ def decode_event(
         event = reg.decode_current(data, headers)
         if event is not None:
             return event
-    if not headers:
-        raise DecodeError(
-            f"message has no headers; {HDR_EVENT_TYPE} and {HDR_EVENT_VERSION} are required"
-        )
+    if not headers or HDR_EVENT_TYPE not in headers:
+        headers = _headers_from_body(data, headers)
     try:
         type_ = headers.get(HDR_EVENT_TYPE)
         raw_version = headers.get(HDR_EVENT_VERSION)
@@ -458,6 +490,12 @@ def decode_event(
         raise DecodeError(f"event {type_!r}: body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise DecodeError(f"event {type_!r}: body must be a JSON object")
+    body_type = body.pop(BODY_TYPE, type_)
+    body_version = body.pop(BODY_VERSION, version)
+    if body_type != type_ or body_version != version:
+        raise DecodeError(
+            f"event {type_!r} v{version}: its body says {body_type!r} v{body_version!r}"
+        )
     if "id" not in body:
         msg_id = headers.get(HDR_MSG_ID)
         if isinstance(msg_id, str) and msg_id:

@@ -83,6 +83,12 @@ def _schema(cls: type[Event]) -> dict[str, Any]:
     schema["description"] = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
     schema["x-converge-type"] = cls.type
     schema["x-converge-version"] = cls.version
+    # the body leads with its type and version (events.codec), so a body alone says what it is
+    schema["properties"] = {
+        "type": {"const": cls.type, "title": "Type"},
+        "version": {"const": cls.version, "title": "Version"},
+        **schema.get("properties", {}),
+    }
     return schema
 
 

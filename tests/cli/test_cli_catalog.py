@@ -28,7 +28,8 @@ def test_schema_lists_every_registered_type_with_its_version() -> None:
         schema = entry["schema"]
         assert schema["type"] == "object" and "id" in schema["properties"]
         assert schema["x-converge-type"] == entry["type"]
-        assert set(cls.model_fields) == set(schema["properties"])
+        assert set(cls.model_fields) | {"type", "version"} == set(schema["properties"])
+        assert schema["properties"]["type"]["const"] == cls.type  # a body names its type
 
 
 def test_schema_of_one_type() -> None:

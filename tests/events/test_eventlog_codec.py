@@ -157,14 +157,18 @@ def test_upcasters_apply_step_by_step() -> None:
 def test_decode_errors_name_the_problem() -> None:
     reg = _registry_with_upcasters()
     good_body, good_headers = events.encode_event(events.TaskCancelled(task_id="t"))
+    # a body written before bodies named their type: the headers are all there is
+    bare = orjson.dumps(events.TaskCancelled(task_id="t").model_dump())
     cases: list[tuple[bytes, dict[str, str] | None, str]] = [
-        (good_body, None, "no headers"),
-        (good_body, {HDR_EVENT_VERSION: "1"}, HDR_EVENT_TYPE),
+        (bare, None, "no .*header"),
+        (bare, {HDR_EVENT_VERSION: "1"}, HDR_EVENT_TYPE),
         (good_body, {HDR_EVENT_TYPE: "task.cancelled"}, HDR_EVENT_VERSION),
+        (good_body, {**good_headers, HDR_EVENT_TYPE: "task.claimed"}, "body says"),
         (good_body, {**good_headers, HDR_EVENT_TYPE: "no.such"}, "unknown event type"),
         (good_body, {**good_headers, HDR_EVENT_VERSION: "x"}, "not a positive int"),
         (good_body, {**good_headers, HDR_EVENT_VERSION: "0"}, "not a positive int"),
-        (good_body, {**good_headers, HDR_EVENT_VERSION: "2"}, "newer"),
+        (bare, {**good_headers, HDR_EVENT_VERSION: "2"}, "newer"),
+        (good_body, {**good_headers, HDR_EVENT_VERSION: "2"}, "body says"),
         (b"\xff garbage", good_headers, "not valid JSON"),
         (b"[1, 2]", good_headers, "JSON object"),
         (b'{"task_id": 5}', good_headers, "does not validate"),
@@ -348,3 +352,16 @@ def test_fast_decoding_is_used_and_keeps_events_frozen() -> None:
     assert reg.decode_current(body, odd_headers) is None
     with pytest.raises(DecodeError, match=HDR_EVENT_TYPE):
         events.decode_event(body, odd_headers)
+
+
+def test_a_body_alone_says_what_it_is() -> None:
+    event = events.TaskCancelled(task_id="t", reason="why")
+    body, headers = events.encode_event(event)
+    fields = orjson.loads(body)
+    assert (fields["type"], fields["version"]) == ("task.cancelled", 1)
+    assert events.decode_event(body, None) == event  # no headers at all
+    assert events.decode_event(body, headers) == event
+    assert events.decode_event(body, {"Nats-Msg-Id": event.id}) == event
+    # bodies stored before the type moved into them read as before
+    old_body = orjson.dumps(event.model_dump())
+    assert events.decode_event(old_body, headers) == event

@@ -170,7 +170,8 @@ async def _publish_bad_messages(raw_nc: Any, subject: str) -> None:
     await js.publish(subject, b"\x00garbage", headers=headers())
     await js.publish(subject, good_body, headers=headers(**{HDR_EVENT_TYPE: "no.such"}))
     await js.publish(subject, good_body, headers=headers(**{HDR_EVENT_VERSION: "7"}))
-    await js.publish(subject, good_body)  # no headers at all
+    # no headers at all, and a body that does not name its type (as bodies once did not)
+    await js.publish(subject, orjson.dumps(events.TaskCancelled(task_id="x").model_dump()))
 
 
 @pytest.mark.asyncio
