@@ -5,7 +5,9 @@
 against the managers, protocols, network and tools it was given. Each decision is run
 on its own: a failing decision is logged and recorded with outcome ``error`` and the
 remaining decisions still run. With a ``decision_log`` every executed decision is
-appended as ``DecisionExecuted`` on ``decisions.<agent_id>``.
+appended as ``DecisionExecuted`` on ``decisions.<agent_id>``: ``execute`` records a
+tick's outcomes with one pipelined ``append_many`` once its decisions have run (still
+one event per decision, in order; also on cancellation), ``execute_one`` appends at once.
 """
 
 from __future__ import annotations
@@ -215,23 +217,29 @@ class StandardExecutor:
         cancellation propagates.
         """
         outcomes: list[DecisionOutcome] = []
-        for decision in decisions:
-            outcomes.append(await self.execute_one(decision))
+        try:
+            for decision in decisions:
+                outcomes.append(await self._run_traced(decision))
+        finally:  # one pipelined append for the batch; still one event per decision
+            await self._record_many(outcomes)
         return outcomes
 
     async def execute_one(self, decision: Decision) -> DecisionOutcome:
-        """Execute one decision and record its outcome.
+        """Execute one decision and record its outcome."""
+        outcome = await self._run_traced(decision)
+        await self._record(outcome)
+        return outcome
 
-        A decision on a task runs in a span of the task's trace (see ``_tracing``).
-        """
+    async def _run_traced(self, decision: Decision) -> DecisionOutcome:
+        """Run one decision; one on a task runs in a span of its trace (see ``_tracing``)."""
         task_id = getattr(decision, "task_id", None)
         if isinstance(task_id, str) and task_id:
             kind = getattr(decision, "type", type(decision).__name__)
             with task_span(self.task_manager, f"execute {kind}", task_id, self.agent_id):
-                return await self._execute_one(decision)
-        return await self._execute_one(decision)
+                return await self._run_one(decision)
+        return await self._run_one(decision)
 
-    async def _execute_one(self, decision: Decision) -> DecisionOutcome:
+    async def _run_one(self, decision: Decision) -> DecisionOutcome:
         started = time.perf_counter()
         try:
             if not isinstance(decision, Decision):
@@ -260,7 +268,6 @@ class StandardExecutor:
         instruments.decision(
             getattr(decision, "type", type(decision).__name__), outcome.outcome == "ok"
         )
-        await self._record(outcome)
         return outcome
 
     # -- plumbing ----------------------------------------------------------------
@@ -299,8 +306,27 @@ class StandardExecutor:
             logger.warning("metrics collector failed: %s", exc)
 
     async def _record(self, outcome: DecisionOutcome) -> None:
-        if self.decision_log is None:
+        await self._record_many([outcome])
+
+    async def _record_many(self, outcomes: Sequence[DecisionOutcome]) -> None:
+        if self.decision_log is None or not outcomes:
             return
+        events = [self._decision_event(outcome) for outcome in outcomes]
+        where = subject("decisions", self.agent_id)
+        try:
+            if len(events) == 1:
+                await self.decision_log.append(events[0], subject=where)
+            else:
+                await self.decision_log.append_many([(event, where) for event in events])
+        except (ConvergeError, OSError) as exc:
+            logger.error(
+                "agent %s: could not record decisions %s: %s",
+                self.agent_id,
+                ", ".join(event.decision for event in events),
+                exc,
+            )
+
+    def _decision_event(self, outcome: DecisionOutcome) -> DecisionExecuted:
         decision = outcome.decision
         try:
             detail = decision.to_dict() if isinstance(decision, Decision) else {}
@@ -309,7 +335,7 @@ class StandardExecutor:
         detail.pop("type", None)
         if outcome.ok and outcome.result is not None:
             detail["result"] = jsonable(_plain(outcome.result))
-        event = DecisionExecuted(
+        return DecisionExecuted(
             agent_id=self.agent_id,
             decision=getattr(decision, "type", type(decision).__name__),
             detail=detail,
@@ -317,12 +343,6 @@ class StandardExecutor:
             error=outcome.error,
             actor=self.agent_id,
         )
-        try:
-            await self.decision_log.append(event, subject=subject("decisions", self.agent_id))
-        except (ConvergeError, OSError) as exc:
-            logger.error(
-                "agent %s: could not record decision %s: %s", self.agent_id, event.decision, exc
-            )
 
     # -- handlers ------------------------------------------------------------------
 
