@@ -7,7 +7,8 @@ on its own: a failing decision is logged and recorded with outcome ``error`` and
 remaining decisions still run. With a ``decision_log`` every executed decision is
 appended as ``DecisionExecuted`` on ``decisions.<agent_id>``: ``execute`` records a
 tick's outcomes with one pipelined ``append_many`` once its decisions have run (still
-one event per decision, in order; also on cancellation), ``execute_one`` appends at once.
+one event per decision, in order; also on cancellation), except with tracing on, where
+each is appended inside its decision's span; ``execute_one`` appends at once.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from converge.runtime.deps import (
     TaskService,
 )
 from events import DecisionExecuted, EventLog, VoteCast, subject
+from events.tracecontext import tracing_enabled
 
 if TYPE_CHECKING:
     from converge.coordination.bidding import BiddingProtocol
@@ -217,27 +219,34 @@ class StandardExecutor:
         cancellation propagates.
         """
         outcomes: list[DecisionOutcome] = []
+        if tracing_enabled():  # each record inside its decision's span carries its trace
+            for decision in decisions:
+                outcomes.append(await self.execute_one(decision))
+            return outcomes
         try:
             for decision in decisions:
-                outcomes.append(await self._run_traced(decision))
+                outcomes.append(await self._run_one(decision))
         finally:  # one pipelined append for the batch; still one event per decision
             await self._record_many(outcomes)
         return outcomes
 
     async def execute_one(self, decision: Decision) -> DecisionOutcome:
-        """Execute one decision and record its outcome."""
-        outcome = await self._run_traced(decision)
-        await self._record(outcome)
-        return outcome
+        """Execute one decision and record its outcome.
 
-    async def _run_traced(self, decision: Decision) -> DecisionOutcome:
-        """Run one decision; one on a task runs in a span of its trace (see ``_tracing``)."""
+        A decision on a task runs (and is recorded) in a span of the task's trace (see
+        ``_tracing``).
+        """
         task_id = getattr(decision, "task_id", None)
         if isinstance(task_id, str) and task_id:
             kind = getattr(decision, "type", type(decision).__name__)
             with task_span(self.task_manager, f"execute {kind}", task_id, self.agent_id):
-                return await self._run_one(decision)
-        return await self._run_one(decision)
+                return await self._run_and_record(decision)
+        return await self._run_and_record(decision)
+
+    async def _run_and_record(self, decision: Decision) -> DecisionOutcome:
+        outcome = await self._run_one(decision)
+        await self._record(outcome)
+        return outcome
 
     async def _run_one(self, decision: Decision) -> DecisionOutcome:
         started = time.perf_counter()
