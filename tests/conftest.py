@@ -5,6 +5,14 @@ The server is started once per pytest process (each xdist worker has its own) on
 free loopback port with a temporary JetStream directory. When the binary is missing
 the NATS tests are skipped on a developer machine, but fail when ``CI`` or
 ``CONVERGE_REQUIRE_NATS`` is set: in CI a missing server is a failure, not a skip.
+
+The session broker may be another one (tests that need their own server, to restart it
+or to cluster it, still start their own):
+
+- ``CONVERGE_TEST_NATS_URL=nats://host:port``: an existing broker with JetStream; the
+  per-test namespaces keep tests apart on it.
+- ``CONVERGE_TEST_NATS=docker``: a nats-server container started with testcontainers
+  (``tests/nats_containers.py``; image ``CONVERGE_NATS_IMAGE``).
 """
 
 from __future__ import annotations
@@ -12,9 +20,11 @@ from __future__ import annotations
 import ast
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -69,9 +79,101 @@ def _nats_required() -> bool:
     return bool(os.environ.get("CI") or os.environ.get("CONVERGE_REQUIRE_NATS"))
 
 
+def _broker_choice() -> str:
+    """``url``, ``docker`` or ``embedded``: which session broker the environment asks for."""
+    url = os.environ.get("CONVERGE_TEST_NATS_URL", "").strip()
+    kind = os.environ.get("CONVERGE_TEST_NATS", "").strip().lower() or "embedded"
+    if kind not in ("embedded", "docker"):
+        raise pytest.UsageError(f"CONVERGE_TEST_NATS={kind!r}: use 'docker' or leave it unset")
+    if url and kind == "docker":
+        raise pytest.UsageError("set CONVERGE_TEST_NATS_URL or CONVERGE_TEST_NATS=docker, not both")
+    return "url" if url else kind
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    choice = _broker_choice()
+    if choice == "url":
+        return f"nats broker: CONVERGE_TEST_NATS_URL={os.environ['CONVERGE_TEST_NATS_URL']}"
+    if choice == "docker":
+        return "nats broker: a container (CONVERGE_TEST_NATS=docker)"
+    return "nats broker: an embedded nats-server per test process"
+
+
+class ExternalBroker:
+    """The session broker when it is not this process's to start: a URL or a container."""
+
+    def __init__(self, url: str, container: Any = None) -> None:
+        self.url = url
+        self.container = container
+
+    @property
+    def is_running(self) -> bool:
+        if self.container is not None:
+            return bool(self.container.is_running)
+        host, _, port = self.url.split(",")[0].rsplit("/", 1)[-1].rpartition(":")
+        try:
+            socket.create_connection((host.rpartition("@")[2], int(port)), timeout=5).close()
+        except OSError:
+            return False
+        return True
+
+    def problem(self) -> str:
+        if self.container is not None:
+            return "its container stopped; last lines of its log:\n" + self.container.log_tail()
+        return "nothing accepts connections there"
+
+
+async def _check_broker(url: str) -> None:
+    import nats
+
+    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
+    try:
+        await nc.jetstream(timeout=5).account_info()
+    finally:
+        await nc.close()
+
+
+def _external_broker() -> ExternalBroker:
+    url = os.environ["CONVERGE_TEST_NATS_URL"].strip()
+    try:
+        asyncio.run(_check_broker(url))
+    except Exception as exc:
+        pytest.fail(
+            f"CONVERGE_TEST_NATS_URL={url}: no JetStream broker answers there ({exc!r})",
+            pytrace=False,
+        )
+    return ExternalBroker(url)
+
+
+def _container_broker() -> Iterator[ExternalBroker]:
+    import nats_containers
+
+    problem = nats_containers.engine_problem()
+    if problem is not None:
+        pytest.fail(f"CONVERGE_TEST_NATS=docker: {problem}", pytrace=False)
+    container = nats_containers.NatsContainer(nats_containers.single_node_command()).start()
+    try:
+        container.wait_ready()
+        yield ExternalBroker(container.url, container)
+    finally:
+        container.stop()
+
+
 @pytest.fixture(scope="session")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNatsServer]:
-    """A running nats-server with JetStream, shared by the tests of this process."""
+def nats_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EmbeddedNatsServer | ExternalBroker]:
+    """A running nats-server with JetStream, shared by the tests of this process.
+
+    By default one this process starts; see the module docstring for the others.
+    """
+    choice = _broker_choice()
+    if choice == "url":
+        yield _external_broker()
+        return
+    if choice == "docker":
+        yield from _container_broker()
+        return
     try:
         find_nats_server()
     except ConfigError as exc:
@@ -88,12 +190,20 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 
 
 @pytest.fixture
-def nats_url(nats_server: EmbeddedNatsServer) -> str:
+def nats_url(nats_server: EmbeddedNatsServer | ExternalBroker) -> str:
     """The session server's URL; a server that died is reported here, then restarted.
 
     Without this, every later NATS test of the process would fail with a connection
     error that hides the cause; the server's log (in its data directory) names it.
+    A broker this process did not start is only reported.
     """
+    if isinstance(nats_server, ExternalBroker):
+        if not nats_server.is_running:
+            pytest.fail(
+                f"the session broker at {nats_server.url} stopped: {nats_server.problem()}",
+                pytrace=False,
+            )
+        return nats_server.url
     if not nats_server.is_running:
         log_path = nats_server.log_path
         try:
