@@ -28,6 +28,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,41 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def wait_healthy(
+    http_port: int,
+    timeout_sec: float = START_TIMEOUT_SEC,
+    *,
+    what: str = "nats-server",
+    log: Callable[[], str] | None = None,
+) -> None:
+    """Return once the server monitored on loopback ``http_port`` reports JetStream healthy."""
+    url = f"http://127.0.0.1:{http_port}/healthz?js-enabled-only=true"
+    deadline = time.monotonic() + timeout_sec
+    last = "no answer"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+                last = f"status {response.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        if time.monotonic() > deadline:
+            tail = f"; log:\n{log()}" if log is not None else ""
+            raise TimeoutError(f"{what} not healthy in {timeout_sec}s ({last}){tail}")
+        time.sleep(0.2)  # polling a server's health endpoint, not synchronising tests
+
+
+def meta_cluster(http_port: int) -> dict[str, Any]:
+    """The ``meta_cluster`` part of the server's ``/jsz``, or ``{}`` while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/jsz", timeout=2) as response:
+            meta: dict[str, Any] = json.loads(response.read()).get("meta_cluster") or {}
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}
+    return meta
+
+
 def single_node_command() -> list[str]:
     """The flags of a one-node broker container."""
     return ["--jetstream", "--store_dir=/data", f"--http_port={HTTP_PORT}"]
@@ -239,31 +275,11 @@ class NatsContainer:
 
     def wait_ready(self, timeout_sec: float = START_TIMEOUT_SEC) -> None:
         """Return once the server answers its JetStream health check."""
-        url = f"http://127.0.0.1:{self.http_port}/healthz?js-enabled-only=true"
-        deadline = time.monotonic() + timeout_sec
-        last = "no answer"
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-                    last = f"status {response.status}"
-            except (urllib.error.URLError, OSError) as exc:
-                last = str(exc)
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{self.name} not healthy in {timeout_sec}s ({last}); log:\n{self.log_tail()}"
-                )
-            time.sleep(0.2)  # polling a container's health endpoint, not synchronising tests
+        wait_healthy(self.http_port, timeout_sec, what=self.name, log=self.log_tail)
 
     def meta_state(self) -> tuple[str | None, int]:
         """The JetStream meta leader this node knows and how many current peers it sees."""
-        url = f"http://127.0.0.1:{self.http_port}/jsz"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                meta = json.loads(response.read()).get("meta_cluster") or {}
-        except (urllib.error.URLError, OSError, ValueError):
-            return None, 0
+        meta = meta_cluster(self.http_port)
         peers = [r for r in meta.get("replicas") or [] if r.get("current")]
         return meta.get("leader") or None, len(peers)
 

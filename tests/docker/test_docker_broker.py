@@ -20,7 +20,7 @@ from events import EventLog, JetStreamEventLog, TaskClaimed, TaskSubmitted
 from events.testing import EventLogContract, collect, task_event
 from nats_containers import NatsContainer
 
-pytestmark = [pytest.mark.docker, pytest.mark.nats]
+pytestmark = [pytest.mark.docker, pytest.mark.nats, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "multiprocess" / "mp_worker.py"

@@ -27,9 +27,9 @@ from events.subjects import stream_name
 from events.testing import collect
 from nats_containers import NatsCluster
 
-pytestmark = [pytest.mark.docker, pytest.mark.nats, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.nats, pytest.mark.slow, pytest.mark.timeout(900)]
 
-TASKS = 300
+TASKS = 200
 RUN_TIMEOUT_SEC = 300.0
 
 

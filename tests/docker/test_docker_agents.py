@@ -1,0 +1,169 @@
+"""The agents' image (docker/Dockerfile): dependencies cached across source edits, and
+``converge run`` in a container stopping cleanly on SIGTERM (``docker stop``).
+
+The base image is ``CONVERGE_PYTHON_IMAGE``, else ``python:3.12-slim`` when it can be
+pulled, else one built from Debian packages by ``docker/build-python-image.sh`` (root
+only). Builds use the host's network: the engine here may give containers no route out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import orjson
+import pytest
+
+import nats_containers
+from events.subjects import stream_name
+from nats_containers import REPO, NatsContainer
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+AGENTS_TAG = "converge-agents:test"
+LOCAL_PYTHON = "converge-python:bookworm-local"
+RUN = ["run", "--agents", "2", "--tasks", "0", "--duration", "600"]
+
+
+def _python_image() -> str:
+    import docker.errors
+
+    explicit = os.environ.get("CONVERGE_PYTHON_IMAGE", "").strip()
+    client = nats_containers.docker_client()
+    try:
+        for image in [explicit] if explicit else ["python:3.12-slim", LOCAL_PYTHON]:
+            try:
+                client.images.get(image)
+                return image
+            except docker.errors.ImageNotFound:
+                pass
+            if image != LOCAL_PYTHON:
+                try:
+                    client.images.pull(image)
+                    return image
+                except docker.errors.APIError as exc:
+                    if explicit:
+                        raise RuntimeError(f"CONVERGE_PYTHON_IMAGE={explicit!r}: {exc}") from exc
+    finally:
+        client.close()
+    if os.geteuid() != 0:
+        problem = "python:3.12-slim cannot be pulled and building a base image needs root"
+        if nats_containers.docker_required():
+            pytest.fail(problem, pytrace=False)
+        pytest.skip(problem)
+    nats_containers.logger.warning(
+        "cannot pull python:3.12-slim; building %s from Debian packages", LOCAL_PYTHON
+    )
+    subprocess.run(
+        ["bash", str(REPO / "docker" / "build-python-image.sh"), LOCAL_PYTHON],
+        check=True,
+        capture_output=True,
+        timeout=1200,
+    )
+    return LOCAL_PYTHON
+
+
+def _build(context: Path, python_image: str) -> list[str]:
+    """Build the agents' image from ``context``; return the build's output lines."""
+    client = nats_containers.docker_client()
+    try:
+        _, logs = client.images.build(
+            path=str(context),
+            dockerfile="docker/Dockerfile",
+            tag=AGENTS_TAG,
+            buildargs={"PYTHON_IMAGE": python_image},
+            network_mode="host",
+            rm=True,
+            labels={nats_containers.LABEL: "image"},
+        )
+    finally:
+        client.close()
+    return [str(chunk.get("stream", "")).strip() for chunk in logs if chunk.get("stream")]
+
+
+def _steps(lines: list[str]) -> dict[str, bool]:
+    """Each build step's instruction, and whether the build took it from the cache."""
+    steps: dict[str, bool] = {}
+    current = ""
+    for line in lines:
+        if line.startswith("Step "):
+            current = line.split(" : ", 1)[1]
+            steps[current] = False
+        elif "Using cache" in line and current:
+            steps[current] = True
+    return steps
+
+
+@pytest.fixture(scope="module")
+def agents_image(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The agents' image built twice: from the tree, then after a source edit."""
+    python_image = _python_image()
+    context = tmp_path_factory.mktemp("agents-context")
+    for name in ("pyproject.toml", "README.md", ".dockerignore"):
+        shutil.copy2(REPO / name, context / name)
+    for name in ("converge", "events", "projections", "docker"):
+        shutil.copytree(REPO / name, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+    first = _build(context, python_image)
+    with (context / "converge" / "__init__.py").open("a") as f:
+        f.write("\n# an edit of the source\n")
+    second = _build(context, python_image)
+    yield _steps(first), _steps(second)
+
+
+def test_a_source_edit_keeps_the_dependency_layer(agents_image: Any) -> None:
+    _, second = agents_image
+    dependencies = next(step for step in second if 'pip install ".[server,cli]"' in step)
+    assert second[dependencies] is True, second  # taken from the cache
+    source = next(step for step in second if step.startswith("COPY converge"))
+    assert second[source] is False, second  # the edit is built
+    assert second["RUN pip install --no-deps . && rm -rf build"] is False
+
+
+def test_converge_run_in_a_container_stops_cleanly_on_sigterm(
+    agents_image: Any, docker_broker: NatsContainer, namespace: str
+) -> None:
+    client = nats_containers.docker_client()
+    container = client.containers.run(
+        AGENTS_TAG,
+        [*RUN, "--url", docker_broker.url, "--namespace", namespace],
+        detach=True,
+        init=True,
+        network_mode="host",  # the broker publishes on the host's loopback
+        labels={nats_containers.LABEL: "agents"},
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while asyncio.run(_registrations(docker_broker.url, namespace)) < 2:
+            container.reload()
+            assert container.status == "running", container.logs().decode()[-2000:]
+            assert time.monotonic() < deadline, container.logs().decode()[-2000:]
+            time.sleep(0.2)  # polling the broker, not synchronising tests
+        container.stop(timeout=60)  # SIGTERM, then SIGKILL after 60 s
+        status = container.wait(timeout=120)
+        logs = container.logs().decode()
+        assert status["StatusCode"] == 0, logs[-2000:]  # 137 would mean it was killed
+        summary = orjson.loads(logs.strip().splitlines()[-1])
+        assert summary["namespace"] == namespace
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
+async def _registrations(url: str, namespace: str) -> int:
+    """How many events the namespace's agents stream holds (0 before it exists)."""
+    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
+    try:
+        info = await nc.jsm(timeout=5).stream_info(stream_name(namespace, "agents"))
+        return int(info.state.messages)
+    except nats.errors.Error:
+        return 0
+    finally:
+        await nc.close()
