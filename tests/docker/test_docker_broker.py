@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+import pytest_asyncio
 
 from converge.coordination import TaskManager
 from converge.core import Task
@@ -27,7 +28,7 @@ WORKER = ROOT / "tests" / "multiprocess" / "mp_worker.py"
 LINE_TIMEOUT_SEC = 120.0
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def event_log(docker_broker: NatsContainer, namespace: str) -> AsyncIterator[EventLog]:
     log = await JetStreamEventLog.connect(docker_broker.url, namespace=namespace)
     try:
@@ -51,6 +52,7 @@ async def _line(proc: asyncio.subprocess.Process) -> dict[str, Any]:
     return doc
 
 
+@pytest.mark.asyncio
 async def test_processes_race_for_tasks_on_the_container(
     docker_broker: NatsContainer, namespace: str
 ) -> None:
@@ -107,6 +109,7 @@ async def test_processes_race_for_tasks_on_the_container(
         await log.close()
 
 
+@pytest.mark.asyncio
 async def test_streams_survive_docker_restart(own_broker: NatsContainer, namespace: str) -> None:
     log = await JetStreamEventLog.connect(own_broker.url, namespace=namespace)
     try:

@@ -47,6 +47,7 @@ async def _stream_state(jsm: Any, stream: str) -> tuple[int, str | None]:
     return int(info.state.messages), leader
 
 
+@pytest.mark.asyncio
 async def test_run_survives_the_stream_leader_being_killed(
     docker_cluster: NatsCluster, namespace: str, tmp_path: Path
 ) -> None:
