@@ -254,6 +254,8 @@ class Appender:
         timeouts = 0
         in_process = 0
         reprovisioned = False
+        unavailable = 0
+        unavailable_until: float | None = None
         while True:
             if done is None:
                 maybe = await self._await_ack(nc, event, full, body, headers)
@@ -303,11 +305,34 @@ class Appender:
                         f"({refused.description}, err_code {refused.err_code}); free space on "
                         "the broker's disk or raise its max_file_store, then retry"
                     ) from None
-                if refused.code == 503 and refused.err_code is None and not reprovisioned:
-                    reprovisioned = True  # the stream was deleted behind our back
-                    self._admin.forget(kind)
-                    await self._admin.ensure_kind(kind)
-                    continue
+                if refused.code == 503 and refused.err_code is None:
+                    # No responder: the stream was deleted behind our back, or (on a
+                    # cluster) its leader is gone and a new one is being elected. Check the
+                    # stream once, then wait with backoff for as long as the timeouts of a
+                    # publish and its retries would have, with the same event id.
+                    loop = asyncio.get_running_loop()
+                    if unavailable_until is None:
+                        window = opts.publish_timeout_sec * (opts.publish_retries + 1)
+                        unavailable_until = loop.time() + window
+                    if not reprovisioned:
+                        reprovisioned = True
+                        self._admin.forget(kind)
+                        try:
+                            await self._admin.ensure_kind(kind)
+                        except (EventLogError, ConvergeTimeoutError) as exc:
+                            logger.warning("stream of %s not reachable yet: %s", kind, exc)
+                        continue
+                    if loop.time() < unavailable_until:
+                        unavailable += 1
+                        logger.warning(
+                            "no JetStream responder for %s (stream leader election?); "
+                            "retrying event %s",
+                            subject,
+                            event.id,
+                            extra={"stream": kind},
+                        )
+                        await asyncio.sleep(min(0.05 * 2**unavailable, 1.0))
+                        continue
                 raise EventLogError(
                     f"JetStream refused event {event.id} ({event.type}) on {subject!r}: "
                     f"{refused.description} (err_code {refused.err_code})"
