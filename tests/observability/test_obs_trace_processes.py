@@ -92,3 +92,40 @@ async def test_worker_spans_join_the_submitters_trace(
     assert trace_id in carried["task.submitted"]
     assert trace_id in carried["task.claimed"]
     assert trace_id in carried["task.reported"]
+
+
+async def test_nats_transport_carries_the_trace_to_the_receiver(
+    nats_url: str, namespace: str
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from converge.core.message import Message
+    from converge.network.transport.nats import NatsTransport
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    previous = trace._TRACER_PROVIDER  # this test's own provider, restored after
+    trace._TRACER_PROVIDER = provider
+    try:
+        async with (
+            NatsTransport("alice", nats_url, namespace=namespace) as alice,
+            NatsTransport("bob", nats_url, namespace=namespace) as bob,
+        ):
+            with tracer.start_as_current_span("user.send") as span:
+                await alice.send(Message(sender="alice", recipient="bob", payload={"n": 1}))
+                trace_id = span.get_span_context().trace_id
+            got = await bob.receive(timeout=30)
+            assert got.payload == {"n": 1}
+    finally:
+        trace._TRACER_PROVIDER = previous
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    send = spans["send bob"]
+    receive = next(s for name, s in spans.items() if name.startswith("receive "))
+    assert send.attributes is not None and send.attributes["messaging.system"] == "nats"
+    assert send.context.trace_id == receive.context.trace_id == trace_id
+    assert receive.parent is not None and receive.parent.span_id == send.context.span_id

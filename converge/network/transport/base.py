@@ -52,6 +52,7 @@ from converge.network.replay import (
     ReplayGuard,
     ReplayVerdict,
 )
+from events.tracecontext import messaging_span, tracing_enabled
 
 if TYPE_CHECKING:
     from converge.network.identity_registry import IdentityRegistry
@@ -134,6 +135,9 @@ class Transport(AsyncService):
     ``replay_window_size`` configure the replay protection of
     :meth:`receive_verified`. ``topics`` are subscribed at start.
     """
+
+    messaging_system: str = "converge"
+    """The ``messaging.system`` of this transport's send and receive spans."""
 
     def __new__(cls, *args: object, **kwargs: object) -> Self:
         # The seed's transports override start, stop, send and receive and may skip
@@ -292,7 +296,16 @@ class Transport(AsyncService):
                 f"message {message.id} is {len(data)} bytes, above the limit of "
                 f"{self.max_message_bytes} bytes; send smaller payloads or raise max_message_bytes"
             )
-        await self._send(message, data)
+        if tracing_enabled():
+            with messaging_span(
+                "send",
+                message.recipient or "broadcast",
+                message_id=message.id,
+                system=self.messaging_system,
+            ):
+                await self._send(message, data)
+        else:
+            await self._send(message, data)
         self.stats.sent += 1
 
     async def _start(self) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 from nats.js.api import ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from opentelemetry.trace import SpanKind
 
 from converge.core.message import Message
 from converge.core.topic import Topic
@@ -41,6 +42,12 @@ from converge.errors import ConfigError, EventLogError, TransportError
 from converge.network.transport.base import Transport, TransportState
 from events.connection import BrokerConfig, NatsClient, connect_nats
 from events.subjects import encode_token
+from events.tracecontext import (
+    context_from_headers,
+    current_trace_headers,
+    messaging_span,
+    tracing_enabled,
+)
 
 __all__ = ["NatsTransport", "subject_token"]
 
@@ -67,6 +74,8 @@ class NatsTransport(Transport):
     agent is away (``inbox_max_age_sec`` bounds how long). Raises ``TransportError``
     from ``start()`` when the server cannot be reached within ``start_timeout_sec``.
     """
+
+    messaging_system = "nats"
 
     def __init__(
         self,
@@ -288,6 +297,16 @@ class NatsTransport(Transport):
         data: bytes = msg.data
         if self._is_repeat_topic_message(data, msg.subject):
             return
+        if tracing_enabled():
+            # the sender's trace context came in the headers: the receive is its child
+            with messaging_span(
+                "receive",
+                msg.subject,
+                kind=SpanKind.CONSUMER,
+                context=context_from_headers(msg.headers),
+            ):
+                self._deliver_bytes(data)
+            return
         self._deliver_bytes(data)
 
     async def _on_inbox_message(self, msg: Any) -> None:
@@ -306,9 +325,11 @@ class NatsTransport(Transport):
         else:
             subjects = [self.broadcast_subject]
         nc = self._client()
+        # the send span's context, for the receiver's spans
+        trace_headers = current_trace_headers() if tracing_enabled() else None
         try:
             for subject in subjects:
-                await nc.publish(subject, data)
+                await nc.publish(subject, data, headers=trace_headers)
         except (nats.errors.Error, OSError) as exc:
             self.stats.send_errors += 1
             raise TransportError(
