@@ -1,3 +1,4 @@
+# Over 400 lines: every command's Typer signature lives here; the work is in converge/_cli/.
 """The ``converge`` command line: run agents, operate on tasks, inspect the event log.
 
 Commands: ``run``, ``tasks submit|ls|show|wait|cancel|sweep``, ``agents ls``,

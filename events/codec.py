@@ -1,3 +1,4 @@
+# Over 400 lines: the wire format (encoding, checked decoding, upcasting, fast path).
 """Encode events as JSON bodies with NATS headers, and decode them back.
 
 Wire format (readable by any NATS client in any language):

@@ -1,3 +1,4 @@
+# Over 400 lines: one backend's append, read and subscribe, emulating JetStream's checks exactly.
 """An in-process event log with the same semantics as the JetStream one.
 
 For unit tests and single-process use. Events are stored encoded (the same

@@ -1,3 +1,4 @@
+# Over 400 lines: one backend's append, read and subscribe over a Store, with its concurrency rules.
 """An event log kept in any key-value store (memory, one directory of files, NATS KV).
 
 Each stream is a chain of keys ``events/<namespace>/<kind>/<sequence>``, each written

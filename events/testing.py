@@ -1,3 +1,4 @@
+# Over 400 lines: the whole EventLog contract suite every backend runs, kept in one place.
 """The EventLog contract suite, shipped with the package so every backend runs it.
 
 Use it from a test module that provides an ``event_log`` fixture yielding a

@@ -1,3 +1,4 @@
+# Over 400 lines: one frozen model per recorded fact, plus the table of who acts in each.
 """Every event converge records, one frozen model per fact.
 
 Type names are stable contracts: never rename one; bump ``version`` and

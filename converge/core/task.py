@@ -1,3 +1,4 @@
+# Over 400 lines: the seed's Task with constraint parsing, dict codec and a fast builder.
 """Tasks: units of work with objectives, inputs, constraints and a lifecycle state."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# Over 400 lines: the one transport contract (lifecycle, send, receive, verify, topics).
 """The transport interface: start, stop, send one message, receive the next one.
 
 A transport moves :class:`~converge.core.message.Message` objects between agents and

@@ -1,3 +1,4 @@
+# Over 400 lines: framing, dialing, accepting and back-pressure of one wire protocol.
 """TCP transport: length-prefixed msgpack frames over asyncio streams.
 
 Wire format: each frame is a 4-byte big-endian length followed by that many bytes
