@@ -43,7 +43,7 @@ BLOCKING_ALLOWED: dict[str, str] = {
     "events/server.py": "the embedded server's start and stop touch its data directory, "
     "lock file and binary once per process, before and after any broker traffic",
     "events/datadir.py": "the data directory lock: one small file, at server start and stop",
-    "events/connection.py": "credential, nkey and TLS files are read once per connection",
+    "events/jetstream/client.py": "credential, nkey and TLS files are read once per connection",
     "converge/observability/otel.py": "prometheus_client's process collector reads "
     "/proc/self (procfs, no disk) at import and once per /metrics scrape",
     "converge/security.py": "the service signing key: one small file read (or created) once "

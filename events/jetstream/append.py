@@ -36,8 +36,8 @@ from converge.errors import (
 )
 from events.base import Event
 from events.codec import HDR_MSG_ID, encode_event
-from events.connection import NatsClient
 from events.jetstream.admin import StreamAdmin
+from events.jetstream.client import NatsClient
 from events.jetstream.connection import LogConnection
 from events.jetstream.decoding import RecordDecoder
 from events.jetstream.jsapi import (

@@ -23,7 +23,7 @@ from nats.js.manager import JetStreamManager
 
 from converge.errors import ClosedError
 from events.codec import EventRegistry
-from events.connection import BrokerConfig, NatsClient, connect_nats
+from events.jetstream.client import BrokerConfig, NatsClient, connect_nats
 from events.jetstream.streams import StreamSettings, StreamSpec
 
 __all__ = ["LogConnection", "LogOptions", "LogState"]

@@ -19,7 +19,7 @@ import orjson
 from nats.aio.msg import Msg
 
 from converge.errors import ConvergeTimeoutError, EventLogError
-from events.connection import NatsClient
+from events.jetstream.client import NatsClient
 
 __all__ = [
     "ERR_DUPLICATE_IN_PROCESS",

@@ -20,7 +20,7 @@ from nats.js.api import StorageType
 from nats.js.kv import KeyValue
 
 from converge.errors import ConvergeError, ConvergeTimeoutError, TransportError
-from events.connection import NatsClient
+from events.jetstream.client import NatsClient
 
 __all__ = ["KVBucket", "close_connection"]
 

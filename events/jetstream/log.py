@@ -16,9 +16,9 @@ from converge.errors import ClosedError, ConfigError
 from converge.lifecycle import AsyncService
 from events.base import Event
 from events.codec import EventRegistry, default_registry
-from events.connection import BrokerConfig, NatsClient
 from events.jetstream.admin import StreamAdmin, StreamStatus
 from events.jetstream.append import Appender
+from events.jetstream.client import BrokerConfig, NatsClient
 from events.jetstream.connection import LogConnection, LogOptions, LogState
 from events.jetstream.decoding import RecordDecoder
 from events.jetstream.read import Reader

@@ -39,7 +39,7 @@ from typing import Any
 import nats.errors
 
 from converge.errors import ConvergeTimeoutError, EventLogError
-from events.connection import NatsClient
+from events.jetstream.client import NatsClient
 from events.jetstream.jsapi import (
     create_consumer,
     delete_consumer_nowait,

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import nats.aio.client
 import nats.errors
 
-from events.connection import NatsClient
+from events.jetstream.client import NatsClient
 
 __all__ = [
     "FAST_PATH_NATS_PY",
