@@ -207,6 +207,12 @@ class AgentRuntime(AsyncService):
         self._registered = False
         self._loop_started = asyncio.Event()
         self._claimed = asyncio.Event()  # the agent claimed a task: look at its leases
+        # Only an agent whose decide or on_tick is its own sees tasks; for others (a
+        # Worker, whose runtime part claims by itself) a tick skips listing them, and a
+        # task event does not wake the loop.
+        self._sees_tasks = (
+            type(agent).decide is not Agent.decide or type(agent).on_tick is not Agent.on_tick
+        )
         # the seed design's attributes, declared on Agent: the managers of its runtime
         agent.task_manager = self.deps.task_manager
         agent.pool_manager = self.deps.pool_manager
@@ -399,7 +405,8 @@ class AgentRuntime(AsyncService):
             tm.remove_listener(self._on_task_event)
 
     def _on_task_event(self, recorded: RecordedEvent) -> None:
-        self.scheduler.notify()
+        if self._sees_tasks:
+            self.scheduler.notify()
         event = recorded.event
         if isinstance(event, TaskClaimed) and event.agent_id == self.agent.id:
             self._claimed.set()
@@ -513,7 +520,7 @@ class AgentRuntime(AsyncService):
         self.ctx.metric("runtime_ticks_total")
         messages = self.inbox.poll(self.batch_size)
         self.ctx.metric("runtime_inbox_size", len(self.inbox), gauge=True)
-        tasks = self._decider.tasks_for_decide()
+        tasks = self._decider.tasks_for_decide() if self._sees_tasks else []
         await self._decider.call_hook(lambda: self.agent.on_tick(messages, tasks), "on_tick")
         with decide_span(self.task_manager, self.agent.id, tasks):
             decisions = await self._decider.decide(messages, tasks)
