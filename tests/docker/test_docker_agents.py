@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,8 @@ def agents_image(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) 
         shutil.copytree(REPO / name, context / name, ignore=shutil.ignore_patterns("__pycache__"))
     first = _build(context, python_image)
     with (context / "converge" / "__init__.py").open("a") as f:
-        f.write("\n# an edit of the source\n")
+        # unique per run: an edit built before (an earlier run) would come from the cache
+        f.write(f"\n# an edit of the source: {uuid.uuid4().hex}\n")
     second = _build(context, python_image)
     yield _steps(first), _steps(second)
 
