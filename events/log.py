@@ -80,7 +80,14 @@ class Subscription:
     subscription was made has been handled. A handler that raises stops the
     subscription; the error is re-raised by :meth:`wait_caught_up` and
     :meth:`stop`.
+
+    ``applied_through`` (optional, set by the subscriber) returns the stream sequence
+    up to which the subscriber holds every event already, e.g. from append
+    acknowledgements: a backend may then pass over deliveries at or below it without
+    decoding them or calling the handler (the JetStream backend does).
     """
+
+    applied_through: Callable[[], int] | None = None
 
     def __init__(self, handler: Handler, *, stream: str, subject: str | None, start_seq: int):
         self._handler = handler

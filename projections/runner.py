@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import gc
 import logging
 import time
@@ -221,6 +222,8 @@ class ProjectionRunner(Generic[P]):
                         subject=self._projection.filters.get(stream),
                         start_seq=self._projection.position[stream] + 1,
                     )
+                    # what acknowledgements applied already is passed over undecoded
+                    subscription.applied_through = functools.partial(self._applied, stream)
                     self._subscriptions.append(subscription)
                 for subscription in self._subscriptions:
                     await subscription.wait_caught_up(self._start_timeout)
@@ -600,6 +603,10 @@ class ProjectionRunner(Generic[P]):
         if self._verifier is not None and self._verifier.recent:
             why = f"{why}: {self._verifier.recent[-1].reason}"
         self._projection.pass_over(recorded.stream, recorded.subject, recorded.sequence, why)
+
+    def _applied(self, stream: str) -> int:
+        """The position of ``stream``: every event up to it is applied (or passed over)."""
+        return self._projection.position.get(stream, 0)
 
     async def _on_event(self, recorded: RecordedEvent) -> None:
         if self._failure is not None or self._state is not RunnerState.RUNNING:

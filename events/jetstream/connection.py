@@ -15,7 +15,7 @@ import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats.errors
 from nats.js import JetStreamContext
@@ -51,9 +51,20 @@ class LogOptions:
     idle_heartbeat_sec: float
     create_streams: bool = True  # False: read-only, never create or change a stream
 
+    _specs: dict[tuple[str, str], tuple[StreamSettings, StreamSpec]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
     def spec(self, kind: str) -> StreamSpec:
-        """Return the declared spec of ``kind``'s stream."""
-        return self.settings.spec(self.namespace, kind)
+        """Return the declared spec of ``kind``'s stream (built once: every append asks)."""
+        settings = self.settings  # frozen: the same object gives the same spec
+        found = self._specs.get((self.namespace, kind))
+        if found is None or found[0] is not settings:
+            found = self._specs[self.namespace, kind] = (
+                settings,
+                settings.spec(self.namespace, kind),
+            )
+        return found[1]
 
 
 class LogConnection:

@@ -166,11 +166,15 @@ class JetStreamSubscription(Subscription):
             if generation < self.generation:
                 return
             self.generation = generation
-            recorded = self._decode(msg.subject, seq, when, msg.data, msg.headers)
-            if recorded is None:
-                self._skip(seq)
-            elif not await self._dispatch(recorded):
-                return
+            known = self.applied_through
+            if known is not None and seq <= known():
+                self._advance(seq)  # the subscriber holds it already (its own append)
+            else:
+                recorded = self._decode(msg.subject, seq, when, msg.data, msg.headers)
+                if recorded is None:
+                    self._skip(seq)
+                elif not await self._dispatch(recorded):
+                    return
         if pending == 0:
             self._mark_caught_up()
 

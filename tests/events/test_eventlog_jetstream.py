@@ -400,6 +400,21 @@ async def test_large_batches_are_pipelined_in_order(log: JetStreamEventLog) -> N
 
 
 @pytest.mark.asyncio
+async def test_deliveries_the_subscriber_holds_are_passed_over(log: JetStreamEventLog) -> None:
+    """``applied_through``: what the subscriber has already is not decoded or handled."""
+    got = Collector()
+    sub = await log.subscribe(got, stream="tasks", start_seq=1)
+    sub.applied_through = lambda: 5  # as if 1-5 were applied from their acknowledgements
+    records = await log.append_many([(task_event(), f"tasks.h{i}") for i in range(7)])
+    assert [r.sequence for r in records] == list(range(1, 8))
+    await got.wait_for(2)
+    assert got.sequences == [6, 7]  # in order: 1-5 were passed over before 6 came
+    assert sub.position == 7
+    assert sub.skipped == 0  # passed over is not undecodable
+    await sub.stop()
+
+
+@pytest.mark.asyncio
 async def test_connect_needs_a_server() -> None:
     with pytest.raises(ConfigError):
         await JetStreamEventLog.connect(None)
