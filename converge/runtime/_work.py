@@ -10,7 +10,6 @@ reach no listener).
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import itertools
 import logging
@@ -28,7 +27,11 @@ __all__ = ["WorkRunner"]
 
 logger = logging.getLogger("converge.runtime.worker")
 
-_CLAIM_WINDOW = 8  # pick among the oldest few candidates so workers do not all race one
+# Pick at random among the oldest candidates, so that workers (in this process and in
+# others, which see the same candidates in the same order) seldom race for one task: a
+# lost race costs a round trip and a wait for the winner's event.
+_CLAIM_WINDOW = 128
+_CLAIMS_IN_FLIGHT = 4  # claims one worker awaits at once (besides its handle calls)
 
 
 def failure_reason(
@@ -62,10 +65,11 @@ class WorkRunner:
         self._candidates: dict[str, None] = {}
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(worker.max_concurrency)
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._claim_gate = asyncio.Semaphore(_CLAIMS_IN_FLIGHT)
+        self._attempts: set[asyncio.Task[None]] = set()  # claiming, then handling
+        self._handling: dict[asyncio.Task[None], str] = {}  # attempt -> task id, once won
         self._loop: asyncio.Task[None] | None = None
         self._intake = False
-        self._claiming = False
         self._rng = random.Random()
         self.completed = 0
         self.failed_attempts = 0
@@ -90,15 +94,11 @@ class WorkRunner:
         self.tasks.remove_listener(self._on_event)
         self._wake.set()
         loop, self._loop = self._loop, None
-        if loop is not None:
-            # a claim in flight completes (its record must not be lost); then the loop ends
-            if not self._claiming:
-                loop.cancel()
-            _, pending = await asyncio.wait({loop}, timeout=drain_timeout_sec)
-            for task in pending:
-                task.cancel()
+        if loop is not None:  # it only waits for a slot or a candidate: no claim is lost
+            loop.cancel()
             await asyncio.wait({loop}, timeout=drain_timeout_sec)
-        running = list(self._running.values())
+        # claims in flight complete (their record must not be lost), won ones are handled
+        running = list(self._attempts)
         if running:
             _, pending = await asyncio.wait(running, timeout=drain_timeout_sec)
             for task in pending:
@@ -114,7 +114,7 @@ class WorkRunner:
     @property
     def running(self) -> list[str]:
         """Ids of the tasks whose ``handle`` runs now."""
-        return list(self._running)
+        return list(self._handling.values())
 
     # -- candidates ----------------------------------------------------------------------
 
@@ -153,8 +153,8 @@ class WorkRunner:
     def _pick(self) -> Task | None:
         """Pop a candidate that is still PENDING, or return ``None`` when none is left."""
         while self._candidates:
-            window = list(itertools.islice(self._candidates, _CLAIM_WINDOW))
-            task_id = window[self._rng.randrange(len(window))]
+            at = self._rng.randrange(min(len(self._candidates), _CLAIM_WINDOW))
+            task_id = next(itertools.islice(self._candidates, at, None))
             del self._candidates[task_id]
             task = self.tasks.get_task(task_id)
             if task is not None and self._takes(task):
@@ -164,48 +164,68 @@ class WorkRunner:
     # -- claiming ------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
+        """Start a claim attempt for each candidate while a slot is free.
+
+        Attempts run side by side (up to ``max_concurrency``, claims and ``handle``
+        calls together): a claim is a round trip, and one at a time would leave free
+        slots idle while the broker answers.
+        """
         while self._intake:
-            await self._slots.acquire()  # a free slot; stop() cancels this wait
+            await self._slots.acquire()  # a free slot; stop() cancels these waits
             try:
-                task = await self._claim_next()
+                await self._claim_gate.acquire()
+                try:
+                    task = await self._next_candidate()
+                except BaseException:
+                    self._claim_gate.release()
+                    raise
             except BaseException:
                 self._slots.release()
                 raise
             if task is None:
+                self._claim_gate.release()
                 self._slots.release()
                 continue
-            runner = asyncio.create_task(self._run(task), name=f"converge-handle-{task.id[:8]}")
-            self._running[task.id] = runner
-            runner.add_done_callback(functools.partial(self._done, task.id))
+            attempt = asyncio.create_task(
+                self._claim_and_run(task), name=f"converge-claim-{task.id[:8]}"
+            )
+            self._attempts.add(attempt)
+            attempt.add_done_callback(self._done)
 
-    def _done(self, task_id: str, _finished: asyncio.Task[None]) -> None:
-        self._running.pop(task_id, None)
+    def _done(self, attempt: asyncio.Task[None]) -> None:
+        self._attempts.discard(attempt)
+        self._handling.pop(attempt, None)
         self._slots.release()
 
-    async def _claim_next(self) -> Task | None:
+    async def _next_candidate(self) -> Task | None:
         while self._intake:
             task = self._pick()
-            if task is None:
-                self._wake.clear()
-                try:
-                    async with asyncio.timeout(self._rescan_sec):
-                        await self._wake.wait()
-                except TimeoutError:
-                    self._rescan()
-                continue
-            self._claiming = True
+            if task is not None:
+                return task
+            self._wake.clear()
             try:
-                with task_span(self.tasks, "claim", task.id, self.worker.id):
-                    won = await self.tasks.claim(self.worker.id, task.id)
-            except ConvergeError as exc:
-                logger.warning("worker %s: claim of %s failed: %s", self.worker.id, task.id, exc)
-                continue
-            finally:
-                self._claiming = False
-            if won:
-                self._metric("worker_claims_total")
-                return self.tasks.get_task(task.id) or task
+                async with asyncio.timeout(self._rescan_sec):
+                    await self._wake.wait()
+            except TimeoutError:
+                self._rescan()
         return None
+
+    async def _claim_and_run(self, task: Task) -> None:
+        try:
+            with task_span(self.tasks, "claim", task.id, self.worker.id):
+                won = await self.tasks.claim(self.worker.id, task.id)
+        except ConvergeError as exc:
+            logger.warning("worker %s: claim of %s failed: %s", self.worker.id, task.id, exc)
+            return
+        finally:
+            self._claim_gate.release()
+        if not won:
+            return
+        self._metric("worker_claims_total")
+        current = asyncio.current_task()
+        assert current is not None
+        self._handling[current] = task.id
+        await self._run(self.tasks.get_task(task.id) or task)
 
     # -- running -------------------------------------------------------------------------
 
