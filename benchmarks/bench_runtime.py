@@ -1,6 +1,7 @@
 """End-to-end runtime figures on one embedded nats-server, next to the same run's ceiling.
 
-Run: ``python benchmarks/bench_runtime.py [--tasks 2000] [--no-processes]``
+Run: ``python benchmarks/bench_runtime.py [--tasks 2000] [--no-processes]
+[--demo-tasks 5000] [--demo-no-verify]``
 
 Every figure is read from the streams as the broker stored them:
 
@@ -13,7 +14,10 @@ Every figure is read from the streams as the broker stored them:
   1 and 4 worker-model agents, then three worker processes fed by a submitter process;
 - **latency** submit -> completed (broker timestamps), p50 and p99, with a submitter
   pacing tasks at half the measured worker-model throughput;
-- **idle CPU**: 100 idle agents in one process, as a share of one core.
+- **idle CPU**: 100 idle agents in one process, as a share of one core;
+- **the demo**: ``converge run --agents 4 --tasks N -q`` against the same server (its
+  own timing: from its start to its last task done; it signs and verifies every event
+  by default, ``--demo-no-verify`` passes ``--no-verify``).
 
 Figures, never assertions: compare runs on the same machine only.
 """
@@ -22,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -394,6 +400,24 @@ async def across_processes(url: str, workers: int, n: int) -> dict[str, object]:
                 proc.kill()
 
 
+async def demo(url: str, n: int, verify: bool) -> dict[str, object]:
+    """Run the demo (``converge run``) on ``url`` in a new namespace; its JSON summary."""
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as data_dir:
+        args = ["run", "--url", url, "--namespace", namespace, "--data-dir", data_dir]
+        args += ["--agents", "4", "--tasks", str(n), "-q"]
+        if not verify:
+            args.append("--no-verify")
+        converge = os.path.join(os.path.dirname(sys.executable), "converge")
+        proc = await asyncio.create_subprocess_exec(converge, *args, stdout=asyncio.subprocess.PIPE)
+        async with asyncio.timeout(900):
+            out, _ = await proc.communicate()
+    assert proc.returncode == 0, out
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert isinstance(summary, dict)
+    return summary
+
+
 def _row(label: str, figures: dict[str, object]) -> str:
     return (
         f"{label:<34} {figures['rate']:>9,.0f} tasks/s  "
@@ -406,7 +430,7 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
 
 
-async def main(n: int, processes: bool) -> None:
+async def main(n: int, processes: bool, demo_tasks: int, demo_verify: bool) -> None:
     async with EmbeddedNatsServer() as server:
         url = server.url
         print(f"tasks per run: {n}; nats-server at {url} (file storage)")
@@ -441,6 +465,14 @@ async def main(n: int, processes: bool) -> None:
         )
         share = await idle_cpu(url, 100, 10.0)
         print(f"idle: 100 agents in one process use {share:.1%} of a core")
+        if demo_tasks:
+            summary = await demo(url, demo_tasks, demo_verify)
+            seconds = float(summary["seconds"])  # type: ignore[arg-type]
+            print(
+                f"demo: converge run --agents 4 --tasks {demo_tasks}"
+                f"{'' if demo_verify else ' --no-verify'}: {demo_tasks / seconds:,.0f} tasks/s "
+                f"({seconds:.1f} s, states {summary['states']})"
+            )
 
 
 if __name__ == "__main__":
@@ -451,10 +483,14 @@ if __name__ == "__main__":
     parser.add_argument("--url")
     parser.add_argument("--namespace")
     parser.add_argument("--agents", type=int, default=1)
+    parser.add_argument("--demo-tasks", type=int, default=5_000, help="0: no demo run")
+    parser.add_argument("--demo-no-verify", action="store_true")
     args = parser.parse_args()
     if args.role == "worker":
         asyncio.run(role_worker(args.url, args.namespace, args.agents))
     elif args.role == "submitter":
         asyncio.run(role_submitter(args.url, args.namespace, args.tasks))
     else:
-        asyncio.run(main(args.tasks, not args.no_processes))
+        asyncio.run(
+            main(args.tasks, not args.no_processes, args.demo_tasks, not args.demo_no_verify)
+        )

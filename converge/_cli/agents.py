@@ -136,13 +136,15 @@ async def run_agents(
                 err=True,
             )
         total = len(submitter.task_ids)
+        open_ids = set(submitter.task_ids)  # a look checks only the tasks not done yet
         with ProgressReporter("tasks done", total, quiet=quiet) as progress:
             while not stop.is_set():
-                done = sum(
-                    1
-                    for task_id in submitter.task_ids
-                    if (task := tm.get_task(task_id)) is not None and task.state.is_terminal
-                )
+                open_ids = {
+                    task_id
+                    for task_id in open_ids
+                    if (task := tm.get_task(task_id)) is None or not task.state.is_terminal
+                }
+                done = total - len(open_ids)
                 progress.update(done)
                 if total and done == total:
                     break
