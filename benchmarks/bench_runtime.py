@@ -12,6 +12,8 @@ Every figure is read from the streams as the broker stored them:
   ``task.reported`` by broker time, all through :class:`AgentRuntime` with decisions
   recorded on the decisions stream: one process with 1 and 4 ``decide()`` agents and
   1 and 4 worker-model agents, then three worker processes fed by a submitter process;
+- the process's CPU time per task of each one-process run (submitter included), the
+  figure to compare on a shared machine, where wall-clock rates swing with the load;
 - **latency** submit -> completed (broker timestamps), p50 and p99, with a submitter
   pacing tasks at half the measured worker-model throughput;
 - **idle CPU**: 100 idle agents in one process, as a share of one core;
@@ -210,14 +212,17 @@ async def in_process(url: str, kind: str, agents: int, n: int) -> dict[str, obje
             for runtime in runtimes:
                 await runtime.start()
             tasks = make_tasks(n, "t")
+            cpu = time.process_time()
             await submit_all(tm, tasks)
             await wait_done(tm, {t.id for t in tasks}, timeout=600)
+            cpu = time.process_time() - cpu
             for runtime in runtimes:
                 await runtime.stop()
             runtimes.clear()
             figures = await broker_figures(log, {t.id for t in tasks})
             events = await count_task_events(log) + int(figures["decision_events"])  # type: ignore[call-overload]
             figures["events_per_task"] = events / n
+            figures["cpu_us_per_task"] = cpu / n * 1e6
             return figures
     finally:
         for runtime in runtimes:
@@ -438,7 +443,10 @@ async def main(n: int, processes: bool, demo_tasks: int, demo_verify: bool) -> N
         for kind in ("decide", "worker"):
             for agents in (1, 4):
                 results[kind, agents] = figures = await in_process(url, kind, agents, n)
-                print(_row(f"one process, {agents} {kind}() agent(s)", figures))
+                print(
+                    _row(f"one process, {agents} {kind}() agent(s)", figures)
+                    + f", {figures['cpu_us_per_task']:,.0f} us CPU/task"
+                )
         if processes:
             figures = await across_processes(url, 3, n)
             print(_row("3 worker processes + submitter", figures))
