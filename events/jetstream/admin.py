@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 from nats.js import api
@@ -24,12 +26,21 @@ from nats.js.errors import APIError
 from converge.errors import ConfigError, ConvergeTimeoutError, EventLogError, NotFoundError
 from events.jetstream.connection import LogConnection
 from events.jetstream.jsapi import ERR_STREAM_NOT_FOUND, StoredMsg, get_msg, stream_names
+from events.jetstream.retry import JetStreamUnavailable, ride_out
 from events.jetstream.streams import ensure_stream, update_stream
 from events.subjects import KNOWN_KINDS, kind_of, validate_filter, validate_kind
 
 __all__ = ["StreamAdmin", "StreamStatus"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _api_error(what: str, exc: APIError) -> EventLogError:
+    """``exc`` as an error of ``what``: retried by ``ride_out`` when it is a 503."""
+    cls = JetStreamUnavailable if exc.code == 503 else EventLogError
+    return cls(f"{what}: {exc.description} (err_code {exc.err_code})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +107,22 @@ class StreamAdmin:
             if kind not in self._ready_kinds:
                 assert self._conn.jsm is not None
                 writer = self._conn.opts.create_streams
+                jsm = self._conn.jsm
                 try:
-                    await ensure_stream(self._conn.jsm, spec, create=writer, warn=writer)
+                    await self._ride_out(
+                        f"provisioning stream {spec.name}",
+                        lambda: ensure_stream(jsm, spec, create=writer, warn=writer),
+                    )
                 except NotFoundError:
                     raise self._missing(kind) from None
                 self._ready_kinds.add(kind)
         return spec.name
+
+    async def _ride_out(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, retried through a leader election (see :mod:`events.jetstream.retry`)."""
+        return await ride_out(
+            what, call, limit_sec=self._conn.opts.api_retry_sec, check_open=self._conn.check_open
+        )
 
     def _missing(self, kind: str) -> NotFoundError:
         opts = self._conn.opts
@@ -137,7 +158,9 @@ class StreamAdmin:
         changed: dict[str, dict[str, tuple[Any, Any]]] = {}
         for kind in sorted({*KNOWN_KINDS, *await self.all_kinds()}):
             spec = opts.spec(kind)
-            changed[spec.name] = await update_stream(jsm, spec)
+            changed[spec.name] = await self._ride_out(
+                f"updating stream {spec.name}", functools.partial(update_stream, jsm, spec)
+            )
             self._ready_kinds.add(kind)
         return changed
 
@@ -151,19 +174,22 @@ class StreamAdmin:
             name = stream
         else:
             name = opts.spec(validate_kind(stream)).name
-        try:
-            info = await jsm.stream_info(name)
-        except APIError as exc:
-            if exc.err_code == ERR_STREAM_NOT_FOUND:
-                raise NotFoundError(
-                    f"no stream {name} on this broker; check the name and the namespace"
-                ) from None
-            raise EventLogError(f"cannot read stream {name}: {exc.description}") from exc
-        except nats.errors.TimeoutError as exc:
-            raise ConvergeTimeoutError(
-                f"JetStream did not answer within {opts.api_timeout_sec}s"
-            ) from exc
-        return StreamStatus.of(info)
+
+        async def lookup() -> api.StreamInfo:
+            try:
+                return await jsm.stream_info(name)
+            except APIError as exc:
+                if exc.err_code == ERR_STREAM_NOT_FOUND:
+                    raise NotFoundError(
+                        f"no stream {name} on this broker; check the name and the namespace"
+                    ) from None
+                raise _api_error(f"cannot read stream {name}", exc) from exc
+            except nats.errors.TimeoutError as exc:
+                raise ConvergeTimeoutError(
+                    f"JetStream did not answer within {opts.api_timeout_sec}s"
+                ) from exc
+
+        return StreamStatus.of(await self._ride_out(f"stream info of {name}", lookup))
 
     async def streams_info(self, *, all_streams: bool = False) -> list[StreamStatus]:
         """Return the status of the namespace's streams (every stream with ``all_streams``)."""
@@ -171,14 +197,20 @@ class StreamAdmin:
         jsm = self._conn.jsm
         assert jsm is not None
         prefix = self._conn.opts.namespace.upper() + "_"
-        try:
-            infos = await jsm.streams_info()
-        except nats.errors.TimeoutError as exc:
-            raise ConvergeTimeoutError(
-                f"JetStream did not answer within {self._conn.opts.api_timeout_sec}s"
-            ) from exc
-        except nats.errors.Error as exc:
-            raise EventLogError(f"cannot list streams: {exc}") from exc
+
+        async def listing() -> list[api.StreamInfo]:
+            try:
+                return await jsm.streams_info()
+            except nats.errors.TimeoutError as exc:
+                raise ConvergeTimeoutError(
+                    f"JetStream did not answer within {self._conn.opts.api_timeout_sec}s"
+                ) from exc
+            except APIError as exc:
+                raise _api_error("cannot list streams", exc) from exc
+            except nats.errors.Error as exc:
+                raise EventLogError(f"cannot list streams: {exc}") from exc
+
+        infos = await self._ride_out("listing streams", listing)
         rows = [StreamStatus.of(i) for i in infos]
         return sorted(
             (r for r in rows if all_streams or r.name.startswith(prefix)), key=lambda r: r.name
@@ -189,26 +221,33 @@ class StreamAdmin:
         jsm = self._conn.jsm
         assert jsm is not None
         name = self._conn.opts.spec(kind).name
-        try:
-            info = await jsm.stream_info(name)
-        except APIError as exc:
-            if exc.err_code == ERR_STREAM_NOT_FOUND:
-                if not self._conn.opts.create_streams:
-                    raise self._missing(kind) from None
-                return None
-            raise EventLogError(f"cannot read stream {name}: {exc.description}") from exc
-        except nats.errors.TimeoutError as exc:
-            raise ConvergeTimeoutError(
-                f"JetStream did not answer within {self._conn.opts.api_timeout_sec}s"
-            ) from exc
-        return info.state
+
+        async def lookup() -> api.StreamState | None:
+            try:
+                info = await jsm.stream_info(name)
+            except APIError as exc:
+                if exc.err_code == ERR_STREAM_NOT_FOUND:
+                    if not self._conn.opts.create_streams:
+                        raise self._missing(kind) from None
+                    return None
+                raise _api_error(f"cannot read stream {name}", exc) from exc
+            except nats.errors.TimeoutError as exc:
+                raise ConvergeTimeoutError(
+                    f"JetStream did not answer within {self._conn.opts.api_timeout_sec}s"
+                ) from exc
+            return info.state
+
+        return await self._ride_out(f"stream state of {name}", lookup)
 
     async def stream_names(self) -> list[str]:
         """Return the names of the streams of this namespace (``<NS>_...``)."""
         nc = await self._conn.ready()
         opts = self._conn.opts
         head = opts.namespace.upper() + "_"
-        names = await stream_names(nc, f"{opts.namespace}.>", opts.api_timeout_sec)
+        names = await self._ride_out(
+            "listing stream names",
+            functools.partial(stream_names, nc, f"{opts.namespace}.>", opts.api_timeout_sec),
+        )
         return [name for name in names if name.startswith(head)]
 
     async def all_kinds(self) -> list[str]:
@@ -246,7 +285,11 @@ class StreamAdmin:
         """Look up one stored message of ``kind``'s stream on its leader."""
         nc = await self._conn.ready()
         opts = self._conn.opts
-        return await get_msg(nc, opts.spec(kind).name, opts.api_timeout_sec, **request)
+        name = opts.spec(kind).name
+        return await self._ride_out(
+            f"message lookup on {name}",
+            functools.partial(get_msg, nc, name, opts.api_timeout_sec, **request),
+        )
 
     async def last_sequence(self, *, stream: str, subject: str | None = None) -> int:
         """Return the last sequence of ``stream`` or of ``subject`` in it (0 if none)."""

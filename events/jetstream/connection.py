@@ -50,6 +50,7 @@ class LogOptions:
     max_inflight: int
     idle_heartbeat_sec: float
     create_streams: bool = True  # False: read-only, never create or change a stream
+    api_retry_sec: float = 30.0  # how long API calls ride out an election (retry.py)
 
     _specs: dict[tuple[str, str], tuple[StreamSettings, StreamSpec]] = field(
         default_factory=dict, init=False, repr=False, compare=False

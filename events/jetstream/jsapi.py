@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 
 from converge.errors import ConvergeTimeoutError, EventLogError
 from events.jetstream.client import NatsClient
+from events.jetstream.retry import JetStreamUnavailable
 
 __all__ = [
     "ERR_DUPLICATE_IN_PROCESS",
@@ -162,6 +163,12 @@ async def _api(nc: NatsClient, subject: str, request: dict[str, Any], timeout_se
     return orjson.loads(reply.data)
 
 
+def _refused(what: str, error: dict[str, Any]) -> EventLogError:
+    """An API error answer as an exception; a 503 (an election) is retried by ``ride_out``."""
+    cls = JetStreamUnavailable if error.get("code") == 503 else EventLogError
+    return cls(f"{what}: {error.get('description')} (err_code {error.get('err_code')})")
+
+
 async def get_msg(
     nc: NatsClient, stream: str, timeout_sec: float, **request: Any
 ) -> StoredMsg | None:
@@ -174,10 +181,7 @@ async def get_msg(
     if error is not None:
         if error.get("err_code") in (ERR_NO_MESSAGE_FOUND, ERR_STREAM_NOT_FOUND):
             return None
-        raise EventLogError(
-            f"message lookup on {stream} failed: {error.get('description')} "
-            f"(err_code {error.get('err_code')})"
-        )
+        raise _refused(f"message lookup on {stream} failed", error)
     message = resp["message"]
     raw_headers = base64.b64decode(message["hdrs"]) if message.get("hdrs") else b""
     return StoredMsg(
@@ -197,7 +201,7 @@ async def stream_names(nc: NatsClient, subject: str, timeout_sec: float) -> list
             nc, "$JS.API.STREAM.NAMES", {"offset": len(names), "subject": subject}, timeout_sec
         )
         if "error" in resp:
-            raise EventLogError(f"cannot list streams: {resp['error'].get('description')}")
+            raise _refused("cannot list streams", resp["error"])
         page = resp.get("streams") or []
         names.extend(page)
         if not page or len(names) >= int(resp.get("total", 0)):
@@ -221,10 +225,7 @@ async def create_consumer(
     )
     error = resp.get("error")
     if error is not None:
-        raise EventLogError(
-            f"cannot create a consumer on {stream}: {error.get('description')} "
-            f"(err_code {error.get('err_code')})"
-        )
+        raise _refused(f"cannot create a consumer on {stream}", error)
     return int(resp.get("num_pending") or 0)
 
 

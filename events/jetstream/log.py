@@ -40,7 +40,9 @@ class JetStreamEventLog(AsyncService):
     stopped and started again) or on an existing nats-py connection
     (``JetStreamEventLog(nc, namespace=...)``; ``stop()`` leaves it open).
     ``start()`` provisions the streams of the known kinds; other kinds get their
-    stream on first use. Durations are seconds. With a ``signer``
+    stream on first use. Durations are seconds. A JetStream API call that times out
+    or is refused as temporarily unavailable (a leader election) is retried with
+    backoff for up to ``api_retry_sec`` (see :mod:`events.jetstream.retry`). With a ``signer``
     (:class:`~events.signing.EventSigner`, or a
     :class:`~events.signing.SignerRing` signing as each event's acting agent) every
     appended event carries its signature
@@ -62,6 +64,7 @@ class JetStreamEventLog(AsyncService):
         idle_heartbeat_sec: float = 5.0,
         signer: EventSigner | SignerRing | None = None,
         create_streams: bool = True,
+        api_retry_sec: float = 30.0,
     ) -> None:
         if nc is None and config is None:
             raise ConfigError(
@@ -72,8 +75,10 @@ class JetStreamEventLog(AsyncService):
             raise ConfigError(
                 "publish_timeout_sec, api_timeout_sec and idle_heartbeat_sec must be > 0"
             )
-        if publish_retries < 0 or max_inflight < 1:
-            raise ConfigError("publish_retries must be >= 0 and max_inflight >= 1")
+        if publish_retries < 0 or max_inflight < 1 or api_retry_sec < 0:
+            raise ConfigError(
+                "publish_retries and api_retry_sec must be >= 0 and max_inflight >= 1"
+            )
         check_signer(signer)
         self._opts = LogOptions(
             namespace=validate_namespace(namespace),
@@ -85,6 +90,7 @@ class JetStreamEventLog(AsyncService):
             max_inflight=max_inflight,
             idle_heartbeat_sec=idle_heartbeat_sec,
             create_streams=create_streams,
+            api_retry_sec=api_retry_sec,
         )
         self._conn = LogConnection(
             nc,
@@ -123,6 +129,7 @@ class JetStreamEventLog(AsyncService):
         registry: EventRegistry | None = None,
         signer: EventSigner | SignerRing | None = None,
         create_streams: bool = True,
+        api_retry_sec: float = 30.0,
     ) -> JetStreamEventLog:
         """Connect to ``servers`` (or ``config``), provision the streams, return a started log.
 
@@ -164,6 +171,7 @@ class JetStreamEventLog(AsyncService):
             idle_heartbeat_sec=idle_heartbeat_sec,
             signer=signer,
             create_streams=create_streams,
+            api_retry_sec=api_retry_sec,
         )
         await log.start()
         return log
@@ -210,6 +218,14 @@ class JetStreamEventLog(AsyncService):
     @api_timeout_sec.setter
     def api_timeout_sec(self, value: float) -> None:
         self._opts.api_timeout_sec = value
+
+    @property
+    def api_retry_sec(self) -> float:
+        return self._opts.api_retry_sec
+
+    @api_retry_sec.setter
+    def api_retry_sec(self, value: float) -> None:
+        self._opts.api_retry_sec = value
 
     @property
     def max_inflight(self) -> int:

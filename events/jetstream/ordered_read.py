@@ -47,6 +47,7 @@ from events.jetstream.jsapi import (
     parse_headers,
 )
 from events.jetstream.rawroute import FastPathUnavailable, RawRouter, parse_delivery_headers
+from events.jetstream.retry import ride_out
 from events.jetstream.subscribe import unsubscribe
 from events.log import RecordedEvent
 
@@ -137,6 +138,7 @@ class OrderedRead:
         decode: RawBatchDecoder,
         idle_heartbeat_sec: float,
         api_timeout_sec: float,
+        api_retry_sec: float,
         closed_error: Callable[[], BaseException | None],
         active: set[Any],
         start_seq: int | None = None,
@@ -153,6 +155,7 @@ class OrderedRead:
         self._decode = decode
         self._heartbeat_sec = idle_heartbeat_sec
         self._api_timeout_sec = api_timeout_sec
+        self._api_retry_sec = api_retry_sec
         self._closed_error = closed_error
         self._active = active
         self.phase = Phase.OPEN
@@ -365,7 +368,14 @@ class OrderedRead:
         try:
             while self.phase is not Phase.DONE:
                 if self.phase is Phase.OPEN:
-                    self.phase = await self._open()
+                    # each attempt is a new consumer: one created while a leader election
+                    # left it no answering peer is dropped, not waited on again
+                    self.phase = await ride_out(
+                        f"creating a read consumer on {self._stream}",
+                        self._open,
+                        limit_sec=self._api_retry_sec,
+                        check_open=self._raise_if_closed,
+                    )
                 elif self.phase is Phase.WAIT:
                     self.phase = await self._wait()
                 elif self.phase is Phase.DRAIN:

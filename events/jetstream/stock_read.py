@@ -25,6 +25,7 @@ from converge.errors import ConvergeTimeoutError
 from events.jetstream import ordered_read
 from events.jetstream.jsapi import reply_metadata
 from events.jetstream.ordered_read import RawBatchDecoder
+from events.jetstream.retry import ride_out
 from events.jetstream.subscribe import consumer_config, open_ordered, unsubscribe
 from events.log import RecordedEvent
 
@@ -46,6 +47,7 @@ class StockRead:
         end: int,
         decode: RawBatchDecoder,
         idle_heartbeat_sec: float,
+        api_retry_sec: float,
         closed_error: Callable[[], BaseException | None],
         active: set[Any],
         start_seq: int | None = None,
@@ -59,6 +61,7 @@ class StockRead:
         self._start_seq, self._start_time, self._end_time = start_seq, start_time, end_time
         self._decode = decode
         self._heartbeat_sec = idle_heartbeat_sec
+        self._api_retry_sec = api_retry_sec
         self._closed_error = closed_error
         self._active = active
         self._buffer: list[Msg] = []
@@ -145,13 +148,18 @@ class StockRead:
     async def run(self) -> AsyncIterator[list[RecordedEvent]]:
         """Yield non-empty lists of records in stream order until the read ends."""
         start_time = self._start_time if self._start_seq is None else None
-        psub = await open_ordered(
-            self._js,
-            self._filter,
-            stream_name=self._stream,
-            config=consumer_config(self._first, start_time),
-            cb=self._on_msg,
-            idle_heartbeat_sec=self._heartbeat_sec,
+        psub = await ride_out(
+            f"creating a read consumer on {self._stream}",
+            lambda: open_ordered(
+                self._js,
+                self._filter,
+                stream_name=self._stream,
+                config=consumer_config(self._first, start_time),
+                cb=self._on_msg,
+                idle_heartbeat_sec=self._heartbeat_sec,
+            ),
+            limit_sec=self._api_retry_sec,
+            check_open=self._raise_if_closed,
         )
         self._active.add(psub)
         try:

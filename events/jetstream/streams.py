@@ -29,6 +29,7 @@ from nats.js.manager import JetStreamManager
 from pydantic import BaseModel, ConfigDict, Field
 
 from converge.errors import ConfigError, ConvergeTimeoutError, EventLogError, NotFoundError
+from events.jetstream.retry import JetStreamUnavailable
 from events.subjects import KNOWN_KINDS, stream_name, validate_kind, validate_namespace
 
 __all__ = [
@@ -271,7 +272,9 @@ def _shown(drift: dict[str, tuple[Any, Any]]) -> str:
 
 
 def _broker_error(spec: StreamSpec, action: str, exc: APIError) -> EventLogError:
-    return EventLogError(
+    # 503: JetStream temporarily unavailable (an election); retry.ride_out retries it
+    cls = JetStreamUnavailable if exc.code == 503 else EventLogError
+    return cls(
         f"cannot {action} stream {spec.name}: {exc.description} (err_code {exc.err_code}, "
         f"code {exc.code}); check the JetStream account limits and permissions"
     )

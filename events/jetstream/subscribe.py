@@ -29,12 +29,14 @@ from typing import Any
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
+from nats.js.errors import ServiceUnavailableError
 
 from converge.errors import ConfigError, ConvergeTimeoutError, EventLogError
 from events.jetstream.admin import StreamAdmin
 from events.jetstream.connection import LogConnection
 from events.jetstream.decoding import RecordDecoder
 from events.jetstream.jsapi import reply_metadata
+from events.jetstream.retry import JetStreamUnavailable, ride_out
 from events.log import Handler, RecordedEvent, Subscription
 from events.subjects import kind_of, validate_filter, validate_kind
 
@@ -91,6 +93,8 @@ async def open_ordered(
         raise ConvergeTimeoutError(
             f"JetStream did not create a consumer on {stream_name} in time"
         ) from exc
+    except ServiceUnavailableError as exc:  # an election: retried by ride_out
+        raise JetStreamUnavailable(f"cannot create a consumer on {stream_name}: {exc}") from exc
     except nats.errors.Error as exc:
         raise EventLogError(f"cannot create a consumer on {stream_name}: {exc}") from exc
 
@@ -214,7 +218,12 @@ class Subscriber:
             closed_error=self._conn.closed_error_if_closed,
         )
         sub._set_target(target)
-        sub.psub = await self._open(sub, name, start_seq)
+        sub.psub = await ride_out(
+            f"creating a consumer on {name}",
+            functools.partial(self._open, sub, name, start_seq),
+            limit_sec=self._conn.opts.api_retry_sec,
+            check_open=self._conn.check_open,
+        )
         self.subscriptions.add(sub)
         return sub
 

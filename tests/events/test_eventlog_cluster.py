@@ -144,3 +144,38 @@ async def test_clients_never_change_an_r3_streams_replicas(
     finally:
         for server in servers:
             await server.stop()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("retry_sec", [30.0, 0.0], ids=["ride-out", "no-retry"])
+async def test_reads_ride_out_the_election_after_the_stream_leader_is_killed(
+    tmp_path: Path, retry_sec: float
+) -> None:
+    """Stream state, lookups and reads issued the moment the stream leader dies succeed
+    once the survivors elect a new one: each API call is retried for ``api_retry_sec``.
+    With no retries (0) the same calls fail with a timeout, so the election is real."""
+    servers = _cluster(tmp_path)
+    try:
+        await asyncio.gather(*(s.start() for s in servers))
+        log = await _connect_when_ready([s.url for s in servers])
+        try:
+            batch = [(task_event(f"t{i}"), f"tasks.t{i}", 0) for i in range(20)]
+            await log.append_many(batch)
+            info = await log.connection.jsm().stream_info("CLUSTER_TASKS")  # type: ignore[union-attr]
+            assert info.cluster is not None and info.cluster.leader is not None
+            leader = servers[int(info.cluster.leader.removeprefix("n"))]
+            log.api_retry_sec = retry_sec
+            await leader.kill()  # SIGKILL: no leadership handed over
+            if retry_sec == 0:
+                with pytest.raises((ConvergeTimeoutError, EventLogError)):
+                    await log.last_sequence(stream="tasks")
+                return
+            assert await log.last_sequence(stream="tasks") == 20
+            assert (await log.stream_info("tasks")).messages == 20
+            records = await collect(log, stream="tasks")
+            assert [r.sequence for r in records] == list(range(1, 21))
+        finally:
+            await log.close()
+    finally:
+        for server in servers:
+            await server.stop()
