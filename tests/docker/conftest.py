@@ -7,22 +7,41 @@ container fixtures): without an engine it is skipped with the reason, or fails w
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
 import nats_containers
-from nats_containers import NatsCluster, NatsContainer
+from nats_containers import REPO, NatsCluster, NatsContainer
+
+LOCAL_PYTHON = "converge-python:bookworm-local"
 
 # Rich assertion messages in the shipped contract suite; only possible before its import.
 if "events.testing" not in sys.modules:
     pytest.register_assert_rewrite("events.testing")
 
 
+def _asked_for(config: pytest.Config) -> bool:
+    """Whether this run asks for the docker tests: ``-m docker`` or CONVERGE_REQUIRE_DOCKER."""
+    markexpr = str(config.getoption("markexpr") or "")
+    return nats_containers.docker_required() or (
+        "docker" in markexpr and "not docker" not in markexpr
+    )
+
+
 @pytest.fixture(scope="session")
-def docker_engine() -> None:
-    """Skip (or fail, with CONVERGE_REQUIRE_DOCKER=1) when no Docker engine answers."""
+def docker_engine(request: pytest.FixtureRequest) -> None:
+    """Skip unless asked for (``-m docker``); then skip (or fail, with
+    CONVERGE_REQUIRE_DOCKER=1) when no Docker engine answers.
+
+    Opt-in because they take minutes (image builds on the engine) and a shared machine's
+    engine would otherwise run them inside every full test run.
+    """
+    if not _asked_for(request.config):
+        pytest.skip("docker tests run with -m docker (or CONVERGE_REQUIRE_DOCKER=1)")
     problem = nats_containers.engine_problem()
     if problem is None:
         return
@@ -35,6 +54,50 @@ def docker_engine() -> None:
 def nats_image(docker_engine: None) -> str:
     """The NATS image the containers run (see ``nats_containers.nats_image``)."""
     return nats_containers.nats_image()
+
+
+@pytest.fixture(scope="session")
+def python_image(docker_engine: None) -> str:
+    """The base of the agents' image (docker/Dockerfile's PYTHON_IMAGE).
+
+    ``CONVERGE_PYTHON_IMAGE``, else ``python:3.12-slim`` when it can be pulled, else one
+    built from Debian packages by ``docker/build-python-image.sh`` (root only).
+    """
+    import docker.errors
+
+    explicit = os.environ.get("CONVERGE_PYTHON_IMAGE", "").strip()
+    client = nats_containers.docker_client()
+    try:
+        for image in [explicit] if explicit else ["python:3.12-slim", LOCAL_PYTHON]:
+            try:
+                client.images.get(image)
+                return image
+            except docker.errors.ImageNotFound:
+                pass
+            if image != LOCAL_PYTHON:
+                try:
+                    client.images.pull(image)
+                    return image
+                except docker.errors.APIError as exc:
+                    if explicit:
+                        raise RuntimeError(f"CONVERGE_PYTHON_IMAGE={explicit!r}: {exc}") from exc
+    finally:
+        client.close()
+    if os.geteuid() != 0:
+        problem = "python:3.12-slim cannot be pulled and building a base image needs root"
+        if nats_containers.docker_required():
+            pytest.fail(problem, pytrace=False)
+        pytest.skip(problem)
+    nats_containers.logger.warning(
+        "cannot pull python:3.12-slim; building %s from Debian packages", LOCAL_PYTHON
+    )
+    subprocess.run(
+        ["bash", str(REPO / "docker" / "build-python-image.sh"), LOCAL_PYTHON],
+        check=True,
+        capture_output=True,
+        timeout=1200,
+    )
+    return LOCAL_PYTHON
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,16 @@
 """The agents' image (docker/Dockerfile): dependencies cached across source edits, and
 ``converge run`` in a container stopping cleanly on SIGTERM (``docker stop``).
 
-The base image is ``CONVERGE_PYTHON_IMAGE``, else ``python:3.12-slim`` when it can be
-pulled, else one built from Debian packages by ``docker/build-python-image.sh`` (root
-only). Builds use the host's network: the engine here may give containers no route out.
+The base image is the ``python_image`` fixture (conftest.py): ``CONVERGE_PYTHON_IMAGE``,
+else ``python:3.12-slim`` when it can be pulled, else one built from Debian packages by
+``docker/build-python-image.sh`` (root only). Builds use the host's network: the engine
+here may give containers no route out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,46 +29,7 @@ from nats_containers import REPO, NatsContainer
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 AGENTS_TAG = "converge-agents:test"
-LOCAL_PYTHON = "converge-python:bookworm-local"
 RUN = ["run", "--agents", "2", "--tasks", "0", "--duration", "600"]
-
-
-def _python_image() -> str:
-    import docker.errors
-
-    explicit = os.environ.get("CONVERGE_PYTHON_IMAGE", "").strip()
-    client = nats_containers.docker_client()
-    try:
-        for image in [explicit] if explicit else ["python:3.12-slim", LOCAL_PYTHON]:
-            try:
-                client.images.get(image)
-                return image
-            except docker.errors.ImageNotFound:
-                pass
-            if image != LOCAL_PYTHON:
-                try:
-                    client.images.pull(image)
-                    return image
-                except docker.errors.APIError as exc:
-                    if explicit:
-                        raise RuntimeError(f"CONVERGE_PYTHON_IMAGE={explicit!r}: {exc}") from exc
-    finally:
-        client.close()
-    if os.geteuid() != 0:
-        problem = "python:3.12-slim cannot be pulled and building a base image needs root"
-        if nats_containers.docker_required():
-            pytest.fail(problem, pytrace=False)
-        pytest.skip(problem)
-    nats_containers.logger.warning(
-        "cannot pull python:3.12-slim; building %s from Debian packages", LOCAL_PYTHON
-    )
-    subprocess.run(
-        ["bash", str(REPO / "docker" / "build-python-image.sh"), LOCAL_PYTHON],
-        check=True,
-        capture_output=True,
-        timeout=1200,
-    )
-    return LOCAL_PYTHON
 
 
 def _build(context: Path, python_image: str) -> list[str]:
@@ -104,9 +64,8 @@ def _steps(lines: list[str]) -> dict[str, bool]:
 
 
 @pytest.fixture(scope="module")
-def agents_image(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def agents_image(python_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The agents' image built twice: from the tree, then after a source edit."""
-    python_image = _python_image()
     context = tmp_path_factory.mktemp("agents-context")
     for name in ("pyproject.toml", "README.md", ".dockerignore"):
         shutil.copy2(REPO / name, context / name)
