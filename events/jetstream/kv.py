@@ -5,6 +5,16 @@ inside the JetStream backend. Keys given to :class:`KVBucket` are already valid 
 keys. Every request waits at most its timeout, then raises
 :class:`~converge.errors.ConvergeTimeoutError`; broker failures raise
 :class:`~converge.errors.TransportError` naming the bucket, the operation and the key.
+
+Listing keys does not use nats-py's ``KeyValue.keys()``: its watcher decides that the
+initial replay is over by comparing the consumer's ``num_pending`` with the messages
+the client has read so far, and when the broker sends the consumer-info reply before
+the deliveries already counted as sent (a loaded machine), it ends the replay at once
+and a bucket with keys lists as empty. Each call also left its consumer on the broker
+for five minutes. :meth:`KVBucket.keys` instead creates a pull consumer, whose
+``num_pending`` at creation is exact because nothing is delivered before the first
+fetch, reads until that many entries came and the broker reports none pending, and
+deletes the consumer.
 """
 
 from __future__ import annotations
@@ -16,7 +26,9 @@ from typing import Literal
 
 import nats.errors
 import nats.js.errors
-from nats.js.api import StorageType
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType
+from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from converge.errors import ConvergeError, ConvergeTimeoutError, TransportError
@@ -24,12 +36,26 @@ from events.jetstream.client import NatsClient
 
 __all__ = ["KVBucket", "close_connection"]
 
+_LIST_BATCH = 256
+_LIST_PROBE_SEC = 0.5
+"""How long a listing waits for entries the broker counted at the start but no longer has."""
+_REMOVED_OPS = frozenset({"DEL", "PURGE"})
+
 
 class KVBucket:
     """One JetStream key-value bucket; build it with :meth:`bind`."""
 
-    def __init__(self, kv: KeyValue, *, name: str, label: str, timeout_sec: float) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        *,
+        name: str,
+        label: str,
+        timeout_sec: float,
+        js: JetStreamContext,
+    ) -> None:
         self._kv = kv
+        self._js = js
         self.name = name
         self._label = label
         self.timeout_sec = timeout_sec
@@ -66,7 +92,7 @@ class KVBucket:
                     storage=StorageType.FILE if storage == "file" else StorageType.MEMORY,
                     max_value_size=max_value_size,
                 )
-        return cls(kv, name=bucket, label=label, timeout_sec=timeout_sec)
+        return cls(kv, name=bucket, label=label, timeout_sec=timeout_sec, js=js)
 
     def _where(self, op: str, key: str | None) -> str:
         return f"{self._label} bucket {self.name!r}: {op}" + ("" if key is None else f" {key!r}")
@@ -103,13 +129,77 @@ class KVBucket:
         return True
 
     async def keys(self, *, timeout_sec: float, shown: str | None = None) -> list[str]:
-        """Return every key of the bucket (``[]`` when empty), waiting at most ``timeout_sec``."""
+        """Return every key of the bucket (``[]`` when empty), waiting at most ``timeout_sec``.
+
+        Every key stored before the call is listed; one written or deleted meanwhile may
+        or may not be.
+        """
         with _mapped(self._where("list", shown), timeout_sec):
-            try:
-                async with asyncio.timeout(timeout_sec):
-                    return list(await self._kv.keys())
-            except nats.js.errors.NoKeysError:
+            async with asyncio.timeout(timeout_sec):
+                return await self._scan_keys(timeout_sec)
+
+    async def _scan_keys(self, timeout_sec: float) -> list[str]:
+        js = self._js
+        stream, prefix = f"KV_{self.name}", f"$KV.{self.name}."
+        info = await js.add_consumer(
+            stream,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                ack_policy=AckPolicy.NONE,
+                headers_only=True,
+                filter_subject=f"{prefix}>",
+                mem_storage=True,
+                # The broker removes it on its own should this process die mid-listing.
+                inactive_threshold=max(timeout_sec, 5.0),
+            ),
+        )
+        try:
+            expected = info.num_pending or 0
+            if expected == 0:
                 return []
+            sub = await js.pull_subscribe_bind(consumer=info.name, stream=stream)
+            try:
+                return await _read_keys(sub, expected, prefix, timeout_sec)
+            finally:
+                await sub.unsubscribe()
+        finally:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await js.delete_consumer(stream, info.name)
+
+
+async def _read_keys(
+    sub: JetStreamContext.PullSubscription, expected: int, prefix: str, timeout_sec: float
+) -> list[str]:
+    """Read a fresh last-per-subject consumer that had ``expected`` entries pending."""
+    keys: dict[str, None] = {}  # a key rewritten during the listing comes twice
+    seen = 0
+    drained = False  # the broker said none pending, yet fewer than expected came
+    while True:
+        try:
+            msgs = await sub.fetch(
+                batch=min(max(expected - seen, 1), _LIST_BATCH),
+                timeout=_LIST_PROBE_SEC if drained else timeout_sec,
+            )
+        except (TimeoutError, nats.errors.TimeoutError):
+            if drained:  # entries counted at the start were deleted or expired since
+                return list(keys)
+            raise
+        pending = -1
+        for msg in msgs:
+            seen += 1
+            pending = msg.metadata.num_pending
+            if not _removed(msg):
+                keys[msg.subject[len(prefix) :]] = None
+        if pending == 0:
+            if seen >= expected:
+                return list(keys)
+            drained = True
+
+
+def _removed(msg: Msg) -> bool:
+    """Whether ``msg`` is a delete or purge marker rather than a value."""
+    headers = msg.headers or {}
+    return headers.get("KV-Operation") in _REMOVED_OPS or "Nats-Marker-Reason" in headers
 
 
 @contextlib.contextmanager

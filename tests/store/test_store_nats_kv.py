@@ -140,3 +140,60 @@ async def test_values_visible_to_plain_kv_clients(nats_url: str, namespace: str)
             assert entry.value == b"\x00{}"
         finally:
             await client.close()
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_listing_leaves_no_consumer_on_the_broker(nats_url: str, namespace: str) -> None:
+    # Each nats-py keys() call used to leave its consumer behind for five minutes; a
+    # busy broker then carried thousands of them.
+    async with NatsKVStore(servers=nats_url, bucket=namespace, storage="memory") as store:
+        await store.put("k", b"v")
+        for _ in range(5):
+            assert await store.list() == ["k"]
+        await store.delete("k")
+        assert await store.list() == []
+        client = await nats.connect(nats_url)
+        try:
+            info = await client.jetstream().stream_info(f"KV_{namespace}")
+        finally:
+            await client.close()
+        assert info.state.consumer_count == 0
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_list_spans_many_batches(nats_url: str, namespace: str) -> None:
+    names = [f"k/{i:04d}" for i in range(300)]
+    async with NatsKVStore(servers=nats_url, bucket=namespace, storage="memory") as store:
+        await asyncio.gather(*(store.put(name, b"v") for name in names))
+        for name in names[::7]:
+            await store.delete(name)
+        kept = sorted(set(names) - set(names[::7]))
+        assert await store.list() == kept
+        assert await store.list("k/02") == [k for k in kept if k.startswith("k/02")]
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_concurrent_lists_see_every_key_stored_before_them(
+    nats_url: str, namespace: str
+) -> None:
+    # Many listings at once on one connection, while other keys are being written:
+    # every key stored before a listing started is in it.
+    async with NatsKVStore(servers=nats_url, bucket=namespace, storage="memory") as store:
+        stable = [f"stable/{i}" for i in range(20)]
+        for name in stable:
+            await store.put(name, b"v")
+
+        async def write_more() -> None:
+            for i in range(20):
+                await store.put(f"moving/{i}", b"v")
+
+        async def list_stable() -> list[str]:
+            return await store.list("stable/")
+
+        results = await asyncio.gather(write_more(), *(list_stable() for _ in range(10)))
+        for listed in results[1:]:
+            assert listed == sorted(stable)
+        assert len(await store.list("moving/")) == 20
