@@ -1,8 +1,9 @@
 """Built-in demo agents of ``converge run``: a submitter and workers doing a real small job.
 
 The job (:func:`analyze_text`) hashes a text with SHA-256 and counts its words; the
-submitter sends ``count`` tasks with generated texts, each worker claims one pending task
-per tick and reports the analysis of each task it holds. Workers take only demo tasks
+submitter sends ``count`` tasks with generated texts; each worker (a
+:class:`~converge.runtime.worker.Worker`) claims pending demo tasks as they appear and
+reports the analysis of each. Workers take only demo tasks
 (objective :data:`DEMO_OBJECTIVE` requiring :data:`DEMO_CAPABILITY`), never a user's
 task in the same namespace.
 """
@@ -18,10 +19,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from converge.core.agent import Agent
-from converge.core.decisions import ClaimTask, Decision, ReportTask, SubmitTask
+from converge.core.decisions import Decision, SubmitTask
 from converge.core.identity import Identity
 from converge.core.message import Message
-from converge.core.task import Task, TaskState
+from converge.core.task import Task
+from converge.runtime.worker import Worker
 
 __all__ = [
     "DEMO_CAPABILITY",
@@ -93,43 +95,32 @@ def demo_texts(count: int, *, seed: int = 7) -> list[str]:
     ]
 
 
-class DemoWorker(Agent):
-    """Claim one pending demo task per tick and report the analysis of held tasks."""
+class DemoWorker(Worker):
+    """Take demo tasks as they appear and report the analysis of each one.
+
+    A :class:`~converge.runtime.worker.Worker`: the runtime claims the PENDING demo
+    tasks of its pool (several claims in flight, picks spread over the backlog so
+    workers seldom race for one task), runs :meth:`handle` on each and reports the
+    result; a claim, a report and any failure are each one event on the task's subject.
+    """
+
+    capabilities = [DEMO_CAPABILITY]
+    objectives = (DEMO_OBJECTIVE,)
+    max_concurrency = 8
 
     def __init__(self, identity: Identity | None = None, *, pool_id: str | None = None) -> None:
-        super().__init__(identity or Identity.generate(), capabilities=[DEMO_CAPABILITY])
-        self.pool_id = pool_id
+        super().__init__(identity, pool_id=pool_id)
         self.completed = 0
-        self.claim_window = 16
-        self._tried: set[str] = set()
-        self._rng = random.Random(self.id)
 
-    def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
-        """Report held tasks; claim a pending demo task not tried yet.
+    def accepts(self, task: Task) -> bool:
+        """Only demo tasks (never a user's task of the same objective) of its pool."""
+        return super().accepts(task) and is_demo_task(task)
 
-        The runtime passes the pending tasks this agent may claim followed by the tasks
-        it holds, so no tick scans the whole backlog.
-        """
-        out: list[Decision] = []
-        untried = []
-        for task in tasks:
-            if task.state is TaskState.ASSIGNED and task.assigned_to == self.id:
-                text = str(task.inputs.get("text", ""))
-                out.append(ReportTask(task.id, analyze_text(text)))
-                self.completed += 1
-            elif (
-                task.state is TaskState.PENDING
-                and task.id not in self._tried
-                and is_demo_task(task)
-            ):
-                untried.append(task)
-        if untried:
-            # A random pick spreads the workers over the backlog instead of all racing
-            # for the oldest task.
-            task = self._rng.choice(untried[: self.claim_window])
-            self._tried.add(task.id)
-            out.append(ClaimTask(task.id))
-        return out
+    async def handle(self, task: Task) -> dict[str, Any]:
+        """Analyse the task's text (a SHA-256 and word counts)."""
+        result = analyze_text(str(task.inputs.get("text", "")))
+        self.completed += 1
+        return result
 
 
 class DemoSubmitter(Agent):

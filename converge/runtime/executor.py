@@ -9,6 +9,10 @@ appended as ``DecisionExecuted`` on ``decisions.<agent_id>``: ``execute`` record
 tick's outcomes with one pipelined ``append_many`` once its decisions have run (still
 one event per decision, in order; also on cancellation), except with tracing on, where
 each is appended inside its decision's span; ``execute_one`` appends at once.
+Consecutive ``SubmitTask`` decisions of one tick run side by side (up to
+``_SUBMITS_AT_ONCE`` at a time): each submits a task of its own, so none waits on another,
+and their publishes share round trips; their ``task.submitted`` events may then reach the
+stream in a slightly different order than the decisions, their records keep it.
 """
 
 from __future__ import annotations
@@ -106,6 +110,9 @@ class Executor(Protocol):
 
 class _Sender(Protocol):
     async def send(self, message: Message) -> Any: ...
+
+
+_SUBMITS_AT_ONCE = 256  # consecutive SubmitTask decisions run side by side
 
 
 def _policy_allows(policy: object, decision: Decision, agent_id: str) -> bool:
@@ -224,11 +231,49 @@ class StandardExecutor:
                 outcomes.append(await self.execute_one(decision))
             return outcomes
         try:
-            for decision in decisions:
-                outcomes.append(await self._run_one(decision))
+            at = 0
+            while at < len(decisions):
+                run = self._submissions_from(decisions, at)
+                if run > 1:
+                    await self._run_side_by_side(decisions[at : at + run], outcomes)
+                    at += run
+                else:
+                    outcomes.append(await self._run_one(decisions[at]))
+                    at += 1
         finally:  # one pipelined append for the batch; still one event per decision
             await self._record_many(outcomes)
         return outcomes
+
+    def _submissions_from(self, decisions: Sequence[Decision], at: int) -> int:
+        """How many ``SubmitTask`` decisions in a row start at ``at`` (at most a batch)."""
+        if "submit_task" in self._custom:
+            return 0
+        end = min(len(decisions), at + _SUBMITS_AT_ONCE)
+        run = 0
+        while at + run < end and type(decisions[at + run]) is SubmitTask:
+            run += 1
+        return run
+
+    async def _run_side_by_side(
+        self, batch: Sequence[Decision], outcomes: list[DecisionOutcome]
+    ) -> None:
+        """Run independent decisions at once; add the outcomes of those that ran, in order.
+
+        On cancellation the unfinished ones are cancelled and awaited, so the outcomes of
+        the finished ones are still recorded and nothing keeps running.
+        """
+        running = [asyncio.ensure_future(self._run_one(decision)) for decision in batch]
+        try:
+            await asyncio.gather(*running)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.wait(running)
+            outcomes.extend(
+                task.result()
+                for task in running
+                if not task.cancelled() and task.exception() is None
+            )
 
     async def execute_one(self, decision: Decision) -> DecisionOutcome:
         """Execute one decision and record its outcome.

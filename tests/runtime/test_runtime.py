@@ -109,6 +109,59 @@ class _Slow:
 
 
 @pytest.mark.asyncio
+async def test_submissions_in_a_row_run_side_by_side_and_keep_their_order() -> None:
+    async with MemoryEventLog() as log, TaskManager(log) as tm:
+        ex = StandardExecutor("me", None, tm, None, decision_log=log)
+        tasks = [Task(objective=f"t{i}") for i in range(300)]
+        decisions: list[Decision] = [SubmitTask(t) for t in tasks[:150]]
+        decisions += [SubmitTask(tasks[0])]  # already submitted: fails, the rest go on
+        decisions += [ClaimTask(tasks[1].id)]
+        decisions += [SubmitTask(t) for t in tasks[150:]]
+        outcomes = await ex.execute(decisions)
+        assert [o.decision for o in outcomes] == decisions
+        assert [o.outcome for o in outcomes].count("error") == 1
+        assert outcomes[150].outcome == "error" and outcomes[151].result is True
+        assert [o.result for o in outcomes[:150]] == [t.id for t in tasks[:150]]
+        assert all(tm.get_task(t.id) is not None for t in tasks)
+        recorded = [r.event async for r in log.read(stream="decisions")]
+        assert (
+            [e.detail.get("task_id") or e.detail.get("task", {}).get("id") for e in recorded][  # type: ignore[attr-defined]
+                :3
+            ]
+            == [tasks[0].id, tasks[1].id, tasks[2].id]
+        )
+        assert len(recorded) == len(decisions)
+
+
+@pytest.mark.asyncio
+async def test_cancelled_submissions_record_exactly_those_that_ran() -> None:
+    async with MemoryEventLog() as log, TaskManager(log) as tm:
+        tasks = [Task(objective=f"t{i}") for i in range(200)]
+        stuck = {t.id for t in tasks[1::2]}
+        submit = tm.submit
+        started: list[asyncio.Task[Any]] = []
+
+        async def half_stuck(task: Task, **kwargs: Any) -> str:
+            started.append(asyncio.current_task())  # type: ignore[arg-type]
+            if task.id in stuck:
+                await asyncio.Event().wait()
+            return await submit(task, **kwargs)
+
+        tm.submit = half_stuck  # type: ignore[method-assign]
+        ex = StandardExecutor("me", None, tm, None, decision_log=log)
+        running = asyncio.ensure_future(ex.execute([SubmitTask(t) for t in tasks]))
+        async with asyncio.timeout(10):
+            while sum(tm.get_task(t.id) is not None for t in tasks) < 100:
+                await asyncio.sleep(0.01)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert len(started) == 200 and all(t.done() for t in started)  # none left running
+        recorded = [r.event async for r in log.read(stream="decisions")]
+        assert [e.detail["result"] for e in recorded] == [t.id for t in tasks[::2]]  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
 async def test_executor_runs_decisions_and_records_events() -> None:
     async with MemoryEventLog() as log, TaskManager(log) as tm:
         neg = NegotiationProtocol(log)

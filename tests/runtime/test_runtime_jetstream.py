@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
+from collections.abc import Sequence
 
 import pytest
 
-from converge._cli.demo import DEMO_CAPABILITY, DemoWorker, analyze_text
+from converge._cli.demo import DEMO_CAPABILITY, DemoWorker, analyze_text, is_demo_task
 from converge.coordination.task_manager import TaskManager
+from converge.core.agent import Agent
+from converge.core.decisions import ClaimTask, Decision, ReportTask
+from converge.core.identity import Identity
+from converge.core.message import Message
 from converge.core.task import Task, TaskState
 from converge.network.transport.local import LocalTransport, LocalTransportRegistry
 from converge.runtime import AgentRuntime
@@ -17,9 +23,34 @@ from events import EventLog, JetStreamEventLog
 pytestmark = pytest.mark.nats
 
 
+class DecidingWorker(Agent):
+    """A ``decide()`` agent: claims one untried demo task a tick, reports those it holds."""
+
+    def __init__(self) -> None:
+        super().__init__(Identity.generate(), capabilities=[DEMO_CAPABILITY])
+        self._tried: set[str] = set()
+        self._rng = random.Random(self.id)
+
+    def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        out: list[Decision] = []
+        untried = []
+        for task in tasks:
+            if task.state is TaskState.ASSIGNED and task.assigned_to == self.id:
+                out.append(ReportTask(task.id, analyze_text(str(task.inputs["text"]))))
+            elif task.state is TaskState.PENDING and task.id not in self._tried:
+                untried.append(task)
+        untried = [task for task in untried if is_demo_task(task)]
+        if untried:
+            task = self._rng.choice(untried[:16])
+            self._tried.add(task.id)
+            out.append(ClaimTask(task.id))
+        return out
+
+
+@pytest.mark.parametrize("make_worker", [DecidingWorker, DemoWorker], ids=["decide", "worker"])
 @pytest.mark.asyncio
 async def test_workers_on_two_connections_complete_each_task_once(
-    nats_url: str, namespace: str
+    nats_url: str, namespace: str, make_worker: type[Agent]
 ) -> None:
     logs: list[EventLog] = [
         await JetStreamEventLog.connect(nats_url, namespace=namespace) for _ in range(2)
@@ -43,7 +74,7 @@ async def test_workers_on_two_connections_complete_each_task_once(
                 for t in texts
             ]
             for i in range(4):
-                worker = DemoWorker()
+                worker = make_worker()
                 runtimes.append(
                     AgentRuntime(
                         worker,
@@ -70,6 +101,14 @@ async def test_workers_on_two_connections_complete_each_task_once(
                 await runtime.stop()
             for tm in managers:
                 await tm.stop()
+        if make_worker is DemoWorker:  # a Worker's claims and reports are task events
+            kinds = Counter()
+            async for recorded in logs[0].read(stream="tasks"):
+                kinds[recorded.event.type, getattr(recorded.event, "task_id", None)] += 1
+            for task_id in submitted:
+                assert kinds["task.claimed", task_id] == 1
+                assert kinds["task.reported", task_id] == 1
+            return
         reports = Counter()
         claims_won = 0
         async for recorded in logs[0].read(stream="decisions"):
