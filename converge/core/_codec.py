@@ -7,6 +7,7 @@ naming the offending field; no msgpack exception escapes.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -45,12 +46,62 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
+class _NotPlain(Exception):
+    """Raised by :func:`_plain` for anything its fast path does not accept as is."""
+
+
+_SCALARS = frozenset({type(None), bool, str, float})
+_FIRST = operator.itemgetter(0)
+
+
+def _plain(value: object, depth: int) -> Any:
+    """:func:`check_value` for exact builtin types, without building paths for messages.
+
+    Raises ``_NotPlain`` for anything else (subclasses, other containers, bad values),
+    and :func:`check_value` then walks the value again the careful way.
+    """
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is int:
+        if _INT_MIN <= value <= _INT_MAX:  # type: ignore[operator]
+            return value
+        raise _NotPlain
+    if depth >= MAX_DEPTH:
+        raise _NotPlain
+    if kind is dict:
+        out: dict[str, Any] = {}
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise _NotPlain
+            out[key] = item if type(item) in _SCALARS else _plain(item, depth + 1)
+        return out
+    if kind is list or kind is tuple:
+        return [
+            item if type(item) in _SCALARS else _plain(item, depth + 1)
+            for item in value  # type: ignore[attr-defined]
+        ]
+    if kind is bytes:
+        return value
+    raise _NotPlain
+
+
 def check_value(value: object, where: str, *, depth: int = 0) -> Any:
     """Return ``value`` normalised to msgpack-safe plain data (tuples become lists).
 
     Accepts ``None``, bool, int (64-bit), float, str, bytes, lists/tuples and dicts
     with ``str`` keys. Raises ``DecodeError`` naming the path of the first bad value.
+    Plain builtin data takes a fast path that builds no path strings.
     """
+    if depth <= MAX_DEPTH:
+        try:
+            return _plain(value, depth)
+        except _NotPlain:
+            pass
+    return _check_value(value, where, depth=depth)
+
+
+def _check_value(value: object, where: str, *, depth: int = 0) -> Any:
     if depth > MAX_DEPTH:
         raise DecodeError(f"{where} is nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, bool | str | float):
@@ -64,13 +115,15 @@ def check_value(value: object, where: str, *, depth: int = 0) -> Any:
     if isinstance(value, msgpack.ExtType):
         raise DecodeError(f"{where} is a msgpack ExtType (code {value.code}), which is not allowed")
     if isinstance(value, list | tuple):
-        return [check_value(item, f"{where}[{i}]", depth=depth + 1) for i, item in enumerate(value)]
+        return [
+            _check_value(item, f"{where}[{i}]", depth=depth + 1) for i, item in enumerate(value)
+        ]
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise DecodeError(f"{where} has a non-string key {key!r} ({_type_name(key)})")
-            out[key] = check_value(item, f"{where}[{key!r}]", depth=depth + 1)
+            out[key] = _check_value(item, f"{where}[{key!r}]", depth=depth + 1)
         return out
     raise DecodeError(
         f"{where} holds a {_type_name(value)}, which cannot be encoded; "
@@ -166,10 +219,16 @@ def require(data: Mapping[str, Any], key: str, owner: str) -> Any:
 
 def canonical(value: Any) -> Any:
     """Return ``value`` with every dict's keys sorted, recursively (tuples become lists)."""
+    kind = type(value)
+    if kind in _SCALARS or kind is int or kind is bytes:
+        return value
     if isinstance(value, Mapping):
-        return {k: canonical(value[k]) for k in sorted(value)}
+        return {
+            k: v if type(v) in _SCALARS else canonical(v)
+            for k, v in sorted(value.items(), key=_FIRST)
+        }
     if isinstance(value, list | tuple):
-        return [canonical(v) for v in value]
+        return [v if type(v) in _SCALARS else canonical(v) for v in value]
     return value
 
 
