@@ -1,6 +1,6 @@
 """Throughput and round-trip latency of every transport, with raw nats-py as the reference.
 
-Run: ``python benchmarks/bench_transports.py [--messages N] [--round-trips N]``.
+Run: ``python benchmarks/bench_transports.py [--messages N] [--round-trips N] [--only nats]``.
 
 For each transport (local, tcp, websocket, nats) two endpoints are started in this
 process: ``a`` sends, ``b`` echoes. Figures:
@@ -48,6 +48,7 @@ PAYLOAD = {"task": "bench", "data": "x" * 100}
 class Result:
     name: str
     msgs_per_sec: float
+    cpu_us_per_msg: float
     p50_ms: float
     p99_ms: float
 
@@ -67,7 +68,9 @@ async def _echo(b: Transport, stop: asyncio.Event) -> None:
         await b.send(Message("b", recipient=message.sender, payload=message.payload))
 
 
-async def _throughput(a: Transport, b: Transport, count: int, window: int = 2_000) -> float:
+async def _throughput(
+    a: Transport, b: Transport, count: int, window: int = 2_000
+) -> tuple[float, float]:
     """Send ``count`` messages with at most ``window`` in flight (queues are bounded)."""
     messages = [Message("a", recipient="b", payload=PAYLOAD) for _ in range(count)]
     received = 0
@@ -80,7 +83,7 @@ async def _throughput(a: Transport, b: Transport, count: int, window: int = 2_00
             received += 1
             progress.set()
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     receiving = asyncio.create_task(drain())
     for sent, message in enumerate(messages):
         while sent - received >= window:
@@ -88,7 +91,8 @@ async def _throughput(a: Transport, b: Transport, count: int, window: int = 2_00
             await asyncio.wait_for(progress.wait(), 30.0)
         await a.send(message)
     await receiving
-    return count / (time.perf_counter() - start)
+    cpu_us = (time.process_time() - cpu) / count * 1e6
+    return count / (time.perf_counter() - start), cpu_us
 
 
 async def _round_trips(a: Transport, b: Transport, count: int) -> list[float]:
@@ -116,9 +120,9 @@ async def bench_transport(
     async with factory() as make:
         a, b = await make(["a", "b"], None)
         await _round_trips(a, b, min(200, round_trips))  # warm up connections
-        rate = await _throughput(a, b, messages)
+        rate, cpu_us = await _throughput(a, b, messages)
         samples = await _round_trips(a, b, round_trips)
-    return Result(name, rate, statistics.median(samples), _percentile(samples, 0.99))
+    return Result(name, rate, cpu_us, statistics.median(samples), _percentile(samples, 0.99))
 
 
 async def bench_raw_nats(url: str, messages: int, round_trips: int) -> Result:
@@ -144,11 +148,12 @@ async def bench_raw_nats(url: str, messages: int, round_trips: int) -> Result:
         await sub_nc.flush()
         for _ in range(min(200, round_trips)):
             await pub.request("raw.echo", data, timeout=5)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(messages):
             await pub.publish("raw.bench", data)
         await asyncio.wait_for(done.wait(), 30)
         rate = messages / (time.perf_counter() - start)
+        cpu_us = (time.process_time() - cpu) / messages * 1e6
         samples: list[float] = []
         for _ in range(round_trips):
             t0 = time.perf_counter()
@@ -157,7 +162,8 @@ async def bench_raw_nats(url: str, messages: int, round_trips: int) -> Result:
     finally:
         await pub.close()
         await sub_nc.close()
-    return Result("raw nats-py", rate, statistics.median(samples), _percentile(samples, 0.99))
+    p50, p99 = statistics.median(samples), _percentile(samples, 0.99)
+    return Result("raw nats-py", rate, cpu_us, p50, p99)
 
 
 @contextlib.asynccontextmanager
@@ -170,7 +176,7 @@ async def _server() -> AsyncIterator[str]:
         await server.stop()
 
 
-async def main(messages: int, round_trips: int) -> None:
+async def main(messages: int, round_trips: int, only: list[str] | None = None) -> None:
     results: list[Result] = []
     async with _server() as url:
         factories = {
@@ -180,17 +186,27 @@ async def main(messages: int, round_trips: int) -> None:
             "nats": lambda: nats_transports(url, "bench"),
         }
         for name, factory in factories.items():
+            if only and name not in only and name != "nats":
+                continue
             results.append(await bench_transport(name, factory, messages, round_trips))
         raw = await bench_raw_nats(url, messages, round_trips)
     results.append(raw)
     print(f"messages={messages} round_trips={round_trips} payload={len(str(PAYLOAD))} chars")
-    print(f"{'transport':<12} {'msgs/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'transport':<12} {'msgs/s':>10} {'cpu us/msg':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for r in results:
-        print(f"{r.name:<12} {r.msgs_per_sec:>10.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f}")
+        print(
+            f"{r.name:<12} {r.msgs_per_sec:>10.0f} {r.cpu_us_per_msg:>10.1f} "
+            f"{r.p50_ms:>8.3f} {r.p99_ms:>8.3f}"
+        )
     conv = next(r for r in results if r.name == "nats")
     print(
         f"nats transport / raw nats-py: throughput {conv.msgs_per_sec / raw.msgs_per_sec:.2f}x, "
         f"p50 latency {conv.p50_ms / raw.p50_ms:.2f}x, p99 latency {conv.p99_ms / raw.p99_ms:.2f}x"
+    )
+    # on a loaded machine the wall-clock rates swing with other load; CPU per message does not
+    print(
+        "nats transport / raw nats-py: throughput by CPU time per message "
+        f"{raw.cpu_us_per_msg / conv.cpu_us_per_msg:.2f}x"
     )
 
 
@@ -198,5 +214,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--round-trips", type=int, default=2_000)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["local", "tcp", "websocket", "nats"],
+        help="run only these transports (repeatable); nats and raw nats-py always run",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.messages, args.round_trips))
+    asyncio.run(main(args.messages, args.round_trips, args.only))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -206,7 +207,23 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """Return the message (signature included) as deterministic msgpack."""
-        return packb(self.to_dict())
+        # packb(self.to_dict()) byte for byte (a hypothesis test checks it), without the
+        # copy of to_dict and the sort of the top-level keys: written here in sorted order
+        encoded = _packb(
+            {
+                "id": self.id,
+                "payload": _canonical(self.payload),
+                "recipient": self.recipient,
+                "sender": self.sender,
+                "signature": self.signature,
+                "task_id": self.task_id,
+                "timestamp": self.timestamp,
+                "topics": [canonical(t.to_dict()) for t in self.topics],
+            },
+            use_bin_type=True,
+        )
+        assert isinstance(encoded, bytes)
+        return encoded
 
     @classmethod
     def from_bytes(cls, data: bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Message:
@@ -214,10 +231,130 @@ class Message:
 
         Raises ``DecodeError`` (message starting "Invalid message") for oversize,
         truncated or malformed bytes and for wrong field types; nothing else escapes.
+
+        Bytes as :meth:`to_bytes` writes them take a fast path (one msgpack decode, one
+        walk of the payload, no second validation in ``__post_init__``); anything
+        unusual, valid or not, goes the checked way, so the message or the
+        ``DecodeError`` is always the checked path's (``tests/core/test_core_message_fast.py``).
         """
+        if type(data) is bytes and 0 < len(data) <= max_size:
+            try:
+                value = _unpackb(data, raw=False, strict_map_key=True, timestamp=0)
+            except Exception:  # malformed: the checked path names the error
+                value = None
+            if type(value) is dict and value.keys() == _WIRE_KEYS:
+                try:
+                    return cls._build_fast(value)
+                except _NotFast:
+                    pass
+        return cls._from_bytes_checked(data, max_size=max_size)
+
+    @classmethod
+    def _from_bytes_checked(cls, data: bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Message:
+        """Decode like :meth:`from_bytes`, validating every field through ``__init__``."""
         value = unpackb(data, max_size=max_size, what="message")
         if not isinstance(value, dict):
             raise DecodeError(
                 f"Invalid message bytes: expected a msgpack map, got {type(value).__name__}"
             )
         return cls.from_dict(value)
+
+    @classmethod
+    def _build_fast(cls, data: dict[str, Any]) -> Message:
+        """Build the message of :meth:`from_bytes` from decoded msgpack; raise ``_NotFast``."""
+        sender = data["sender"]
+        recipient = data["recipient"]
+        task_id = data["task_id"]
+        message_id = data["id"]
+        timestamp = data["timestamp"]
+        signature = data["signature"]
+        if (
+            type(sender) is not str
+            or (recipient is not None and type(recipient) is not str)
+            or (task_id is not None and type(task_id) is not str)
+            or type(message_id) is not str
+            or not message_id
+            or (signature is not None and type(signature) is not bytes)
+        ):
+            raise _NotFast
+        # msgpack ints are always within the 64-bit range check_number asks for
+        if (
+            not (type(timestamp) is float and math.isfinite(timestamp))
+            and type(timestamp) is not int
+        ):
+            raise _NotFast
+        raw_topics = data["topics"]
+        if type(raw_topics) is not list:
+            raise _NotFast
+        topics: tuple[Topic, ...] = ()
+        if raw_topics:
+            _check_plain(raw_topics, 1)
+            try:
+                topics = tuple(Topic.from_dict(item) for item in raw_topics)
+            except DecodeError:
+                raise _NotFast from None
+        payload = data["payload"]
+        _check_plain(payload, 1)
+        message = _new_object(cls)
+        # one key at a time, in field order: keeps the compact instance dict of __init__
+        values = message.__dict__
+        values["sender"] = sender
+        values["recipient"] = recipient
+        values["topics"] = topics
+        values["payload"] = payload  # fresh from msgpack: nobody else holds it
+        values["task_id"] = task_id
+        values["id"] = message_id
+        values["timestamp"] = timestamp
+        values["signature"] = signature or None
+        return message
+
+
+class _NotFast(Exception):
+    """Raised inside :meth:`Message._build_fast` for input only the checked path handles."""
+
+
+_WIRE_KEYS = frozenset(
+    ("id", "payload", "recipient", "sender", "signature", "task_id", "timestamp", "topics")
+)
+_new_object = object.__new__
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
+_SCALARS = frozenset((str, bytes, int, float, bool, type(None)))
+_FAST_DEPTH = 60  # below check_value's MAX_DEPTH (64): deeper input takes the checked path
+
+
+def _check_plain(value: object, depth: int) -> None:
+    """Raise ``_NotFast`` unless decoded msgpack ``value`` is what ``check_value`` keeps as is.
+
+    That is ``None``, bool, int, float, str, bytes, lists and dicts with ``str`` keys, not
+    nested too deep (msgpack gives no tuples, bytearrays or out-of-range ints).
+    """
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if depth >= _FAST_DEPTH:
+        raise _NotFast
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise _NotFast
+            if type(item) not in _SCALARS:
+                _check_plain(item, depth + 1)
+    elif kind is list:
+        for item in value:  # type: ignore[attr-defined]
+            if type(item) not in _SCALARS:
+                _check_plain(item, depth + 1)
+    else:
+        raise _NotFast
+
+
+def _canonical(value: Any) -> Any:
+    """Return :func:`canonical` of ``value``, faster for plain dicts, lists and scalars."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _canonical(value[key]) for key in sorted(value)}
+    if kind is list:
+        return [_canonical(item) for item in value]
+    if kind in _SCALARS:
+        return value
+    return canonical(value)
