@@ -24,6 +24,7 @@ __all__ = [
     "context_from_headers",
     "current_trace_headers",
     "messaging_span",
+    "refresh_tracing",
     "tracing_enabled",
 ]
 
@@ -33,10 +34,34 @@ TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 _TRACER = "converge"
 
 
+_UNKNOWN = object()
+_enabled: tuple[object, bool] = (_UNKNOWN, False)  # (the global provider seen, tracing on)
+
+
 def tracing_enabled() -> bool:
-    """Whether the application configured a tracer provider (so spans are recorded)."""
+    """Whether the application configured a tracer provider (so spans are recorded).
+
+    Called several times per message, so the answer is kept until the global provider
+    changes (``set_tracer_provider``, or a test swapping it). OpenTelemetry's
+    ``get_tracer_provider`` reads ``os.environ`` on every call while none is set; a
+    process that sets ``OTEL_PYTHON_TRACER_PROVIDER`` after the first call calls
+    :func:`refresh_tracing`.
+    """
+    seen, enabled = _enabled
+    if seen is not _UNKNOWN and seen is getattr(otel_trace, "_TRACER_PROVIDER", _UNKNOWN):
+        return enabled
+    return refresh_tracing()
+
+
+def refresh_tracing() -> bool:
+    """Work out :func:`tracing_enabled` again from the global provider and the environment."""
+    global _enabled
     provider = otel_trace.get_tracer_provider()
-    return not isinstance(provider, otel_trace.ProxyTracerProvider | otel_trace.NoOpTracerProvider)
+    enabled = not isinstance(
+        provider, otel_trace.ProxyTracerProvider | otel_trace.NoOpTracerProvider
+    )
+    _enabled = (getattr(otel_trace, "_TRACER_PROVIDER", _UNKNOWN), enabled)
+    return enabled
 
 
 def current_trace_headers() -> dict[str, str] | None:

@@ -343,13 +343,17 @@ class Transport(AsyncService):
         Returns ``False`` only when the message could not be queued (queue full or
         transport not running), so an at-least-once backend may redeliver it.
         """
+        message = self._decode(data)
+        return True if message is None else self._deliver(message)
+
+    def _decode(self, data: bytes) -> Message | None:
+        """Decode ``data``; count, log and return ``None`` when it is not a message."""
         try:
-            message = Message.from_bytes(data, max_size=self.max_message_bytes)
+            return Message.from_bytes(data, max_size=self.max_message_bytes)
         except DecodeError as exc:
             self.stats.decode_errors += 1
             logger.warning("%r skipped an undecodable message: %s", self, exc)
-            return True
-        return self._deliver(message)
+            return None
 
     def _deliver(self, message: Message) -> bool:
         """Queue ``message`` if it is for this agent; count and drop it otherwise.

@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 _PLAIN_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _RECENT_TOPIC_IDS = 4096
+_DIRECT_SUBJECTS = 4096  # recipients whose subject is kept (encoding one is a regex match)
 
 
 def subject_token(value: str) -> str:
@@ -123,6 +124,7 @@ class NatsTransport(Transport):
         self._nc: NatsClient | None = None
         self._subs: dict[str, Any] = {}  # subject -> nats subscription
         self._recent_topic_ids: OrderedDict[str, None] = OrderedDict()
+        self._direct_subjects: dict[str, str] = {}  # recipient -> its direct subject
 
     # -- subjects --------------------------------------------------------------
 
@@ -277,13 +279,8 @@ class NatsTransport(Transport):
 
     # -- receiving -------------------------------------------------------------
 
-    def _is_repeat_topic_message(self, data: bytes, subject: str) -> bool:
-        if ".msg.topic." not in subject:
-            return False
-        try:
-            message = Message.from_bytes(data, max_size=self.max_message_bytes)
-        except ValueError:
-            return False
+    def _is_repeat_topic_message(self, message: Message) -> bool:
+        """Whether a message with several topics came already through another topic."""
         if len(message.topics) < 2:
             return False
         if message.id in self._recent_topic_ids:
@@ -294,8 +291,10 @@ class NatsTransport(Transport):
         return False
 
     async def _on_message(self, msg: Any) -> None:
-        data: bytes = msg.data
-        if self._is_repeat_topic_message(data, msg.subject):
+        message = self._decode(msg.data)  # once: the repeat check and delivery share it
+        if message is None:
+            return
+        if ".msg.topic." in msg.subject and self._is_repeat_topic_message(message):
             return
         if tracing_enabled():
             # the sender's trace context came in the headers: the receive is its child
@@ -305,9 +304,9 @@ class NatsTransport(Transport):
                 kind=SpanKind.CONSUMER,
                 context=context_from_headers(msg.headers),
             ):
-                self._deliver_bytes(data)
+                self._deliver(message)
             return
-        self._deliver_bytes(data)
+        self._deliver(message)
 
     async def _on_inbox_message(self, msg: Any) -> None:
         if self._deliver_bytes(msg.data):
@@ -319,7 +318,14 @@ class NatsTransport(Transport):
 
     async def _send(self, message: Message, data: bytes) -> None:
         if message.recipient is not None:
-            subjects = [self.direct_subject(message.recipient)]
+            subject = self._direct_subjects.get(message.recipient)
+            if subject is None:
+                if len(self._direct_subjects) >= _DIRECT_SUBJECTS:
+                    self._direct_subjects.clear()
+                subject = self._direct_subjects[message.recipient] = self.direct_subject(
+                    message.recipient
+                )
+            subjects = [subject]
         elif message.topics:
             subjects = list(dict.fromkeys(self.topic_subject(t.namespace) for t in message.topics))
         else:
