@@ -217,14 +217,19 @@ class StreamAdmin:
         )
 
     async def stream_state(self, kind: str) -> api.StreamState | None:
-        """Return the state of ``kind``'s stream, ``None`` when it does not exist."""
+        """Return the state of ``kind``'s stream, ``None`` when it does not exist.
+
+        Asked again at once when the connection is lost and back before the answer.
+        """
         jsm = self._conn.jsm
         assert jsm is not None
         name = self._conn.opts.spec(kind).name
 
         async def lookup() -> api.StreamState | None:
             try:
-                info = await jsm.stream_info(name)
+                info = await self._conn.resend_on_reconnect(
+                    lambda: jsm.stream_info(name), f"a state query of {name}"
+                )
             except APIError as exc:
                 if exc.err_code == ERR_STREAM_NOT_FOUND:
                     if not self._conn.opts.create_streams:
@@ -282,13 +287,17 @@ class StreamAdmin:
         return deleted
 
     async def get_msg(self, kind: str, **request: Any) -> StoredMsg | None:
-        """Look up one stored message of ``kind``'s stream on its leader."""
+        """Look up one stored message of ``kind``'s stream on its leader.
+
+        Sent again at once when the connection is lost and back before the answer.
+        """
         nc = await self._conn.ready()
         opts = self._conn.opts
         name = opts.spec(kind).name
+        lookup = functools.partial(get_msg, nc, name, opts.api_timeout_sec, **request)
         return await self._ride_out(
             f"message lookup on {name}",
-            functools.partial(get_msg, nc, name, opts.api_timeout_sec, **request),
+            lambda: self._conn.resend_on_reconnect(lookup, f"a lookup on {name}"),
         )
 
     async def last_sequence(self, *, stream: str, subject: str | None = None) -> int:

@@ -1,3 +1,4 @@
+# Over 400 lines: one append's whole path (publish, ack, resend, conflict lookup), kept together.
 """Appends to the JetStream event log: publish, acknowledgement, retry, conflict.
 
 Appends send the event id as ``Nats-Msg-Id`` (dedupe) and, with an expected
@@ -13,6 +14,12 @@ original expected version, is refused with "wrong last sequence" (err_code
 subject's messages after the expected sequence for the same event id and returns
 that record if it is there; only otherwise is it a
 :class:`~converge.errors.ConcurrencyError`.
+
+A publish written to a connection that is then lost (a broker killed or restarted)
+gets no acknowledgement. Rather than wait out ``publish_timeout_sec``, the appends
+sent before a disconnect are resent, with the same ``Nats-Msg-Id``, as soon as the
+connection is back (:meth:`Appender.reconnected`); appends made during the outage are
+buffered by nats-py and flushed on reconnect, so they are not resent.
 """
 
 from __future__ import annotations
@@ -70,6 +77,10 @@ _IN_PROCESS_RETRIES = 20
 _Prepared = tuple[Event, str, str, bytes, dict[str, str], int | None]
 
 
+class _SentOnLostConnection(Exception):
+    """The publish went out on a connection lost since: resend it (same id)."""
+
+
 class Appender:
     """The write side of one log: single and pipelined appends, settled one by one."""
 
@@ -88,6 +99,7 @@ class Appender:
         self._ack_sub: Any = None
         self._ack_counter = 0
         self._acks: dict[str, asyncio.Future[Msg]] = {}
+        self._in_doubt: set[str] = set()  # tokens sent before the last disconnect
 
     # -- acknowledgement inbox ------------------------------------------------------------
 
@@ -110,6 +122,20 @@ class Appender:
                 fut.set_exception(error)
                 fut.exception()  # retrieved: nobody may await it any more
         self._acks.clear()
+
+    def disconnected(self) -> None:
+        """The connection is lost: what it carried unacknowledged may never be answered."""
+        self._in_doubt.update(self._acks)
+
+    def reconnected(self) -> None:
+        """The connection is back: resend now what was sent before the disconnect."""
+        lost = _SentOnLostConnection()
+        for token in self._in_doubt:
+            fut = self._acks.pop(token, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(lost)
+                fut.exception()  # retrieved here; its awaiter still gets it
+        self._in_doubt.clear()
 
     async def _on_ack(self, msg: Msg) -> None:
         fut = self._acks.pop(msg.subject[len(self._ack_prefix) + 1 :], None)
@@ -233,7 +259,10 @@ class Appender:
     async def _await_ack(
         self, nc: NatsClient, event: Event, full: str, body: bytes, headers: dict[str, str]
     ) -> Msg | None:
-        """Publish once and wait for the ack; ``None`` when it timed out (retry)."""
+        """Publish once and wait for the ack; ``None`` when it timed out (retry).
+
+        Raises :class:`_SentOnLostConnection` when the connection was lost and is back.
+        """
         token, fut = await self._send(nc, full, body, headers)
         try:
             async with asyncio.timeout(self._conn.opts.publish_timeout_sec):
@@ -258,7 +287,11 @@ class Appender:
         unavailable_until: float | None = None
         while True:
             if done is None:
-                maybe = await self._await_ack(nc, event, full, body, headers)
+                lost = False
+                try:
+                    maybe = await self._await_ack(nc, event, full, body, headers)
+                except _SentOnLostConnection:
+                    maybe, lost = None, True
                 if maybe is None:
                     timeouts += 1
                     if timeouts > opts.publish_retries:
@@ -267,10 +300,12 @@ class Appender:
                             f"{timeouts} attempts of {opts.publish_timeout_sec}s; it may be "
                             "stored: append the same event again (it is stored once)"
                         ) from None
-                    logger.warning(
-                        "publish of event %s to %s timed out; retrying with the same id",
+                    logger.log(
+                        logging.INFO if lost else logging.WARNING,
+                        "publish of event %s to %s %s; retrying with the same id",
                         event.id,
                         subject,
+                        "went out on a lost connection" if lost else "timed out",
                         extra={"stream": kind},
                     )
                     continue

@@ -141,7 +141,9 @@ class BrokerConfig(BaseModel):
     max_outstanding_pings: int = Field(default=3, ge=1)
     allow_reconnect: bool = True
     max_reconnect_attempts: int = Field(default=-1, ge=-1)  # -1: forever
-    reconnect_time_wait_sec: float = Field(default=1.0, ge=0)  # nats-py adds its jitter
+    # Between attempts on one server. Short, so a restarted broker is found again well
+    # within a second (nats-py sleeps the whole wait after each failed attempt).
+    reconnect_time_wait_sec: float = Field(default=0.25, ge=0)
     pending_size_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
 
     @field_validator("servers", mode="before")

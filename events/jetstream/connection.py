@@ -16,6 +16,7 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import nats.errors
 from nats.js import JetStreamContext
@@ -29,6 +30,8 @@ from events.jetstream.streams import StreamSettings, StreamSpec
 __all__ = ["LogConnection", "LogOptions", "LogState"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class LogState(enum.Enum):
@@ -74,7 +77,8 @@ class LogConnection:
     ``start_log`` is the log's own ``start()``: :meth:`ready` calls it for a log
     that was never started (operations start a new log on first use).
     ``on_closed`` runs when nats-py closes an owned connection for good,
-    ``on_reconnected`` when an owned connection is back after a disconnect.
+    ``on_disconnected`` when an owned connection is lost (nats-py starts reconnecting),
+    ``on_reconnected`` when it is back after a disconnect.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class LogConnection:
         start_log: Callable[[], Awaitable[None]],
         on_closed: Callable[[ClosedError], None],
         on_reconnected: Callable[[], None] = lambda: None,
+        on_disconnected: Callable[[], None] = lambda: None,
     ) -> None:
         self.opts = opts
         self.config = config
@@ -98,6 +103,8 @@ class LogConnection:
         self._start_log = start_log
         self._on_closed_cb = on_closed
         self._on_reconnected_cb = on_reconnected
+        self._on_disconnected_cb = on_disconnected
+        self._back = asyncio.Event()  # set (and replaced) at each reconnect
 
     def is_open(self) -> bool:
         """Whether the log is started on a live connection."""
@@ -137,11 +144,37 @@ class LogConnection:
     async def _on_disconnect(self) -> None:
         if self.state is LogState.STARTED:
             logger.warning("event log %s disconnected from NATS", self.opts.namespace)
+            self._on_disconnected_cb()
 
     async def _on_reconnect(self) -> None:
         if self.state is LogState.STARTED:
             logger.warning("event log %s reconnected to NATS", self.opts.namespace)
+            back, self._back = self._back, asyncio.Event()
+            back.set()
             self._on_reconnected_cb()
+
+    async def resend_on_reconnect(self, request: Callable[[], Awaitable[T]], what: str) -> T:
+        """Await ``request()``; when the connection comes back meanwhile, send it again.
+
+        For idempotent requests (lookups): a request that went out on a lost connection
+        is never answered and would wait out its whole timeout after the broker is back.
+        """
+        while True:
+            back = self._back
+            attempt = asyncio.ensure_future(request())
+            waiter = asyncio.ensure_future(back.wait())
+            try:
+                await asyncio.wait({attempt, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                if not attempt.done():
+                    attempt.cancel()
+            # the attempt may have been answered meanwhile: use it then
+            await asyncio.wait({attempt}, timeout=self.opts.api_timeout_sec)
+            answered = attempt.done() and not attempt.cancelled()
+            if answered and (attempt.exception() is None or not back.is_set()):
+                return attempt.result()
+            logger.info("event log %s: resending %s after a reconnect", self.opts.namespace, what)
 
     async def _on_closed(self) -> None:
         """Fail what waits on an owned connection that nats-py closed for good."""

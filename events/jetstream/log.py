@@ -99,6 +99,7 @@ class JetStreamEventLog(AsyncService):
             start_log=self.start,
             on_closed=self._on_closed,
             on_reconnected=self._on_reconnected,
+            on_disconnected=self._on_disconnected,
         )
         self._admin = StreamAdmin(self._conn)
         self._decoder = RecordDecoder(self._opts)
@@ -286,8 +287,16 @@ class JetStreamEventLog(AsyncService):
         self._appender.fail_pending(error)
         self._subscriber.fail_all(error)
 
+    def _on_disconnected(self) -> None:
+        """An owned connection is lost: appends sent on it may never be acknowledged."""
+        self._appender.disconnected()
+
     def _on_reconnected(self) -> None:
-        """An owned connection is back: recreate the live subscriptions' consumers now."""
+        """An owned connection is back: resend the appends the lost connection carried
+        (same ids, stored once), restart the consumers of reads in progress and recreate
+        the live subscriptions' consumers now."""
+        self._appender.reconnected()
+        self._reader.reconnected()
         self._subscriber.recover_all()
 
     async def stop(self) -> None:

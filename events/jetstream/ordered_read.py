@@ -20,9 +20,11 @@ States of an :class:`OrderedRead` (``run()`` moves between them)::
      └─────────(reopened)─── OPEN <────┘
 
 A consumer sequence out of order, a heartbeat's ``Nats-Last-Consumer`` ahead of
-what arrived, or heartbeats missing for two intervals restart the consumer
-after the last stream sequence read. A full buffer holds back the flow-control
-reply, so the server pauses until the reader catches up.
+what arrived, heartbeats missing for two intervals, or a reconnect of the log's
+connection (:meth:`OrderedRead.reconnected`: the broker may have restarted without
+the consumer) restart the consumer after the last stream sequence read. A full
+buffer holds back the flow-control reply, so the server pauses until the reader
+catches up.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import datetime as dt
 import enum
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import nats.errors
@@ -144,8 +146,10 @@ class OrderedRead:
         start_seq: int | None = None,
         start_time: float | None = None,
         end_time: float | None = None,
+        resend: Callable[[Callable[[], Awaitable[int]], str], Awaitable[int]] | None = None,
     ) -> None:
         self._nc = nc
+        self._resend = resend
         self._loop = asyncio.get_running_loop()
         self._router = router
         self._filter = filter_subject
@@ -209,6 +213,12 @@ class OrderedRead:
             logger.debug("read of %s holds back flow control", self._stream)
         return answer
 
+    def reconnected(self) -> None:
+        """The connection is back after a disconnect: restart the consumer now."""
+        if self.phase is not Phase.DONE:
+            self._gap = True
+            self._wake()
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -257,7 +267,14 @@ class OrderedRead:
             config = read_consumer_config(
                 self._consumer, inbox, self._filter, self._heartbeat_sec, self._resume, None
             )
-        pending = await create_consumer(self._nc, self._stream, config, self._api_timeout_sec)
+
+        def create() -> Awaitable[int]:
+            return create_consumer(self._nc, self._stream, config, self._api_timeout_sec)
+
+        if self._resend is None:
+            pending = await create()
+        else:  # a request lost with the connection is sent again once it is back
+            pending = await self._resend(create, f"the read consumer of {self._stream}")
         self._last_activity = self._loop.time()
         return Phase.WAIT if pending > 0 else Phase.DONE  # DONE: nothing matches
 

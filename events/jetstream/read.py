@@ -35,6 +35,12 @@ class Reader:
         self._admin = admin
         self._decoder = decoder
         self.active: set[Any] = set()  # consumer subscriptions of reads in progress
+        self._reads: set[OrderedRead] = set()
+
+    def reconnected(self) -> None:
+        """The connection is back: reads in progress restart their consumers now."""
+        for read in self._reads:
+            read.reconnected()
 
     async def stop(self) -> None:
         """Unsubscribe the consumers of reads in progress (they then raise ClosedError)."""
@@ -113,13 +119,17 @@ class Reader:
                 start_seq=start_seq,
                 start_time=start_time,
                 end_time=end_time,
+                resend=self._conn.resend_on_reconnect,
             )
+            self._reads.add(fast)
             try:
                 async for batch in fast.run():
                     yield batch
                 return
             except FastPathUnavailable as exc:  # raised before any batch was handed on
                 disable_router(nc, str(exc))
+            finally:
+                self._reads.discard(fast)
         js = self._conn.js
         assert js is not None
         stock = StockRead(
