@@ -1,9 +1,14 @@
-"""Live subscriptions after a broker restart: their consumers are recreated at once."""
+"""After a broker restart: live subscriptions' consumers are recreated at once, and
+appends and lookups lost with the old connection are sent again at once."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from pathlib import Path
 
+import nats.errors
 import pytest
 
 import events
@@ -55,4 +60,51 @@ async def test_a_subscription_sees_new_events_soon_after_a_broker_restart(
     finally:
         await reader.close()
         await writer.close()
+        await server.stop()
+
+
+LONG_SEC = 120.0  # publish and API timeouts: only a resend at the reconnect answers sooner
+RESENT_WITHIN_SEC = 60.0
+
+
+@pytest.mark.asyncio
+async def test_an_append_and_a_lookup_lost_with_the_broker_are_sent_again_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "nats"
+    server = EmbeddedNatsServer(data_dir=data_dir, start_timeout_sec=60)  # a loaded machine
+    await server.start()
+    port = server.port
+    config = events.BrokerConfig(servers=[server.url], reconnect_time_wait_sec=0.1)
+    log = await JetStreamEventLog.connect(
+        config=config,
+        namespace="resend",
+        publish_timeout_sec=LONG_SEC,
+        publish_retries=1,
+        api_timeout_sec=LONG_SEC,
+    )
+    try:
+        first = await log.append(task_event(), subject="tasks.a")
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)  # takes the bytes, answers nothing
+        append = asyncio.create_task(
+            log.append(task_event(), subject="tasks.b", expected_version=0)
+        )
+        lookup = asyncio.create_task(log.last_sequence(stream="tasks", subject="tasks.a"))
+        # Push both requests onto the socket: the frozen server never answers the PING.
+        nc = log._conn.nc  # the log's own connection (its reconnect hooks are the subject)
+        assert nc is not None
+        with pytest.raises(nats.errors.TimeoutError):
+            await nc.flush(timeout=1)
+        assert not append.done() and not lookup.done()
+        await server.kill()
+        server = EmbeddedNatsServer(data_dir=data_dir, port=port, start_timeout_sec=60)
+        await server.start()
+        async with asyncio.timeout(RESENT_WITHIN_SEC):
+            stored = await append
+            assert await lookup == first.sequence
+        assert stored.sequence == 2
+        assert [r.subject async for r in log.read(stream="tasks")] == ["tasks.a", "tasks.b"]
+    finally:
+        await log.close()
         await server.stop()
