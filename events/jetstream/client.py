@@ -185,7 +185,8 @@ class PlainTextRefusedError(nats.errors.Error):
 
 
 class _TlsGuardClient(NatsClient):
-    """A nats-py client that never sends CONNECT in plain text when TLS is required.
+    """A nats-py client that never sends CONNECT in plain text when TLS is required
+    (and never leaks the socket of a failed reconnect attempt, below).
 
     nats-py upgrades to TLS only when the server's INFO says ``tls_required``, even for a
     ``tls://`` URL, so a plain server (or an impostor) would receive the credentials in
@@ -194,6 +195,17 @@ class _TlsGuardClient(NatsClient):
     """
 
     require_tls = False
+
+    async def _connect_to_server(self, s: Any) -> None:
+        # nats-py 2.16 reuses its transport object for each reconnect attempt without
+        # closing the socket of an attempt whose handshake failed (a port that accepts
+        # while the server behind it is down: docker's proxy, a restarting server); the
+        # leaked socket is a ResourceWarning later. Close it before the next attempt.
+        transport = self._transport
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.close()  # type: ignore[no-untyped-call]
+        await super()._connect_to_server(s)
 
     async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
         server = self._current_server
