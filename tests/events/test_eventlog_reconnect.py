@@ -4,8 +4,10 @@ appends and lookups lost with the old connection are sent again at once."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import nats.errors
@@ -13,6 +15,7 @@ import pytest
 
 import events
 from events.jetstream import JetStreamEventLog
+from events.jetstream.client import connect_nats
 from events.server import EmbeddedNatsServer
 from events.testing import Collector, task_event
 
@@ -87,6 +90,8 @@ async def test_an_append_and_a_lookup_lost_with_the_broker_are_sent_again_when_i
         first = await log.append(task_event(), subject="tasks.a")
         assert server.pid is not None
         os.kill(server.pid, signal.SIGSTOP)  # takes the bytes, answers nothing
+        # until it is stopped for sure (the server is this process's child)
+        await asyncio.to_thread(os.waitid, os.P_PID, server.pid, os.WSTOPPED | os.WNOWAIT)
         append = asyncio.create_task(
             log.append(task_event(), subject="tasks.b", expected_version=0)
         )
@@ -107,4 +112,46 @@ async def test_an_append_and_a_lookup_lost_with_the_broker_are_sent_again_when_i
         assert [r.subject async for r in log.read(stream="tasks")] == ["tasks.a", "tasks.b"]
     finally:
         await log.close()
+        await server.stop()
+
+
+@pytest.mark.asyncio
+async def test_failed_reconnect_attempts_leave_no_socket_open(tmp_path: Path) -> None:
+    """A port that accepts and hangs up at once (docker's proxy while the server behind it
+    restarts): every failed attempt's socket is closed, none is left to the collector."""
+    server = EmbeddedNatsServer(data_dir=tmp_path / "nats", start_timeout_sec=60)
+    await server.start()
+    port = server.port
+    failures = 0
+    enough = asyncio.Event()
+
+    async def on_error(exc: Exception) -> None:
+        nonlocal failures
+        failures += 1
+        if failures >= 5:
+            enough.set()
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    config = events.BrokerConfig(servers=[server.url], reconnect_time_wait_sec=0.01)
+    nc = await connect_nats(config, error_cb=on_error)
+    proxy: asyncio.Server | None = None
+    try:
+        # (plain nats-py 2.16 leaks one socket per failed attempt here)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            await server.kill()
+            proxy = await asyncio.start_server(hang_up, "127.0.0.1", port)
+            async with asyncio.timeout(60):
+                await enough.wait()
+            await nc.close()
+            gc.collect()
+        assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    finally:
+        if not nc.is_closed:
+            await nc.close()
+        if proxy is not None:
+            proxy.close()
+            await proxy.wait_closed()
         await server.stop()
