@@ -1,3 +1,4 @@
+# Over 400 lines: the backend's one public class, its settings and the wiring of its parts.
 """The :class:`JetStreamEventLog`: one object over the parts of the JetStream backend.
 
 The log owns a :class:`~events.jetstream.connection.LogConnection` and hands it
