@@ -8,9 +8,11 @@ Prints tasks/s for:
 * ``TaskManager.submit`` gathered ``--concurrency`` at a time, unsigned;
 * the same, signed by a service key (``EventSigner``: one Ed25519 signature per event);
 
-and the ratio of each to raw. The rounds alternate raw and converge, so a change of
-load on the shared machine hits both alike; the ratio is the median of the rounds'
-ratios (each round's converge figure over the same round's raw figure).
+and the ratio of each to raw; also this process's CPU time per task of each (the server
+runs in another process), the steadier figure on a loaded machine. The rounds alternate
+raw and converge, so a change of load on the shared machine hits both alike; the ratio
+is the median of the rounds' ratios (each round's converge figure over the same round's
+raw figure).
 
     python benchmarks/bench_submit.py                       # starts an embedded nats-server
     python benchmarks/bench_submit.py --tasks 10000 --rounds 5 --url nats://127.0.0.1:4222
@@ -37,7 +39,7 @@ def make_tasks(n: int) -> list[Task]:
     return [Task("bench", {"i": i}) for i in range(n)]
 
 
-async def raw_round(nc: nats.NATS, n: int, concurrency: int) -> float:
+async def raw_round(nc: nats.NATS, n: int, concurrency: int) -> tuple[float, float]:
     namespace = f"raw{uuid.uuid4().hex[:8]}"
     await ensure_stream(nc.jsm(), StreamSettings().spec(namespace, "tasks"))
     js = nc.jetstream()
@@ -48,13 +50,13 @@ async def raw_round(nc: nats.NATS, n: int, concurrency: int) -> float:
         headers[HDR_EXPECTED_SUBJECT_SEQ] = "0"
         await js.publish(f"{namespace}.tasks.{task.id}", body, headers=headers)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for base in range(0, n, concurrency):
         await asyncio.gather(*(publish(t) for t in tasks[base : base + concurrency]))
-    return n / (time.perf_counter() - started)
+    return n / (time.perf_counter() - started), (time.process_time() - cpu) / n
 
 
-async def submit_round(url: str, n: int, concurrency: int, *, signed: bool) -> float:
+async def submit_round(url: str, n: int, concurrency: int, *, signed: bool) -> tuple[float, float]:
     signer = EventSigner.from_identity(Identity.generate()) if signed else None
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     async with (
@@ -62,18 +64,23 @@ async def submit_round(url: str, n: int, concurrency: int, *, signed: bool) -> f
         TaskManager(log) as tm,
     ):
         tasks = make_tasks(n)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for base in range(0, n, concurrency):
             await asyncio.gather(*(tm.submit(t) for t in tasks[base : base + concurrency]))
         rate = n / (time.perf_counter() - started)
+        cpu = (time.process_time() - cpu) / n
         assert len(tm.projection.tasks) == n, len(tm.projection.tasks)
-        return rate
+        return rate, cpu
 
 
 async def main(url: str | None, n: int, concurrency: int, rounds: int, signed: bool) -> None:
     async with EmbeddedNatsServer() if url is None else _NoServer(url) as server:
         nc = await nats.connect(server.url)
-        figures: dict[str, list[float]] = {"raw": [], "submit": [], "submit signed": []}
+        figures: dict[str, list[tuple[float, float]]] = {
+            "raw": [],
+            "submit": [],
+            "submit signed": [],
+        }
         try:
             # warm-up (stream creation paths, imports) outside the figures
             await raw_round(nc, 500, concurrency)
@@ -90,17 +97,22 @@ async def main(url: str | None, n: int, concurrency: int, rounds: int, signed: b
         finally:
             await nc.close()
     print(f"{n} tasks per round, gathered {concurrency} at a time, {rounds} alternating rounds")
+    med = statistics.median
+    cpu = {key: med(c for _, c in runs) * 1e6 for key, runs in figures.items() if runs}
     for key, runs in figures.items():
         if runs:
-            shown = ", ".join(f"{x:,.0f}" for x in runs)
-            print(f"  {key:<14} median {statistics.median(runs):>8,.0f} tasks/s   (runs: {shown})")
+            shown = ", ".join(f"{x:,.0f}" for x, _ in runs)
+            print(
+                f"  {key:<14} median {med(x for x, _ in runs):>8,.0f} tasks/s"
+                f" {cpu[key]:>5.0f} us CPU/task   (runs: {shown})"
+            )
     for key in ("submit", "submit signed"):
         if figures[key]:
-            ratios = [c / r for c, r in zip(figures[key], figures["raw"], strict=True)]
+            ratios = [c / r for (c, _), (r, _) in zip(figures[key], figures["raw"], strict=True)]
             shown = ", ".join(f"{x:.2f}" for x in ratios)
             print(
-                f"  ratio {key} / raw pipelined: {statistics.median(ratios):.2f}x"
-                f"   (rounds: {shown})"
+                f"  ratio {key} / raw pipelined: {med(ratios):.2f}x"
+                f"   (rounds: {shown}); CPU per task raw / {key}: {cpu['raw'] / cpu[key]:.2f}"
             )
 
 

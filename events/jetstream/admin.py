@@ -97,6 +97,10 @@ class StreamAdmin:
         """Provision ``kind`` again on next use (its stream was deleted behind our back)."""
         self._ready_kinds.discard(kind)
 
+    def is_ready(self, kind: str) -> bool:
+        """Whether ``kind``'s stream was provisioned on this connection already."""
+        return kind in self._ready_kinds
+
     async def ensure_kind(self, kind: str) -> str:
         """Provision ``kind``'s stream once per connection; return its name."""
         spec = self._conn.opts.spec(kind)

@@ -180,7 +180,8 @@ class Appender:
     def _prepare(
         self, event: Event, subject: str, expected: int | None, *, span: bool = True
     ) -> _Prepared:
-        validate_subject(subject)
+        if span:  # span=False: append() validated the subject already
+            validate_subject(subject)
         if span and tracing_enabled():
             # one span per event of a batch, its context written into the event's headers
             full = f"{self._conn.opts.namespace}.{subject}"
@@ -203,7 +204,12 @@ class Appender:
         expected = check_expected(expected_version)
         validate_subject(subject)
         nc = await self._conn.ready()
-        await self._admin.ensure_kind(kind_of(subject))
+        admin = self._admin
+        kind = kind_of(subject)
+        if not admin.is_ready(kind):
+            await admin.ensure_kind(kind)
+        if not tracing_enabled():  # no span: skip the context manager on the hot path
+            return await self._settle(nc, self._prepare(event, subject, expected, span=False), None)
         full = f"{self._conn.opts.namespace}.{subject}"
         with messaging_span("publish", full, message_id=event.id):
             prepared = self._prepare(event, subject, expected, span=False)
