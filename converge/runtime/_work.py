@@ -196,6 +196,16 @@ class WorkRunner:
         self._attempts.discard(attempt)
         self._handling.pop(attempt, None)
         self._slots.release()
+        if not attempt.cancelled() and (exc := attempt.exception()) is not None:
+            # A bug, not a refusal: say so; the slot is free and the worker goes on.
+            logger.error(
+                "worker %s: %s ended with %r",
+                self.worker.id,
+                attempt.get_name(),
+                exc,
+                exc_info=exc,
+                extra={"agent_id": self.worker.id},
+            )
 
     async def _next_candidate(self) -> Task | None:
         while self._intake:
@@ -214,7 +224,7 @@ class WorkRunner:
         try:
             with task_span(self.tasks, "claim", task.id, self.worker.id):
                 won = await self.tasks.claim(self.worker.id, task.id)
-        except ConvergeError as exc:
+        except (ConvergeError, OSError, TimeoutError) as exc:  # the task stays claimable
             logger.warning("worker %s: claim of %s failed: %s", self.worker.id, task.id, exc)
             return
         finally:

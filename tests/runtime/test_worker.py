@@ -367,3 +367,31 @@ async def test_a_decide_agent_keeps_the_claims_it_holds_while_alive() -> None:
             assert await tm.release_expired_claims() == []
             assert tm.get_task(task_id).assigned_to == agent.id  # type: ignore[union-attr]
         assert tm.get_task(task_id).state is TaskState.PENDING  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_a_claim_that_breaks_unexpectedly_is_logged_and_the_worker_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with MemoryEventLog() as log, TaskManager(log) as tm:
+        claim = tm.claim
+        breaks: list[BaseException] = [RuntimeError("bug in a claim"), OSError("socket gone")]
+
+        async def breaking_claim(agent_id: str, task_id: str) -> bool:
+            if breaks:
+                raise breaks.pop(0)
+            return await claim(agent_id, task_id)
+
+        tm.claim = breaking_claim  # type: ignore[method-assign]
+        worker = Upper(max_concurrency=1)
+        async with running(worker, tm):
+            ids = [
+                await tm.submit(Task("up", {"text": f"t{i}"}, required_capabilities=["text"]))
+                for i in range(3)
+            ]
+            done = [await tm.wait(task_id, timeout=WAIT) for task_id in ids]
+        assert [t.state for t in done] == [TaskState.COMPLETED] * 3
+        assert not breaks
+        ours = [r for r in caplog.records if r.name.startswith("converge.")]
+        assert any(r.levelname == "ERROR" and "bug in a claim" in r.getMessage() for r in ours)
+        assert any(r.levelname == "WARNING" and "socket gone" in r.getMessage() for r in ours)
