@@ -81,6 +81,11 @@ class _SentOnLostConnection(Exception):
     """The publish went out on a connection lost since: resend it (same id)."""
 
 
+def _expire(fut: asyncio.Future[Msg]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 class Appender:
     """The write side of one log: single and pipelined appends, settled one by one."""
 
@@ -270,14 +275,19 @@ class Appender:
         Raises :class:`_SentOnLostConnection` when the connection was lost and is back.
         """
         token, fut = await self._send(nc, full, body, headers)
+        # one timer that fails the future, cheaper than an asyncio.timeout scope per append
+        timer = asyncio.get_running_loop().call_later(
+            self._conn.opts.publish_timeout_sec, _expire, fut
+        )
         try:
-            async with asyncio.timeout(self._conn.opts.publish_timeout_sec):
-                return await fut
+            return await fut
         except TimeoutError:
             self._forget(token, fut)
             if self._conn.is_closed():
                 raise self._conn.closed_error() from None
             return None
+        finally:
+            timer.cancel()
 
     async def _settle(
         self, nc: NatsClient, item: _Prepared, done: asyncio.Future[Msg] | None
