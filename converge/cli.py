@@ -294,9 +294,12 @@ def projections_status(
     namespace: NamespaceOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Print the projections' counts and positions against the streams' last sequences."""
+    """Print what running processes report of their projections: position, lag, report age.
+
+    Also the counts of a rebuild in this process, as ``projections rebuild`` prints them.
+    """
     cfg = setup(config, nats_url=url, namespace=namespace, data_dir=data_dir)
-    summary = execute(lambda: inspect.projection_summary(cfg, None, progress=False))
+    summary = execute(lambda: inspect.projection_summary(cfg, None, progress=False, live=True))
     summary["up_to_date"] = all(
         summary["position"].get(k, 0) == v for k, v in summary["stream_last_seq"].items()
     )

@@ -35,6 +35,7 @@ from converge.core.store import AsyncStore, Store
 from converge.errors import ConcurrencyError, ConfigError
 from converge.lifecycle import AsyncService
 from converge.observability.otel import instruments, watch_projection
+from converge.observability.positions import PositionReporter, position_reporter
 from events import Event, EventLog, MemoryEventLog, RecordedEvent, StoreEventLog
 from events.subjects import kind_of
 from projections.base import Projection
@@ -91,6 +92,7 @@ class ProjectedService(AsyncService, Generic[P]):
         watch_projection(self._runner)
         self._sync_timeout = float(sync_timeout_sec)
         self._start_lock = asyncio.Lock()
+        self._reporter: PositionReporter | None = None
         self._entity_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self.max_attempts = max_attempts
         """Attempts of one command (the first and its retries after lost races)."""
@@ -140,6 +142,9 @@ class ProjectedService(AsyncService, Generic[P]):
             if self._owns_log:
                 await self._log.start()
             await self._runner.start()
+            self._reporter = position_reporter(self._log, self._runner)
+            if self._reporter is not None:
+                await self._reporter.start()
 
     async def stop(self) -> None:
         """Stop following (writing a last snapshot); close a private log. Idempotent.
@@ -147,7 +152,10 @@ class ProjectedService(AsyncService, Generic[P]):
         Re-raises a background failure of the runner.
         """
         async with self._start_lock:
+            reporter, self._reporter = self._reporter, None
             try:
+                if reporter is not None:
+                    await reporter.stop()
                 await self._runner.stop()
             finally:
                 if self._owns_log:

@@ -98,6 +98,7 @@ async def run_agents(
     await pm.start()
     runtimes: list[AgentRuntime] = []
     transports: list[Any] = []
+    discovery_service: Any = None
     try:
         if pm.get_pool(cfg.pool_id) is None:
             with contextlib.suppress(ConvergeError):  # created concurrently by another process
@@ -180,6 +181,8 @@ async def run_agents(
             await runtime.stop()
         for transport in transports:  # those no runtime started (idempotent for the rest)
             await transport.stop()
+        if discovery_service is not None:  # the networks start it and leave it running
+            await discovery_service.stop()
         await pm.stop()
         await tm.stop()
 

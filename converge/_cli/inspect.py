@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -139,12 +140,18 @@ async def _follow(
 
 
 async def projection_summary(
-    cfg: ConvergeConfig, as_of: int | float | None, *, progress: bool = True
+    cfg: ConvergeConfig,
+    as_of: int | float | None,
+    *,
+    progress: bool = True,
+    live: bool = False,
 ) -> dict[str, Any]:
     """Rebuild the task and pool projections (up to ``as_of``) and summarise them.
 
     ``as_of``: an int stream sequence (each stream) or a float Unix time. With
     ``progress`` a bar with rate and ETA shows on stderr while events are folded.
+    With ``live`` the summary adds the positions running processes report
+    (:func:`live_positions`).
     """
     from converge.security import EventSecurity
     from projections import PoolProjection, TaskProjection
@@ -182,7 +189,8 @@ async def projection_summary(
                 undecodable = log.skipped_events - before
                 skipped[kind] = undecodable + projection.skipped_by_stream.get(kind, 0)
             bar.update(done, done)
-    return {
+        processes = await live_positions(log) if live else None
+    summary: dict[str, Any] = {
         "namespace": cfg.namespace,
         "as_of": as_of,
         "tasks": {
@@ -199,6 +207,57 @@ async def projection_summary(
         "recent_skips": [s.to_dict() for p in (tasks, pools) for s in p.recent_skips],
         "signatures": security.summary(),
     }
+    if processes is not None:
+        summary["processes"] = processes
+        if not processes:
+            summary["processes_note"] = "no running process reports its projection positions"
+    return summary
+
+
+async def live_positions(log: EventLog) -> list[dict[str, Any]]:
+    """Per reporting process and projection: position, stream ends, lag, report age, state.
+
+    ``state`` is ``live``, ``stale`` (no report for three reporting intervals: the
+    process hangs or died without stopping) or ``stopped``. Reads only.
+    """
+    from converge.observability.positions import read_positions
+
+    nc = getattr(log, "connection", None)
+    if nc is None:
+        return []
+    now = time.time()
+    ends: dict[str, int] = {}
+    out: list[dict[str, Any]] = []
+    for report in await read_positions(nc, log.namespace):
+        position = report.get("position")
+        if not isinstance(position, dict):
+            continue
+        last: dict[str, int] = {}
+        for stream in position:
+            if stream not in ends:
+                try:
+                    ends[stream] = await log.last_sequence(stream=stream)
+                except ConvergeError:
+                    ends[stream] = 0
+            last[stream] = ends[stream]
+        at = float(report.get("at", 0.0) or 0.0)  # type: ignore[arg-type]
+        interval = float(report.get("interval_sec", 5.0) or 5.0)  # type: ignore[arg-type]
+        age = max(0.0, now - at)
+        state = "stopped" if report.get("stopped") else "stale" if age > 3 * interval else "live"
+        out.append(
+            {
+                "process": report.get("process"),
+                "host": report.get("host"),
+                "pid": report.get("pid"),
+                "projection": report.get("projection"),
+                "position": position,
+                "stream_last_seq": last,
+                "lag": sum(max(0, last[k] - int(v)) for k, v in position.items()),
+                "report_age_sec": round(age, 1),
+                "state": state,
+            }
+        )
+    return out
 
 
 def _jetstream(log: EventLog) -> JetStreamEventLog:

@@ -34,7 +34,7 @@ from nats.js.kv import KeyValue
 from converge.errors import ConvergeError, ConvergeTimeoutError, TransportError
 from events.jetstream.client import NatsClient
 
-__all__ = ["KVBucket", "close_connection"]
+__all__ = ["KVBucket", "close_connection", "read_bucket"]
 
 _LIST_BATCH = 256
 _LIST_PROBE_SEC = 0.5
@@ -200,6 +200,30 @@ def _removed(msg: Msg) -> bool:
     """Whether ``msg`` is a delete or purge marker rather than a value."""
     headers = msg.headers or {}
     return headers.get("KV-Operation") in _REMOVED_OPS or "Nats-Marker-Reason" in headers
+
+
+async def read_bucket(nc: NatsClient, bucket: str, *, timeout_sec: float = 5.0) -> dict[str, bytes]:
+    """Every live key of ``bucket`` and its value; ``{}`` when the bucket does not exist.
+
+    Creates nothing on the broker (no bucket, no consumer): the keys come from the
+    stream's per-subject counts, the values from plain gets.
+    """
+    js = nc.jetstream(timeout=timeout_sec)
+    prefix = f"$KV.{bucket}."
+    with _mapped(f"KV bucket {bucket!r}: read", timeout_sec):
+        try:
+            info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+            kv = await js.key_value(bucket)
+        except (nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
+            return {}
+        out: dict[str, bytes] = {}
+        for subject in sorted(info.state.subjects or {}):
+            try:
+                entry = await kv.get(subject[len(prefix) :])
+            except nats.js.errors.KeyNotFoundError:  # deleted or expired
+                continue
+            out[subject[len(prefix) :]] = b"" if entry.value is None else bytes(entry.value)
+    return out
 
 
 @contextlib.contextmanager

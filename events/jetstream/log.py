@@ -257,6 +257,11 @@ class JetStreamEventLog(AsyncService):
         return self._decoder.skipped
 
     @property
+    def creates_streams(self) -> bool:
+        """Whether this log may create streams (``False`` for a read-only log)."""
+        return self._opts.create_streams
+
+    @property
     def connection(self) -> NatsClient | None:
         """The nats-py connection in use (``None`` before start for an owned one)."""
         return self._conn.nc
