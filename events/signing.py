@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -184,7 +185,10 @@ class EventSigner:
 
     def sign(self, subject: str, body: bytes, event_type: str) -> str:
         """Return the base64url signature (no padding) of ``subject``, type and ``body``."""
-        return _b64(self._key.sign(signed_payload(subject, body, event_type)))
+        payload = signed_payload(subject, body, event_type)
+        signature = self._key.sign(payload)
+        _SIGNED_HERE.remember(signature, self.public_key, payload)
+        return _b64(signature)
 
     def headers(self, subject: str, body: bytes, event_type: str) -> dict[str, str]:
         """Return the signature headers for an event stored on ``subject`` with ``body``."""
@@ -285,6 +289,48 @@ def check_signer(signer: object) -> EventSigner | SignerRing | None:
     raise ConfigError(f"signer must be an EventSigner or a SignerRing, got {type(signer).__name__}")
 
 
+class _SignedHere:
+    """The last signatures this process made, so it need not verify its own events again.
+
+    A process folds the events it has just appended (from the append's ack or its own
+    subscription), and checking an Ed25519 signature costs about three times making one.
+    A signature this process made over exactly these bytes with exactly this key is
+    valid by construction: :func:`verify_event_signature` accepts it after comparing a
+    digest of the payload instead of running the curve arithmetic. Anything not
+    remembered (another process's event, a replay after the window, a tampered body
+    with a copied signature) is verified in full. Bounded: the oldest entries go first.
+    """
+
+    __slots__ = ("_entries", "_limit")
+
+    def __init__(self, limit: int = 16_384) -> None:
+        self._limit = limit
+        self._entries: dict[bytes, tuple[bytes, bytes]] = {}
+
+    def remember(self, signature: bytes, public_key: bytes, payload: bytes) -> None:
+        entries = self._entries
+        if len(entries) >= self._limit:
+            del entries[next(iter(entries))]  # dicts keep insertion order: the oldest
+        entries[signature] = (public_key, hashlib.blake2b(payload, digest_size=16).digest())
+
+    def vouches(self, signature: bytes, public_key: bytes, payload: bytes) -> bool:
+        known = self._entries.get(signature)
+        return (
+            known is not None
+            and known[0] == public_key
+            and known[1] == hashlib.blake2b(payload, digest_size=16).digest()
+        )
+
+
+_SIGNED_HERE = _SignedHere()
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    """The key object of 32 raw bytes, built once per key (raises ``ValueError``)."""
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def verify_event_signature(
     subject: str, body: bytes, signature_b64: str, public_key: bytes, event_type: str
 ) -> bool:
@@ -297,9 +343,12 @@ def verify_event_signature(
         return False
     if len(public_key) != _KEY_BYTES:
         return False
+    raw_key = bytes(public_key)
+    payload = signed_payload(subject, body, event_type)
+    if _SIGNED_HERE.vouches(signature, raw_key, payload):
+        return True
     try:
-        key = Ed25519PublicKey.from_public_bytes(bytes(public_key))
-        key.verify(signature, signed_payload(subject, body, event_type))
+        _public_key(raw_key).verify(signature, payload)
     except (InvalidSignature, ValueError):
         return False
     return True

@@ -19,7 +19,7 @@ from converge.config import ConvergeConfig
 from converge.core.agent import Agent
 from converge.errors import ConfigError, ConvergeError
 from converge.network.transport.mesh import start_mesh
-from events import EventLog
+from events import EventLog, RecordedEvent
 
 if TYPE_CHECKING:
     from converge.security import EventSecurity
@@ -137,14 +137,39 @@ async def run_agents(
                 err=True,
             )
         total = len(submitter.task_ids)
-        open_ids = set(submitter.task_ids)  # a look checks only the tasks not done yet
+        open_ids = set(submitter.task_ids)
+        tasks = tm.projection
+
+        def settle(recorded: RecordedEvent) -> None:
+            # Each applied task event looks at its one task: no scan of every task per look.
+            task_id = getattr(recorded.event, "task_id", None)
+            if task_id in open_ids and (task := tasks.get(task_id)) and task.state.is_terminal:
+                open_ids.discard(task_id)
+
+        def reconcile() -> None:
+            # Listeners miss events a runner reads to fill a gap: a look now and then
+            # (and before the first) checks every open task itself.
+            for task_id in list(open_ids):
+                if (task := tm.get_task(task_id)) is not None and task.state.is_terminal:
+                    open_ids.discard(task_id)
+
+        tm.add_listener(settle)
+        looks = 0
+        submitting: AgentRuntime | None = runtimes[
+            -1
+        ]  # the submitter's: done once all its tasks are stored
         with ProgressReporter("tasks done", total, quiet=quiet) as progress:
             while not stop.is_set():
-                open_ids = {
-                    task_id
-                    for task_id in open_ids
-                    if (task := tm.get_task(task_id)) is None or not task.state.is_terminal
-                }
+                if submitting is not None and all(
+                    tm.get_task(task_id) is not None for task_id in submitter.task_ids
+                ):
+                    # Its one decide() is done: stopping it spares a look at every
+                    # pending task each time a task event wakes it.
+                    await submitting.stop()
+                    submitting = None
+                if looks % 10 == 0 or len(open_ids) < 64:
+                    reconcile()
+                looks += 1
                 done = total - len(open_ids)
                 progress.update(done)
                 if total and done == total:
@@ -154,6 +179,7 @@ async def run_agents(
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.2):
                         await stop.wait()
+        tm.remove_listener(settle)
         states = Counter(
             task.state.value
             for task_id in submitter.task_ids

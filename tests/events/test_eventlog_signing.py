@@ -6,7 +6,7 @@ import asyncio
 import base64
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from converge.core.identity import Identity
 from converge.errors import ConfigError
@@ -19,6 +19,7 @@ from events import (
     TaskClaimed,
     TaskSubmitted,
     encode_event,
+    signing,
     subject,
     verify_event_signature,
 )
@@ -62,6 +63,41 @@ def test_signature_covers_subject_type_body_and_key(signer: EventSigner) -> None
     assert not verify_event_signature("tasks.t1", b"{}", sig, other.public_key, T)
     assert not verify_event_signature("tasks.t1", b"{}", sig, signer.public_key, "task.claimed")
     assert signed_payload("tasks.t1", b"{}", T) == b"tasks.t1\ntask.submitted\n{}"
+
+
+def test_own_signatures_skip_the_curve_and_any_other_is_verified(
+    signer: EventSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[bytes] = []
+    key_of = signing._public_key
+
+    def counting(raw: bytes) -> Ed25519PublicKey:
+        built.append(raw)
+        return key_of(raw)
+
+    monkeypatch.setattr(signing, "_public_key", counting)
+    sig = signer.sign("tasks.t1", b'{"a":1}', T)
+    assert verify_event_signature("tasks.t1", b'{"a":1}', sig, signer.public_key, T)
+    assert built == []  # made here over these very bytes: valid by construction
+    # the same signature over other bytes, or with another key, is checked and refused
+    assert not verify_event_signature("tasks.t1", b'{"a":2}', sig, signer.public_key, T)
+    other = EventSigner(bytes(32), key_id="agent-b")
+    assert not verify_event_signature("tasks.t1", b'{"a":1}', sig, other.public_key, T)
+    # a signature made elsewhere (not through a signer of this process) is verified in full
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes_raw()
+    foreign = base64.urlsafe_b64encode(key.sign(signed_payload("tasks.t1", b"{}", T)))
+    assert verify_event_signature("tasks.t1", b"{}", foreign.decode(), public, T)
+    assert public in built
+
+
+def test_the_memory_of_own_signatures_is_bounded() -> None:
+    memory = signing._SignedHere(limit=2)
+    for n in range(3):
+        memory.remember(bytes([n]) * 64, b"k" * 32, b"payload %d" % n)
+    assert not memory.vouches(bytes([0]) * 64, b"k" * 32, b"payload 0")  # the oldest went
+    assert memory.vouches(bytes([2]) * 64, b"k" * 32, b"payload 2")
+    assert not memory.vouches(bytes([2]) * 64, b"k" * 32, b"payload 1")
 
 
 @pytest.mark.parametrize("bad", ["", "!!!", "abc", "A" * 200, "AAAA" * 10])
