@@ -20,6 +20,11 @@ gets no acknowledgement. Rather than wait out ``publish_timeout_sec``, the appen
 sent before a disconnect are resent, with the same ``Nats-Msg-Id``, as soon as the
 connection is back (:meth:`Appender.reconnected`); appends made during the outage are
 buffered by nats-py and flushed on reconnect, so they are not resent.
+
+On the nats-py versions :mod:`events.jetstream.rawroute` was checked against, the
+publish frame is built by :mod:`events.jetstream.wire` and put on nats-py's outgoing
+buffer directly, and acknowledgements are routed to their appends before nats-py
+builds message objects; elsewhere both go through nats-py, with the same results.
 """
 
 from __future__ import annotations
@@ -56,7 +61,9 @@ from events.jetstream.jsapi import (
     StoredMsg,
     parse_ack,
 )
+from events.jetstream.rawroute import RawRouter, install_router
 from events.jetstream.subscribe import unsubscribe
+from events.jetstream.wire import DirectWriter, ack_status, direct_write_problem, hpub_frame
 from events.log import AppendItem, RecordedEvent, check_event, check_expected, normalize_items
 from events.signing import EventSigner, SignerRing
 from events.subjects import kind_of, validate_subject
@@ -75,13 +82,14 @@ _MAX_CONFLICT_SCAN = 256  # lookups after a lost race with a stale expected vers
 _IN_PROCESS_RETRIES = 20
 
 _Prepared = tuple[Event, str, str, bytes, dict[str, str], int | None]
+_Reply = tuple[bytes, str]  # an acknowledgement's body and status header
 
 
 class _SentOnLostConnection(Exception):
     """The publish went out on a connection lost since: resend it (same id)."""
 
 
-def _expire(fut: asyncio.Future[Msg]) -> None:
+def _expire(fut: asyncio.Future[_Reply]) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError())
 
@@ -103,8 +111,11 @@ class Appender:
         self._ack_prefix = ""
         self._ack_sub: Any = None
         self._ack_counter = 0
-        self._acks: dict[str, asyncio.Future[Msg]] = {}
-        self._in_doubt: set[str] = set()  # tokens sent before the last disconnect
+        self._acks: dict[int, asyncio.Future[_Reply]] = {}
+        self._in_doubt: set[int] = set()  # tokens sent before the last disconnect
+        self._writer: DirectWriter | None = None  # None: publish through nats-py
+        self._router: RawRouter | None = None  # routes acknowledgements past nats-py
+        self._ack_sid: int | None = None
 
     # -- acknowledgement inbox ------------------------------------------------------------
 
@@ -112,10 +123,24 @@ class Appender:
         """Subscribe this connection's acknowledgement inbox."""
         self._ack_prefix = nc.new_inbox()
         self._ack_sub = await nc.subscribe(self._ack_prefix + ".*", cb=self._on_ack)
+        problem = direct_write_problem(nc)
+        self._writer = DirectWriter(nc) if problem is None else None
+        if problem is not None:
+            logger.info("appends publish through nats-py: %s", problem)
+        # Acknowledgements skip nats-py's message objects where the read router runs;
+        # the callback above takes them where it does not (or once it is disabled).
+        router = install_router(nc)
+        sid = getattr(self._ack_sub, "_id", None)  # nats-py's private subscription id
+        if router is not None and type(sid) is int:
+            router.routes[sid] = self._on_raw_ack
+            self._router, self._ack_sid = router, sid
 
     async def stop(self) -> None:
         """Fail pending appends and drop the acknowledgement inbox."""
         self.fail_pending(self._conn.closed_error())
+        router, self._router, self._writer = self._router, None, None
+        if router is not None and self._ack_sid is not None:
+            router.routes.pop(self._ack_sid, None)
         ack_sub, self._ack_sub = self._ack_sub, None
         if ack_sub is not None:
             await unsubscribe(ack_sub)
@@ -142,25 +167,41 @@ class Appender:
                 fut.exception()  # retrieved here; its awaiter still gets it
         self._in_doubt.clear()
 
-    async def _on_ack(self, msg: Msg) -> None:
-        fut = self._acks.pop(msg.subject[len(self._ack_prefix) + 1 :], None)
+    def _resolve(self, token: bytes | str, reply: _Reply) -> None:
+        try:
+            fut = self._acks.pop(int(token), None)
+        except ValueError:
+            return  # not one of ours
         if fut is not None and not fut.done():
-            fut.set_result(msg)
+            fut.set_result(reply)
+
+    async def _on_ack(self, msg: Msg) -> None:
+        status = msg.headers.get("Status", "") if msg.headers else ""
+        self._resolve(msg.subject[len(self._ack_prefix) + 1 :], (msg.data, status))
+
+    def _on_raw_ack(self, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
+        self._resolve(subject[len(self._ack_prefix) + 1 :], (data, ack_status(headers)))
 
     async def _send(
         self, nc: NatsClient, subject: str, body: bytes, headers: dict[str, str]
-    ) -> tuple[str, asyncio.Future[Msg]]:
+    ) -> tuple[int, asyncio.Future[_Reply]]:
         """Publish with a reply on this log's ack inbox; return the token and its future.
 
         Not ``js.publish_async``: nats-py 2.16 raises inside its reply handler on an
         API error, so the future of a refused publish (10071...) never resolves.
         """
         self._ack_counter += 1
-        token = str(self._ack_counter)
-        fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        token = self._ack_counter
+        fut: asyncio.Future[_Reply] = asyncio.get_running_loop().create_future()
         self._acks[token] = fut
+        reply = f"{self._ack_prefix}.{token}"
         try:
-            await nc.publish(subject, body, reply=f"{self._ack_prefix}.{token}", headers=headers)
+            writer = self._writer
+            if writer is not None and writer.nc is nc:
+                if writer.write(hpub_frame(subject, reply, headers, body), len(body)):
+                    await writer.flush()
+            else:
+                await nc.publish(subject, body, reply=reply, headers=headers)
         except BaseException as exc:
             self._acks.pop(token, None)
             if isinstance(exc, nats.errors.ConnectionClosedError):
@@ -175,7 +216,7 @@ class Appender:
             raise
         return token, fut
 
-    def _forget(self, token: str, fut: asyncio.Future[Msg]) -> None:
+    def _forget(self, token: int, fut: asyncio.Future[_Reply]) -> None:
         self._acks.pop(token, None)
         if not fut.done():
             fut.cancel()
@@ -239,7 +280,7 @@ class Appender:
         max_inflight = self._conn.opts.max_inflight
         for start in range(0, len(prepared), max_inflight):
             chunk = prepared[start : start + max_inflight]
-            sent: list[tuple[str, asyncio.Future[Msg]]] = []
+            sent: list[tuple[int, asyncio.Future[_Reply]]] = []
             try:
                 for _, subj, _, body, headers, _ in chunk:
                     sent.append(await self._send(nc, prefix + subj, body, headers))
@@ -254,7 +295,7 @@ class Appender:
                 failure = fut.exception() if fut.done() and not fut.cancelled() else None
                 if isinstance(failure, ClosedError):
                     raise failure
-                first: asyncio.Future[Msg] | None = None
+                first: asyncio.Future[_Reply] | None = None
                 if fut.done() and not fut.cancelled() and failure is None:
                     first = fut
                 else:
@@ -269,7 +310,7 @@ class Appender:
 
     async def _await_ack(
         self, nc: NatsClient, event: Event, full: str, body: bytes, headers: dict[str, str]
-    ) -> Msg | None:
+    ) -> _Reply | None:
         """Publish once and wait for the ack; ``None`` when it timed out (retry).
 
         Raises :class:`_SentOnLostConnection` when the connection was lost and is back.
@@ -290,7 +331,7 @@ class Appender:
             timer.cancel()
 
     async def _settle(
-        self, nc: NatsClient, item: _Prepared, done: asyncio.Future[Msg] | None
+        self, nc: NatsClient, item: _Prepared, done: asyncio.Future[_Reply] | None
     ) -> RecordedEvent:
         """Drive one publish to a final outcome: stored, original found, or an error."""
         event, subject, kind, body, headers, expected = item
@@ -325,12 +366,12 @@ class Appender:
                         extra={"stream": kind},
                     )
                     continue
-                msg = maybe
+                reply = maybe
             else:
-                msg = done.result()
+                reply = done.result()
                 done = None
             try:
-                ack = parse_ack(msg)
+                ack = parse_ack(*reply)
             except PublishRefused as refused:
                 if refused.err_code in _CONFLICT_CODES and expected is not None:
                     original, actual = await self._find_after(kind, full, event.id, expected)

@@ -16,7 +16,6 @@ from typing import Any
 
 import nats.errors
 import orjson
-from nats.aio.msg import Msg
 
 from converge.errors import ConvergeTimeoutError, EventLogError
 from events.jetstream.client import NatsClient
@@ -80,17 +79,17 @@ class StoredMsg:
     headers: dict[str, str]
 
 
-def parse_ack(msg: Msg) -> Ack:
-    """Return the ack in ``msg`` or raise :class:`PublishRefused`.
+def parse_ack(data: bytes, status: str = "") -> Ack:
+    """Return the ack in a reply's ``data`` or raise :class:`PublishRefused`.
 
-    Raises ``ValueError``/``KeyError`` for an unreadable reply.
+    ``status`` is the reply's status header (``"503"``: no responders), read when
+    ``data`` is empty. Raises ``ValueError``/``KeyError`` for an unreadable reply.
     """
-    if not msg.data:
-        status = (msg.headers or {}).get("Status", "")
+    if not data:
         if status == "503":
             raise PublishRefused(None, 503, "no stream holds this subject (no responders)")
         raise PublishRefused(None, None, f"empty publish acknowledgement (status {status!r})")
-    resp = orjson.loads(msg.data)
+    resp = orjson.loads(data)
     error = resp.get("error")
     if error is not None:
         description = str(error.get("description", ""))
