@@ -195,6 +195,7 @@ class _TlsGuardClient(NatsClient):
     """
 
     require_tls = False
+    _refusal: PlainTextRefusedError | None = None
 
     async def _connect_to_server(self, s: Any) -> None:
         # nats-py 2.16 reuses its transport object for each reconnect attempt without
@@ -218,11 +219,27 @@ class _TlsGuardClient(NatsClient):
             and not self.options.get("tls_handshake_first", False)
         ):
             where = f"{server.uri.hostname}:{server.uri.port}"
-            raise PlainTextRefusedError(
+            self._refusal = PlainTextRefusedError(
                 f"the server at {where} does not offer TLS; refusing to connect in plain text "
                 "(a tls:// URL or TLS settings require it)"
             )
+            raise self._refusal
         await super()._process_info(info, initial_connection)
+
+    async def _select_next_server(self) -> None:
+        # nats-py retries a refused first connect like a lost one, until the caller's
+        # timeout: stop at once (connect_nats turns this into its one-line error).
+        if self._refusal is not None:
+            raise _RefusedFirstConnect(self._refusal)
+        await super()._select_next_server()
+
+
+class _RefusedFirstConnect(Exception):
+    """Raised out of nats-py's connect loop, which catches its own errors and retries."""
+
+    def __init__(self, refusal: PlainTextRefusedError) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
 
 
 async def probe(url: str, timeout_sec: float = 5.0) -> None:
@@ -363,11 +380,13 @@ async def connect_nats(
         async with asyncio.timeout(first_connect_sec):
             await nc.connect(**options)
         return nc
-    except (OSError, TimeoutError, nats.errors.Error) as exc:
+    except (OSError, TimeoutError, nats.errors.Error, _RefusedFirstConnect) as exc:
         # A failed TLS handshake can leave close() waiting on the transport: bound it.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(config.connect_timeout_sec):
                 await nc.close()
+        if isinstance(exc, _RefusedFirstConnect):
+            raise EventLogError(f"cannot connect to NATS at {shown}: {exc}") from exc.refusal
         raise EventLogError(
             f"cannot connect to NATS at {shown}: {_reason([*first_errors, exc])}; "
             "check the URL and credentials, or omit the URL to start an embedded server"
