@@ -1,7 +1,12 @@
 """End-to-end runtime figures on one embedded nats-server, next to the same run's ceiling.
 
 Run: ``python benchmarks/bench_runtime.py [--tasks 2000] [--no-processes]
-[--demo-tasks 5000] [--demo-no-verify]``
+[--demo-tasks 5000] [--demo-no-verify] [--only PHASE,...] [--profile DIR]``
+
+``--only`` runs some phases (``decide``, ``worker``, ``processes``, ``raw``,
+``claim``, ``latency``, ``idle``, ``demo``); ``--profile DIR`` writes a cProfile of
+each process of the three-process run (workers, submitter, the script's own
+manager) to ``DIR``.
 
 Every figure is read from the streams as the broker stored them:
 
@@ -12,8 +17,10 @@ Every figure is read from the streams as the broker stored them:
   ``task.reported`` by broker time, all through :class:`AgentRuntime` with decisions
   recorded on the decisions stream: one process with 1 and 4 ``decide()`` agents and
   1 and 4 worker-model agents, then three worker processes fed by a submitter process;
-- the process's CPU time per task of each one-process run (submitter included), the
-  figure to compare on a shared machine, where wall-clock rates swing with the load;
+- the process's CPU time per task of each one-process run (submitter included), and
+  for the three-process run the CPU time of all its Python processes (from the first
+  submission to the last completion) per task: the figures to compare on a shared
+  machine, where wall-clock rates swing with the load;
 - **latency** submit -> completed (broker timestamps), p50 and p99, with a submitter
   pacing tasks at half the measured worker-model throughput;
 - **idle CPU**: 100 idle agents in one process, as a share of one core;
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import signal
@@ -333,7 +341,7 @@ async def claim_report_no_runtime(url: str, claimers: int, n: int) -> float:
 # -- processes ---------------------------------------------------------------------
 
 
-async def role_worker(url: str, namespace: str, agents: int) -> None:
+async def role_worker(url: str, namespace: str, agents: int, profile_dir: str | None) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     log = await JetStreamEventLog.connect(url, namespace=namespace)
@@ -351,31 +359,53 @@ async def role_worker(url: str, namespace: str, agents: int) -> None:
             for runtime in runtimes:
                 await runtime.start()
             print("ready", flush=True)
+            profiler = _profiler(profile_dir)
+            cpu = time.process_time()
             await stop.wait()
+            print(f"cpu {time.process_time() - cpu}", flush=True)
+            _dump(profiler, profile_dir, "worker")
     finally:
         for runtime in runtimes:
             await runtime.stop()
         await log.close()
 
 
-async def role_submitter(url: str, namespace: str, n: int) -> None:
+async def role_submitter(url: str, namespace: str, n: int, profile_dir: str | None) -> None:
     log = await JetStreamEventLog.connect(url, namespace=namespace)
     try:
         async with TaskManager(log) as tm:
+            profiler = _profiler(profile_dir)
+            cpu = time.process_time()
             await submit_all(tm, make_tasks(n, "p"))
+            print(f"cpu {time.process_time() - cpu}", flush=True)
+            _dump(profiler, profile_dir, "submitter")
     finally:
         await log.close()
 
 
-async def across_processes(url: str, workers: int, n: int) -> dict[str, object]:
+async def _cpu_line(proc: asyncio.subprocess.Process) -> float:
+    """Read the ``cpu <seconds>`` line a role prints (0.0 when it printed none)."""
+    assert proc.stdout is not None
+    async with asyncio.timeout(60):
+        while line := await proc.stdout.readline():
+            if line.startswith(b"cpu "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def across_processes(
+    url: str, workers: int, n: int, profile_dir: str | None = None
+) -> dict[str, object]:
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     me = [sys.executable, os.path.abspath(__file__), "--url", url, "--namespace", namespace]
+    if profile_dir:
+        me += ["--profile", profile_dir]
+    pipe = asyncio.subprocess.PIPE
     procs = [
-        await asyncio.create_subprocess_exec(
-            *me, "--role", "worker", stdout=asyncio.subprocess.PIPE
-        )
+        await asyncio.create_subprocess_exec(*me, "--role", "worker", stdout=pipe)
         for _ in range(workers)
     ]
+    cpu_seconds = 0.0
     try:
         for proc in procs:
             assert proc.stdout is not None
@@ -385,24 +415,51 @@ async def across_processes(url: str, workers: int, n: int) -> dict[str, object]:
         log = await JetStreamEventLog.connect(url, namespace=namespace)
         try:
             async with TaskManager(log) as tm:
+                profiler = _profiler(profile_dir)
+                cpu = time.process_time()
                 submitter = await asyncio.create_subprocess_exec(
-                    *me, "--role", "submitter", "--tasks", str(n)
+                    *me, "--role", "submitter", "--tasks", str(n), stdout=pipe
                 )
+                cpu_seconds += await _cpu_line(submitter)
                 async with asyncio.timeout(600):
                     assert await submitter.wait() == 0
                 await wait_done(tm, {f"p{i}" for i in range(n)}, timeout=600)
-            return await broker_figures(log, {f"p{i}" for i in range(n)})
+                cpu_seconds += time.process_time() - cpu
+                _dump(profiler, profile_dir, "manager")
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                cpu_seconds += await _cpu_line(proc)
+            figures = await broker_figures(log, {f"p{i}" for i in range(n)})
+            figures["cpu_us_per_task"] = cpu_seconds / n * 1e6
+            return figures
         finally:
             await log.close()
     finally:
         for proc in procs:
-            proc.terminate()
+            if proc.returncode is None:
+                proc.terminate()
         for proc in procs:
             try:
                 async with asyncio.timeout(30):
                     await proc.wait()
             except TimeoutError:
                 proc.kill()
+
+
+def _profiler(profile_dir: str | None) -> cProfile.Profile | None:
+    if not profile_dir:
+        return None
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
+
+
+def _dump(profiler: cProfile.Profile | None, profile_dir: str | None, role: str) -> None:
+    if profiler is not None and profile_dir:
+        profiler.disable()
+        os.makedirs(profile_dir, exist_ok=True)
+        profiler.dump_stats(os.path.join(profile_dir, f"{role}-{os.getpid()}.prof"))
 
 
 async def demo(url: str, n: int, verify: bool) -> dict[str, object]:
@@ -435,45 +492,64 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
 
 
-async def main(n: int, processes: bool, demo_tasks: int, demo_verify: bool) -> None:
+PHASES = ("decide", "worker", "processes", "raw", "claim", "latency", "idle", "demo")
+
+
+async def main(
+    n: int, phases: set[str], demo_tasks: int, demo_verify: bool, profile_dir: str | None
+) -> None:
     async with EmbeddedNatsServer() as server:
         url = server.url
         print(f"tasks per run: {n}; nats-server at {url} (file storage)")
+        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         results: dict[tuple[str, int], dict[str, object]] = {}
         for kind in ("decide", "worker"):
+            if kind not in phases:
+                continue
             for agents in (1, 4):
                 results[kind, agents] = figures = await in_process(url, kind, agents, n)
                 print(
                     _row(f"one process, {agents} {kind}() agent(s)", figures)
                     + f", {figures['cpu_us_per_task']:,.0f} us CPU/task"
                 )
-        if processes:
-            figures = await across_processes(url, 3, n)
-            print(_row("3 worker processes + submitter", figures))
-        raw = await raw_pipelined(url, 20_000)
-        per_task = {k: float(v["events_per_task"]) for k, v in results.items()}  # type: ignore[arg-type]
-        print(f"raw nats-py pipelined publish      {raw:>9,.0f} msgs/s")
-        for kind in ("decide", "worker"):
-            ept = per_task[kind, 4]
-            e2e = float(results[kind, 4]["rate"])  # type: ignore[arg-type]
+        if "processes" in phases:
+            figures = await across_processes(url, 3, n, profile_dir)
             print(
-                f"ceiling {kind:<6} ({ept:.1f} events/task)    {raw / ept:>9,.0f} tasks/s"
-                f"   ratio e2e(4 agents)/ceiling {e2e / (raw / ept):.0%}"
+                _row("3 worker processes + submitter", figures)
+                + f", {figures['cpu_us_per_task']:,.0f} us CPU/task (all processes)"
             )
-        no_runtime = await claim_report_no_runtime(url, 4, n)
-        print(f"TaskManager claim+report, no runtime {no_runtime:>7,.0f} tasks/s (4 claimers)")
-        half = float(results["worker", 4]["rate"]) / 2  # type: ignore[arg-type]
-        lat = await latency_at(url, half, max(500, int(half * 5)))
-        latencies = lat["latencies"]
-        assert isinstance(latencies, list)
-        print(
-            f"latency at {half:,.0f} tasks/s (half load): "
-            f"p50 {_pct(latencies, 0.5):.1f} ms, p99 {_pct(latencies, 0.99):.1f} ms, "
-            f"mean {statistics.fmean(latencies) * 1000:.1f} ms"
-        )
-        share = await idle_cpu(url, 100, 10.0)
-        print(f"idle: 100 agents in one process use {share:.1%} of a core")
-        if demo_tasks:
+        if "raw" in phases:
+            raw = await raw_pipelined(url, 20_000)
+            print(f"raw nats-py pipelined publish      {raw:>9,.0f} msgs/s")
+            for kind in ("decide", "worker"):
+                if (kind, 4) not in results:
+                    continue
+                ept = float(results[kind, 4]["events_per_task"])  # type: ignore[arg-type]
+                e2e = float(results[kind, 4]["rate"])  # type: ignore[arg-type]
+                print(
+                    f"ceiling {kind:<6} ({ept:.1f} events/task)    {raw / ept:>9,.0f} tasks/s"
+                    f"   ratio e2e(4 agents)/ceiling {e2e / (raw / ept):.0%}"
+                )
+        if "claim" in phases:
+            no_runtime = await claim_report_no_runtime(url, 4, n)
+            print(f"TaskManager claim+report, no runtime {no_runtime:>7,.0f} tasks/s (4 claimers)")
+        if "latency" in phases:
+            if ("worker", 4) in results:
+                half = float(results["worker", 4]["rate"]) / 2  # type: ignore[arg-type]
+            else:
+                half = float(os.environ.get("BENCH_HALF_RATE", "1300"))
+            lat = await latency_at(url, half, max(500, int(half * 5)))
+            latencies = lat["latencies"]
+            assert isinstance(latencies, list)
+            print(
+                f"latency at {half:,.0f} tasks/s (half load): "
+                f"p50 {_pct(latencies, 0.5):.1f} ms, p99 {_pct(latencies, 0.99):.1f} ms, "
+                f"mean {statistics.fmean(latencies) * 1000:.1f} ms"
+            )
+        if "idle" in phases:
+            share = await idle_cpu(url, 100, 10.0)
+            print(f"idle: 100 agents in one process use {share:.1%} of a core")
+        if demo_tasks and "demo" in phases:
             summary = await demo(url, demo_tasks, demo_verify)
             seconds = float(summary["seconds"])  # type: ignore[arg-type]
             print(
@@ -481,6 +557,7 @@ async def main(n: int, processes: bool, demo_tasks: int, demo_verify: bool) -> N
                 f"{'' if demo_verify else ' --no-verify'}: {demo_tasks / seconds:,.0f} tasks/s "
                 f"({seconds:.1f} s, states {summary['states']})"
             )
+        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
@@ -493,12 +570,19 @@ if __name__ == "__main__":
     parser.add_argument("--agents", type=int, default=1)
     parser.add_argument("--demo-tasks", type=int, default=5_000, help="0: no demo run")
     parser.add_argument("--demo-no-verify", action="store_true")
+    parser.add_argument("--only", help=f"comma-separated phases of {', '.join(PHASES)}")
+    parser.add_argument("--profile", help="write cProfile files of the process run here")
     args = parser.parse_args()
     if args.role == "worker":
-        asyncio.run(role_worker(args.url, args.namespace, args.agents))
+        asyncio.run(role_worker(args.url, args.namespace, args.agents, args.profile))
     elif args.role == "submitter":
-        asyncio.run(role_submitter(args.url, args.namespace, args.tasks))
+        asyncio.run(role_submitter(args.url, args.namespace, args.tasks, args.profile))
     else:
+        chosen = set(PHASES) if not args.only else set(args.only.split(","))
+        if unknown := chosen - set(PHASES):
+            parser.error(f"unknown phases {sorted(unknown)}; choose from {', '.join(PHASES)}")
+        if args.no_processes:
+            chosen.discard("processes")
         asyncio.run(
-            main(args.tasks, not args.no_processes, args.demo_tasks, not args.demo_no_verify)
+            main(args.tasks, chosen, args.demo_tasks, not args.demo_no_verify, args.profile)
         )
