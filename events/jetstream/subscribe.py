@@ -1,6 +1,10 @@
 """Live subscriptions of the JetStream event log.
 
-A subscription catches up from its start sequence, then follows live. It runs on
+A subscription catches up from its start sequence, then follows live. It takes its
+deliveries raw, before nats-py builds message objects
+(:class:`~events.jetstream.live.RawLiveConsumer`, its own ordered consumer fed by
+the connection's :class:`~events.jetstream.rawroute.RawRouter`); when the router
+cannot run on the installed nats-py it falls back to the path below. That one runs on
 a nats-py ordered consumer (ephemeral, no acks, flow control, idle heartbeats;
 it recreates itself after a gap or missed heartbeats) with callback delivery, a
 fresh :class:`~nats.js.api.ConsumerConfig` per call (nats-py mutates it) and the
@@ -36,6 +40,8 @@ from events.jetstream.admin import StreamAdmin
 from events.jetstream.connection import LogConnection
 from events.jetstream.decoding import RecordDecoder
 from events.jetstream.jsapi import reply_metadata
+from events.jetstream.live import RawLiveConsumer
+from events.jetstream.rawroute import install_router
 from events.jetstream.retry import JetStreamUnavailable, ride_out
 from events.log import Handler, RecordedEvent, Subscription
 from events.subjects import kind_of, validate_filter, validate_kind
@@ -135,6 +141,7 @@ class JetStreamSubscription(Subscription):
         self._on_close = on_close
         self._closed_error = closed_error
         self.psub: Any = None
+        self.live: RawLiveConsumer | None = None  # the raw path's consumer, when it runs
         self.generation = 0  # of the newest consumer that delivered: older ones are dropped
         self._latest = 0  # of the newest consumer created
         self._serial = asyncio.Lock()  # one handler call at a time across consumers
@@ -147,6 +154,10 @@ class JetStreamSubscription(Subscription):
     def fail(self, error: BaseException) -> None:
         """Fail the subscription (its waiters and ``stop()`` raise ``error``)."""
         self._fail(error)
+
+    def closed_error(self) -> BaseException | None:
+        """The error of the log's closed connection, ``None`` while it is open."""
+        return self._closed_error()
 
     def callback(self) -> Callable[[Msg], Awaitable[None]]:
         """Return the delivery callback of a new consumer (a new generation).
@@ -184,6 +195,9 @@ class JetStreamSubscription(Subscription):
 
     async def _close(self) -> None:
         self._on_close(self)
+        live, self.live = self.live, None
+        if live is not None:
+            await live.stop()
         psub, self.psub = self.psub, None
         if psub is not None:
             await unsubscribe(psub)
@@ -218,6 +232,30 @@ class Subscriber:
             closed_error=self._conn.closed_error_if_closed,
         )
         sub._set_target(target)
+        nc = self._conn.nc
+        router = install_router(nc) if nc is not None else None
+        if router is not None:
+            assert nc is not None
+            opts = self._conn.opts
+            sub.live = RawLiveConsumer(
+                nc,
+                router,
+                sub,
+                stream_name=name,
+                filter_subject=f"{opts.namespace}.{subject or stream + '.>'}",
+                decode=sub._decode,
+                idle_heartbeat_sec=opts.idle_heartbeat_sec,
+                api_timeout_sec=opts.api_timeout_sec,
+                api_retry_sec=opts.api_retry_sec,
+                resend=self._conn.resend_on_reconnect,
+            )
+            self.subscriptions.add(sub)
+            try:
+                await sub.live.start(start_seq)
+            except BaseException:
+                await sub.stop()
+                raise
+            return sub
         sub.psub = await ride_out(
             f"creating a consumer on {name}",
             functools.partial(self._open, sub, name, start_seq),
@@ -243,6 +281,9 @@ class Subscriber:
     def recover_all(self) -> None:
         """Recreate every subscription's consumer now (the connection reconnected)."""
         for sub in list(self.subscriptions):
+            if sub.live is not None:
+                sub.live.reconnected()
+                continue
             task = asyncio.create_task(self._recover(sub), name=f"recover {sub.stream}")
             self._recoveries.add(task)
             task.add_done_callback(self._recoveries.discard)
