@@ -1,7 +1,8 @@
 """End-to-end runtime figures on one embedded nats-server, next to the same run's ceiling.
 
 Run: ``python benchmarks/bench_runtime.py [--tasks 2000] [--no-processes]
-[--demo-tasks 5000] [--demo-no-verify] [--only PHASE,...] [--profile DIR]``
+[--demo-tasks 5000] [--demo-no-verify] [--only PHASE,...] [--profile DIR]
+[--latency-rate TASKS_PER_SEC]``
 
 ``--only`` runs some phases (``decide``, ``worker``, ``processes``, ``raw``,
 ``claim``, ``latency``, ``idle``, ``demo``); ``--profile DIR`` writes a cProfile of
@@ -496,7 +497,12 @@ PHASES = ("decide", "worker", "processes", "raw", "claim", "latency", "idle", "d
 
 
 async def main(
-    n: int, phases: set[str], demo_tasks: int, demo_verify: bool, profile_dir: str | None
+    n: int,
+    phases: set[str],
+    demo_tasks: int,
+    demo_verify: bool,
+    profile_dir: str | None,
+    latency_rate: float | None,
 ) -> None:
     async with EmbeddedNatsServer() as server:
         url = server.url
@@ -534,10 +540,12 @@ async def main(
             no_runtime = await claim_report_no_runtime(url, 4, n)
             print(f"TaskManager claim+report, no runtime {no_runtime:>7,.0f} tasks/s (4 claimers)")
         if "latency" in phases:
-            if ("worker", 4) in results:
+            if latency_rate:
+                half = latency_rate
+            elif ("worker", 4) in results:
                 half = float(results["worker", 4]["rate"]) / 2  # type: ignore[arg-type]
             else:
-                half = float(os.environ.get("BENCH_HALF_RATE", "1300"))
+                half = 1300.0
             lat = await latency_at(url, half, max(500, int(half * 5)))
             latencies = lat["latencies"]
             assert isinstance(latencies, list)
@@ -572,6 +580,11 @@ if __name__ == "__main__":
     parser.add_argument("--demo-no-verify", action="store_true")
     parser.add_argument("--only", help=f"comma-separated phases of {', '.join(PHASES)}")
     parser.add_argument("--profile", help="write cProfile files of the process run here")
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        help="tasks/s of the latency run (default: half the 4-worker rate, else 1300)",
+    )
     args = parser.parse_args()
     if args.role == "worker":
         asyncio.run(role_worker(args.url, args.namespace, args.agents, args.profile))
@@ -584,5 +597,12 @@ if __name__ == "__main__":
         if args.no_processes:
             chosen.discard("processes")
         asyncio.run(
-            main(args.tasks, chosen, args.demo_tasks, not args.demo_no_verify, args.profile)
+            main(
+                args.tasks,
+                chosen,
+                args.demo_tasks,
+                not args.demo_no_verify,
+                args.profile,
+                args.latency_rate,
+            )
         )

@@ -37,6 +37,7 @@ from converge.lifecycle import AsyncService
 from converge.runtime._checkpoint import CheckpointPart
 from converge.runtime._claims import ClaimsPart
 from converge.runtime._decide import DecidePart
+from converge.runtime._gc import freeze_startup_objects
 from converge.runtime._receive import ReceivePart
 from converge.runtime._state import RuntimeContext, RuntimeState, RuntimeStats
 from converge.runtime._tracing import decide_span
@@ -338,6 +339,7 @@ class AgentRuntime(AsyncService):
             await self._register()
             await maybe_await(self.agent.on_start())
             self._checkpoints.restore()
+            freeze_startup_objects()  # once per process: short full collections from here on
             self._loop_started = asyncio.Event()
             self._tasks = [
                 asyncio.create_task(
