@@ -19,6 +19,7 @@ problem.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from collections.abc import Callable, Mapping
 from types import UnionType
@@ -281,6 +282,7 @@ def _fast_builder(cls: type[Event]) -> _Builder | None:
     if (
         not set(cls.model_config) <= _SAFE_CONFIG
         or cls.__private_attributes__
+        or cls.__pydantic_post_init__ is not None
         or any(getattr(cls.__pydantic_decorators__, kind) for kind in _DECORATOR_KINDS)
     ):
         return None
@@ -359,6 +361,25 @@ _DECORATOR_KINDS = (
     "root_validators",
     "model_validators",
 )
+_SERIALIZER_KINDS = ("field_serializers", "model_serializers", "computed_fields")
+_PLAIN_DUMP: dict[type[Event], bool] = {}
+
+
+def _dumps_plainly(cls: type[Event]) -> bool:
+    """Whether ``model_dump()`` of ``cls`` is its ``__dict__`` (JSON-wise).
+
+    True for classes whose fields :func:`_fast_builder` accepts (plain JSON types or
+    ``Any``), with no serializers, computed fields, aliases, excluded fields or extra
+    fields: ``model_dump`` then returns the stored values (containers copied), which
+    orjson writes as it writes the stored values themselves.
+    """
+    if _fast_builder(cls) is None or cls.model_config.get("extra") == "allow":
+        return False
+    if any(getattr(cls.__pydantic_decorators__, kind) for kind in _SERIALIZER_KINDS):
+        return False
+    return all(
+        info.serialization_alias is None and not info.exclude for info in cls.model_fields.values()
+    )
 
 
 def _exc_name(exc: BaseException) -> str:
@@ -394,9 +415,21 @@ def encode_event(
     try:
         # type and version lead the body too, so a body alone says what it is (a reader
         # strips them; bodies written before they were added read the same)
-        body = orjson.dumps(
-            {BODY_TYPE: event.type, BODY_VERSION: event.version, **event.model_dump()}
-        )
+        body = None
+        plain = _PLAIN_DUMP.get(type(event))
+        if plain is None:
+            plain = _PLAIN_DUMP[type(event)] = _dumps_plainly(type(event))
+        if plain:
+            # the stored values as they are: model_dump() would copy them first; a value
+            # orjson does not take (a model inside an Any field) goes the model_dump way
+            with contextlib.suppress(TypeError):
+                body = orjson.dumps(
+                    {BODY_TYPE: event.type, BODY_VERSION: event.version, **event.__dict__}
+                )
+        if body is None:
+            body = orjson.dumps(
+                {BODY_TYPE: event.type, BODY_VERSION: event.version, **event.model_dump()}
+            )
     except TypeError as exc:
         raise DecodeError(
             f"event {event.type!r} id={event.id}: payload is not JSON-serialisable: {exc}"
