@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -50,7 +51,7 @@ from events.base import Event
 from events.codec import HDR_MSG_ID, encode_event
 from events.jetstream.admin import StreamAdmin
 from events.jetstream.client import NatsClient
-from events.jetstream.connection import LogConnection
+from events.jetstream.connection import LogConnection, LogState
 from events.jetstream.decoding import RecordDecoder
 from events.jetstream.jsapi import (
     ERR_DUPLICATE_IN_PROCESS,
@@ -89,9 +90,12 @@ class _SentOnLostConnection(Exception):
     """The publish went out on a connection lost since: resend it (same id)."""
 
 
-def _expire(fut: asyncio.Future[_Reply]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
+# Acknowledgement deadlines are kept in slots of this many seconds, one timer per slot
+# for every append sent in it (a timer per append, created and cancelled, cost more than
+# the rest of the wait): an append times out between publish_timeout_sec and that plus
+# one slot. Timeouts under _SLOTS_FROM_SEC (tests, impatient callers) get their own timer.
+_DEADLINE_SLOT_SEC = 0.01
+_SLOTS_FROM_SEC = 1.0
 
 
 class Appender:
@@ -116,6 +120,8 @@ class Appender:
         self._writer: DirectWriter | None = None  # None: publish through nats-py
         self._router: RawRouter | None = None  # routes acknowledgements past nats-py
         self._ack_sid: int | None = None
+        # deadline slot -> its timer and the tokens sent in it
+        self._deadlines: dict[int, tuple[asyncio.TimerHandle, list[int]]] = {}
 
     # -- acknowledgement inbox ------------------------------------------------------------
 
@@ -152,6 +158,36 @@ class Appender:
                 fut.set_exception(error)
                 fut.exception()  # retrieved: nobody may await it any more
         self._acks.clear()
+        for timer, _ in self._deadlines.values():
+            timer.cancel()
+        self._deadlines.clear()
+
+    def _expire_later(self, token: int) -> asyncio.TimerHandle | None:
+        """Fail the wait of ``token`` with ``TimeoutError`` once ``publish_timeout_sec`` passed.
+
+        Returns the timer to cancel once the wait is over, or ``None`` (a shared slot).
+        """
+        loop = asyncio.get_running_loop()
+        timeout = self._conn.opts.publish_timeout_sec
+        if timeout < _SLOTS_FROM_SEC:
+            return loop.call_later(timeout, self._expire_token, token)
+        slot = math.ceil((loop.time() + timeout) / _DEADLINE_SLOT_SEC)
+        entry = self._deadlines.get(slot)
+        if entry is None:
+            timer = loop.call_at(slot * _DEADLINE_SLOT_SEC, self._expire, slot)
+            entry = self._deadlines[slot] = (timer, [])
+        entry[1].append(token)
+        return None
+
+    def _expire(self, slot: int) -> None:
+        _, tokens = self._deadlines.pop(slot, (None, ()))
+        for token in tokens:
+            self._expire_token(token)
+
+    def _expire_token(self, token: int) -> None:
+        fut = self._acks.get(token)
+        if fut is not None and not fut.done():
+            fut.set_exception(TimeoutError())
 
     def disconnected(self) -> None:
         """The connection is lost: what it carried unacknowledged may never be answered."""
@@ -249,7 +285,9 @@ class Appender:
         event = check_event(event, self._conn.opts.registry)
         expected = check_expected(expected_version)
         validate_subject(subject)
-        nc = await self._conn.ready()
+        nc = self._conn.nc
+        if self._conn.state is not LogState.STARTED or nc is None or nc.is_closed:
+            nc = await self._conn.ready()
         admin = self._admin
         kind = kind_of(subject)
         if not admin.is_ready(kind):
@@ -316,10 +354,7 @@ class Appender:
         Raises :class:`_SentOnLostConnection` when the connection was lost and is back.
         """
         token, fut = await self._send(nc, full, body, headers)
-        # one timer that fails the future, cheaper than an asyncio.timeout scope per append
-        timer = asyncio.get_running_loop().call_later(
-            self._conn.opts.publish_timeout_sec, _expire, fut
-        )
+        timer = self._expire_later(token)
         try:
             return await fut
         except TimeoutError:
@@ -328,7 +363,8 @@ class Appender:
                 raise self._conn.closed_error() from None
             return None
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
 
     async def _settle(
         self, nc: NatsClient, item: _Prepared, done: asyncio.Future[_Reply] | None

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats.errors
 import pytest
@@ -12,9 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
 
-from converge.errors import ConcurrencyError, EventLogError
+from converge.errors import ConcurrencyError, ConvergeTimeoutError, EventLogError
 from events.jetstream import JetStreamEventLog, rawroute
+from events.jetstream.append import _SLOTS_FROM_SEC
 from events.jetstream.wire import _KNOWN_NAMES, ack_status, direct_write_problem, hpub_frame
+from events.server import EmbeddedNatsServer
 from events.testing import task_event
 
 
@@ -129,3 +134,29 @@ async def test_an_event_above_max_payload_is_refused_by_name(log: JetStreamEvent
     with pytest.raises(EventLogError, match="above the server's max_payload"):
         await log.append(big, subject="tasks.big")
     assert (await log.append(task_event("small"), subject="tasks.small")).sequence == 1
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_an_append_nobody_answers_times_out_on_a_shared_deadline(tmp_path: Path) -> None:
+    """Timeouts of a second or more wait on shared deadline slots, not a timer each."""
+    server = EmbeddedNatsServer(data_dir=tmp_path / "nats", start_timeout_sec=60)
+    await server.start()
+    log = await JetStreamEventLog.connect(
+        server.url, namespace="deadline", publish_timeout_sec=_SLOTS_FROM_SEC, publish_retries=0
+    )
+    assert server.pid is not None
+    stopped = False
+    try:
+        await log.append(task_event(), subject="tasks.a")
+        os.kill(server.pid, signal.SIGSTOP)  # takes the bytes, answers nothing
+        stopped = True
+        await asyncio.to_thread(os.waitid, os.P_PID, server.pid, os.WSTOPPED | os.WNOWAIT)
+        with pytest.raises(ConvergeTimeoutError, match="append the same event again"):
+            await log.append(task_event(), subject="tasks.b")
+        assert log._appender._deadlines == {}  # the slot's timer fired and is gone
+    finally:
+        if stopped:
+            os.kill(server.pid, signal.SIGCONT)
+        await log.close()
+        await server.stop()
