@@ -125,6 +125,7 @@ class ProjectionRunner(Generic[P]):
         self._state = RunnerState.IDLE
         self._lock = asyncio.Lock()
         self._progress = asyncio.Event()
+        self._watched = False  # someone waits on _progress: the next change must set it
         self._subscriptions: list[Subscription] = []
         self._failure: BaseException | None = None
         self._restored = False
@@ -576,6 +577,10 @@ class ProjectionRunner(Generic[P]):
                 extra={"stream": stream, "seq": recorded.sequence},
             )
             await self._read_range(stream, start=position + 1, end=recorded.sequence - 1)
+        return self._apply_one(recorded)
+
+    def _apply_one(self, recorded: RecordedEvent) -> bool:
+        """Check, apply and announce one event whose predecessors are applied (lock held)."""
         if self._verifier is not None and not self._verifier.check(recorded):
             self._skip_rejected(recorded)
             self._notify()
@@ -616,8 +621,12 @@ class ProjectionRunner(Generic[P]):
         if position is None or recorded.sequence <= position:
             return
         try:
-            async with self._lock:
-                await self._apply_in_order(recorded, delivered=True)
+            if recorded.sequence == position + 1 and not self._lock.locked():
+                # the next event and nobody reading a range: no await, so no lock needed
+                self._apply_one(recorded)
+            else:
+                async with self._lock:
+                    await self._apply_in_order(recorded, delivered=True)
             await self._maybe_snapshot()
         except Exception as exc:
             self._fail(exc)
@@ -639,8 +648,10 @@ class ProjectionRunner(Generic[P]):
             raise self._failure
 
     def _notify(self) -> None:
-        self._progress.set()
-        self._progress = asyncio.Event()
+        if self._watched:  # a new Event per applied event only while someone waits
+            self._watched = False
+            self._progress.set()
+            self._progress = asyncio.Event()
 
     async def _wait_position(self, stream: str, sequence: int, grace: float) -> None:
         """Wait up to ``grace`` seconds for the subscription to reach ``sequence``."""
@@ -650,6 +661,7 @@ class ProjectionRunner(Generic[P]):
             if remaining <= 0 or self._state is not RunnerState.RUNNING:
                 return
             progress = self._progress
+            self._watched = True
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await progress.wait()
