@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 import uuid
@@ -74,6 +75,7 @@ async def submit_round(url: str, n: int, concurrency: int, *, signed: bool) -> t
 
 
 async def main(url: str | None, n: int, concurrency: int, rounds: int, signed: bool) -> None:
+    load_before = os.getloadavg()[0]
     async with EmbeddedNatsServer() if url is None else _NoServer(url) as server:
         nc = await nats.connect(server.url)
         figures: dict[str, list[tuple[float, float]]] = {
@@ -96,7 +98,10 @@ async def main(url: str | None, n: int, concurrency: int, rounds: int, signed: b
                     )
         finally:
             await nc.close()
-    print(f"{n} tasks per round, gathered {concurrency} at a time, {rounds} alternating rounds")
+    print(
+        f"{n} tasks per round, gathered {concurrency} at a time, {rounds} alternating rounds;"
+        f" load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
+    )
     med = statistics.median
     cpu = {key: med(c for _, c in runs) * 1e6 for key, runs in figures.items() if runs}
     for key, runs in figures.items():
