@@ -3,7 +3,7 @@
 nats-py's ``publish`` checks both subjects with a regular expression, each header name
 with another and each value with ``strip``/``translate``, then formats the frame; an
 acknowledgement becomes a ``Msg`` object queued for a subscription task that awaits a
-callback coroutine. Per append that is about a tenth of ``TaskManager.submit``'s CPU
+callback coroutine. Together that was about a quarter of ``TaskManager.submit``'s CPU
 (see docs/benchmarks.md). Here:
 
 * :func:`header_block` writes the ``NATS/1.0`` header block itself, byte for byte what
