@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from events import signing
 from events.signing import EventSigner, signed_payload, verify_event_signature
 
 _KEY = Ed25519PrivateKey.generate()
@@ -39,3 +41,32 @@ def test_signers_from_raw_bytes_and_from_a_key_object_agree() -> None:
     assert raw.sign("tasks.a", b"{}", "task.submitted") != raw.sign(
         "tasks.b", b"{}", "task.submitted"
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=63), st.integers(1, 255))
+def test_libsodium_verifies_as_openssl_does(body: bytes, at: int, flip: int) -> None:
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    raw = public.public_bytes_raw()
+    payload = signed_payload("tasks.t", body, "task.submitted")
+    signature = key.sign(payload)  # made by OpenSSL: not one this process's signers made
+    assert signing._verify(signature, payload, raw)
+    bad = bytearray(signature)
+    bad[at] ^= flip
+    try:
+        public.verify(bytes(bad), payload)
+        openssl = True
+    except InvalidSignature:
+        openssl = False
+    assert not openssl  # a flipped bit never verifies with either
+    assert not signing._verify(bytes(bad), payload, raw)
+    assert not signing._verify(signature, payload + b"x", raw)
+
+
+def test_libsodium_refuses_a_small_order_key() -> None:
+    # The identity point (y = 1) as a key, with the all-identity signature OpenSSL's
+    # permissive check may take for any message: libsodium refuses both.
+    identity = b"\x01" + bytes(31)
+    assert not signing._verify(identity + bytes(32), b"anything", identity)
+    assert not verify_event_signature("tasks.t", b"{}", "A" * 86, identity, "task.submitted")
