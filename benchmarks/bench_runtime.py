@@ -364,6 +364,7 @@ async def role_worker(url: str, namespace: str, agents: int, profile_dir: str | 
             cpu = time.process_time()
             await stop.wait()
             print(f"cpu {time.process_time() - cpu}", flush=True)
+            print(f"races {tm.conflicts} {tm.runner.resyncs}", flush=True)
             _dump(profiler, profile_dir, "worker")
     finally:
         for runtime in runtimes:
@@ -406,7 +407,7 @@ async def across_processes(
         await asyncio.create_subprocess_exec(*me, "--role", "worker", stdout=pipe)
         for _ in range(workers)
     ]
-    cpu_seconds = 0.0
+    cpu_by_role: dict[str, float] = {}
     try:
         for proc in procs:
             assert proc.stdout is not None
@@ -421,18 +422,26 @@ async def across_processes(
                 submitter = await asyncio.create_subprocess_exec(
                     *me, "--role", "submitter", "--tasks", str(n), stdout=pipe
                 )
-                cpu_seconds += await _cpu_line(submitter)
+                cpu_by_role["submitter"] = await _cpu_line(submitter)
                 async with asyncio.timeout(600):
                     assert await submitter.wait() == 0
                 await wait_done(tm, {f"p{i}" for i in range(n)}, timeout=600)
-                cpu_seconds += time.process_time() - cpu
+                cpu_by_role["manager"] = time.process_time() - cpu
                 _dump(profiler, profile_dir, "manager")
             for proc in procs:
                 proc.terminate()
-            for proc in procs:
-                cpu_seconds += await _cpu_line(proc)
+            races = [0, 0]
+            for k, proc in enumerate(procs):
+                cpu_by_role[f"worker {k + 1}"] = await _cpu_line(proc)
+                assert proc.stdout is not None
+                async with asyncio.timeout(60):
+                    words = (await proc.stdout.readline()).split()
+                if words[:1] == [b"races"]:
+                    races = [races[0] + int(words[1]), races[1] + int(words[2])]
             figures = await broker_figures(log, {f"p{i}" for i in range(n)})
-            figures["cpu_us_per_task"] = cpu_seconds / n * 1e6
+            figures["cpu_us_per_task"] = sum(cpu_by_role.values()) / n * 1e6
+            figures["cpu_by_role"] = cpu_by_role
+            figures["lost_races"], figures["gap_reads"] = races
             return figures
         finally:
             await log.close()
@@ -523,6 +532,14 @@ async def main(
             print(
                 _row("3 worker processes + submitter", figures)
                 + f", {figures['cpu_us_per_task']:,.0f} us CPU/task (all processes)"
+            )
+            by_role = figures["cpu_by_role"]
+            assert isinstance(by_role, dict)
+            print(
+                "  CPU us/task by process: "
+                + ", ".join(f"{role} {cpu / n * 1e6:,.0f}" for role, cpu in by_role.items())
+                + f"; workers lost {figures['lost_races']} claim races, "
+                f"read {figures['gap_reads']} gaps from the log"
             )
         if "raw" in phases:
             raw = await raw_pipelined(url, 20_000)
