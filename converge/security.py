@@ -18,8 +18,12 @@ What ``converge run`` (and every command that writes) sets up, from the settings
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,28 +41,72 @@ logger = logging.getLogger(__name__)
 SERVICE_KEY_FILE = Path("keys") / "service.key"
 """Where, under the data directory, the service key lives by default."""
 
+KEY_WRITE_WAIT_SEC = 2.0
+"""How long a reader waits for a key file another process is writing in place."""
+
 
 def load_or_create_key(path: Path) -> Identity:
     """Return the identity whose 32 raw private-key bytes are in ``path``, creating it.
 
-    A new key file is written with mode 0600 (its directory 0700); two processes
-    creating it at once agree on one key. Raises ``ConfigError`` for a file that is
-    not a key.
+    A new key file is written with mode 0600 (its directory 0700). Creation is race-free:
+    the key is written whole to a temporary file beside ``path``, then hard-linked to
+    ``path``, which fails when the name exists; so processes (or containers sharing a
+    volume) creating it at once all end up with the one key that was linked first, and
+    none ever reads a half-written file. Raises ``ConfigError`` for a file that is not
+    a key.
     """
     path = Path(path)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         identity = Identity.generate()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # created by another process meanwhile: read theirs
-        else:
-            with os.fdopen(fd, "wb") as out:
-                out.write(identity.private_key_bytes())
+        if _create_exclusive(path, identity.private_key_bytes()):
             logger.info("created signing key %s (agent id %s)", path, identity.fingerprint)
             return identity
+        # created by another process meanwhile: read theirs
+    return _read_key(path)
+
+
+def _create_exclusive(path: Path, raw: bytes) -> bool:
+    """Write ``raw`` to ``path`` unless it exists; return whether this call created it."""
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(raw)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temporary, path)  # atomic, and refuses an existing name
+        except FileExistsError:
+            return False
+        except OSError as exc:  # a filesystem without hard links (vfat, some FUSE)
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            return _create_in_place(path, raw)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def _create_in_place(path: Path, raw: bytes) -> bool:
+    """``O_EXCL`` creation where links do not work; a reader may meet it half-written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as out:
+        out.write(raw)
+    return True
+
+
+def _read_key(path: Path) -> Identity:
+    """Read the key in ``path``; a short file may still be being written (no hard links):
+    re-read it for up to ``KEY_WRITE_WAIT_SEC`` before calling it broken."""
+    deadline = time.monotonic() + KEY_WRITE_WAIT_SEC
     raw = path.read_bytes()
+    while len(raw) < KEY_SIZE and time.monotonic() < deadline:
+        time.sleep(0.01)  # a sync function, once per process, before any broker traffic
+        raw = path.read_bytes()
     if len(raw) != KEY_SIZE:
         raise ConfigError(
             f"signing key {path} holds {len(raw)} bytes, not a {KEY_SIZE}-byte Ed25519 "
@@ -85,6 +133,7 @@ class EventSecurity:
     policy: SignaturePolicy | None = None
     ring: SignerRing = field(default_factory=SignerRing)
     verifiers: list[SignatureVerifier] = field(default_factory=list)
+    key_path: Path | None = None
 
     @property
     def service_id(self) -> str | None:
@@ -96,7 +145,13 @@ class EventSecurity:
     def signing(cls, key_path: Path, *, verify: bool = True) -> EventSecurity:
         """Return a writer's security before the policy is known: its ring and service key."""
         service = EventSigner.from_identity(load_or_create_key(key_path))
-        return cls(verify=verify, require=False, trusted=frozenset(), ring=SignerRing(service))
+        return cls(
+            verify=verify,
+            require=False,
+            trusted=frozenset(),
+            ring=SignerRing(service),
+            key_path=Path(key_path),
+        )
 
     async def load_policy(
         self,
@@ -105,12 +160,18 @@ class EventSecurity:
         record: bool,
         require_signatures: bool = True,
         trusted_signers: Iterable[str] = (),
+        strict: bool = False,
     ) -> SignaturePolicy | None:
         """Read the namespace's policy (with ``record``: write it first when absent).
 
         ``trusted_signers`` are this process's pinned ids: trusted whatever the policy
         says, and when given, only a first policy they (or the service key) signed
         counts. Without a policy, unsigned events are accepted and signed ones checked.
+
+        When the policy does not trust this process's service key, its service events
+        (pool creation, sweeps, cancels) will be refused by every verifying process: a
+        warning, or with ``strict`` a ``ConfigError`` (a process that depends on them,
+        such as ``converge run``, would otherwise wait for them forever).
         """
         pinned = frozenset(trusted_signers)
         pins = pinned | ({self.service_id} if self.service_id and pinned else set())
@@ -131,14 +192,24 @@ class EventSecurity:
             self.trusted = policy.trusted_signers | pinned
         service = self.service_id
         if service is not None and policy is not None and service not in self.trusted:
-            logger.warning(
-                "the signature policy of namespace %r does not trust this process's service "
-                "key %s: the events it writes for no agent (submissions, cancels, sweeps) "
-                "will be refused; add the id to trusted_signers",
-                log.namespace,
-                service,
-            )
+            problem = self._untrusted_service(log.namespace, service, policy)
+            if strict:
+                raise ConfigError(problem)
+            logger.warning("%s", problem)
         return policy
+
+    def _untrusted_service(self, namespace: str, service: str, policy: SignaturePolicy) -> str:
+        """One line: whose key the policy does not trust, and the two ways out."""
+        where = f" ({self.key_path})" if self.key_path is not None else ""
+        trusted = ", ".join(sorted(t[:12] for t in policy.trusted_signers)) or "none"
+        return (
+            f"the signature policy of namespace {namespace!r} does not trust this process's "
+            f"service key {service}{where}, so its pool creation, sweeps and cancels would "
+            f"be refused (it trusts {trusted}); use the trusted key file (signing_key, "
+            "CONVERGE_SIGNING_KEY, or a data_dir sharing its keys/), or list this id in "
+            "trusted_signers (CONVERGE_TRUSTED_SIGNERS, a JSON list) of the process that "
+            "records the policy of a new namespace"
+        )
 
     def enroll(self, identity: Identity) -> None:
         """Sign the events acting for ``identity``'s agent with its key."""

@@ -11,7 +11,9 @@ namespace (``expected_version=0``, so two processes racing agree on one).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -33,6 +35,9 @@ logger = logging.getLogger(__name__)
 POLICY_STREAM = "config"
 POLICY_SUBJECT = "config.signatures"
 
+WRITTEN_READ_WAIT_SEC = 10.0
+"""How long a read right after a policy append may see none before it counts as absent."""
+
 
 @dataclass(frozen=True, slots=True)
 class SignaturePolicy:
@@ -52,19 +57,25 @@ async def load_signature_policy(
     ``pinned``: key ids this process trusts whatever the stream says; when given, the
     first policy must be signed by one of them. Reads only (creates no stream).
     """
-    pins = frozenset(pinned)
+    return (await _load(log, frozenset(pinned)))[0]
+
+
+async def _load(log: EventLog, pins: frozenset[str]) -> tuple[SignaturePolicy | None, int]:
+    """Return the policy in force and how many policy events the read saw."""
     try:
-        return await _load(log, pins)
+        return await _read_policy(log, pins)
     except NotFoundError:  # a read-only log names a missing stream: no policy recorded
-        return None
+        return None, 0
 
 
-async def _load(log: EventLog, pins: frozenset[str]) -> SignaturePolicy | None:
+async def _read_policy(log: EventLog, pins: frozenset[str]) -> tuple[SignaturePolicy | None, int]:
     policy: SignaturePolicy | None = None
+    seen = 0
     async for recorded in log.read(stream=POLICY_STREAM, subject=POLICY_SUBJECT):
         event = recorded.event
         if not isinstance(event, SignaturePolicySet):
             continue
+        seen += 1
         signer = authenticated_signer(recorded)
         if policy is None:
             allowed = signer is not None and (not pins or signer in pins)
@@ -82,7 +93,21 @@ async def _load(log: EventLog, pins: frozenset[str]) -> SignaturePolicy | None:
         policy = SignaturePolicy(
             event.require_signatures, frozenset(event.trusted_signers), signer, recorded.sequence
         )
-    return policy
+    return policy, seen
+
+
+async def _load_after_write(log: EventLog, pins: frozenset[str]) -> SignaturePolicy | None:
+    """Read the policy right after appending one (or losing the race to): the subject
+    holds a policy event, so a read that sees none is behind (seen on a just-created
+    three-replica stream when several processes start at once): read again, for up to
+    ``WRITTEN_READ_WAIT_SEC``. Policy events that do not count are final at once."""
+    deadline = time.monotonic() + WRITTEN_READ_WAIT_SEC
+    while True:
+        policy, seen = await _load(log, pins)
+        if policy is not None or seen or time.monotonic() >= deadline:
+            return policy
+        logger.info("the signature policy just written is not readable yet; reading again")
+        await asyncio.sleep(0.1)
 
 
 async def ensure_signature_policy(
@@ -109,7 +134,7 @@ async def ensure_signature_policy(
         await log.append(event, subject=POLICY_SUBJECT, expected_version=0)
     except ConcurrencyError:
         logger.info("another process recorded the signature policy first; using theirs")
-    policy = await load_signature_policy(log, pinned=pins)
+    policy = await _load_after_write(log, frozenset(pins))
     if policy is None:
         raise ConfigError(
             f"the signature policy of namespace {log.namespace!r} is not in force: the "

@@ -60,6 +60,7 @@ async def run(
                 record=True,
                 require_signatures=cfg.require_signatures,
                 trusted_signers=cfg.trusted_signers,
+                strict=True,  # its pool creation and sweeps refused: fail now, never hang
             )
             if agents is not None:
                 from converge._cli.serve import serve_agents
