@@ -60,8 +60,40 @@ RawHandler = Callable[[bytes, bytes, bytes, bytes], str | None]
 _ASCII_SPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes
 
 
+_MSG_ID_LINE = b"NATS/1.0\r\nNats-Msg-Id: "
+_ID_AT = len(_MSG_ID_LINE)
+_SUFFIX_CACHE_SIZE = 256
+_suffixes: dict[bytes, dict[str, str] | None] = {}
+
+
 def parse_delivery_headers(raw: bytes) -> dict[str, str] | None:
-    """Parse a delivery's header block as nats-py does; ``None`` when it holds none."""
+    """Parse a delivery's header block as nats-py does; ``None`` when it holds none.
+
+    An event's block starts with its ``Nats-Msg-Id`` (the event id) and the rest
+    repeats from event to event of one type, so the rest is parsed once and kept (a
+    few hundred blocks at most): about 1 us a block instead of 4.
+    """
+    if raw.startswith(_MSG_ID_LINE):
+        end = raw.find(b"\r\n", _ID_AT)
+        msg_id = raw[_ID_AT:end]
+        if end > _ID_AT and msg_id.isalnum():  # ASCII letters and digits: nothing to strip
+            suffix = raw[end + 2 :]
+            try:
+                rest = _suffixes[suffix]
+            except KeyError:
+                rest = _parse_block(b"NATS/1.0\r\n" + suffix)
+                if len(_suffixes) >= _SUFFIX_CACHE_SIZE:
+                    _suffixes.clear()
+                _suffixes[suffix] = rest
+            out = {"Nats-Msg-Id": msg_id.decode("ascii")}
+            if rest:
+                out.update(rest)
+            return out
+    return _parse_block(raw)
+
+
+def _parse_block(raw: bytes) -> dict[str, str] | None:
+    """Parse a whole header block as nats-py does (see :func:`parse_delivery_headers`)."""
     if len(raw) <= 10:  # b"NATS/1.0\r\n" and nothing more
         return None
     out: dict[str, str] = {}
