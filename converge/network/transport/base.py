@@ -286,9 +286,10 @@ class Transport(AsyncService):
         ``FrameTooLargeError`` when the encoded message exceeds ``max_message_bytes``
         and ``TransportError`` when a direct message cannot be handed to the network.
         """
-        if self._state is TransportState.NEW:
-            await self.start()
-        self._require_running("send")
+        if self._state is not TransportState.RUNNING:
+            if self._state is TransportState.NEW:
+                await self.start()
+            self._require_running("send")
         if not isinstance(message, Message):
             raise TypeError(f"send() expects a Message, got {type(message).__name__}")
         data = message.to_bytes()

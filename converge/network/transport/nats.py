@@ -18,6 +18,15 @@ are stored in the JetStream stream ``<NS>_INBOX`` and delivered at least once
 (acknowledged after they are queued, redelivered otherwise, kept while the agent is
 offline), so a receiver can see a duplicate, which ``receive_verified`` rejects.
 The connection reconnects on its own and keeps its subscriptions.
+
+Fast path (nats-py versions it was checked against, see :mod:`events.jetstream.rawroute`):
+deliveries of the transport's core subscriptions are taken raw from nats-py's parser
+(no ``Msg`` object, no header parsing, no subscription queue and task: decoded and
+queued for ``receive()`` in one synchronous call), and publishes go as ``PUB`` frames
+straight onto nats-py's outgoing buffer (:class:`events.jetstream.wire.DirectWriter`,
+the checks and errors of ``Client.publish``). On any other nats-py both take nats-py's
+own path, slower with the same behaviour. The durable inbox always takes nats-py's path
+(its deliveries are acknowledged).
 """
 
 from __future__ import annotations
@@ -41,6 +50,13 @@ from converge.core.topic import Topic
 from converge.errors import ConfigError, EventLogError, TransportError
 from converge.network.transport.base import Transport, TransportState
 from events.connection import BrokerConfig, NatsClient, connect_nats
+from events.jetstream.rawroute import (
+    RawHandler,
+    RawRouter,
+    install_router,
+    parse_delivery_headers,
+)
+from events.jetstream.wire import DirectWriter, direct_write_problem
 from events.subjects import encode_token
 from events.tracecontext import (
     context_from_headers,
@@ -125,6 +141,16 @@ class NatsTransport(Transport):
         self._subs: dict[str, Any] = {}  # subject -> nats subscription
         self._recent_topic_ids: OrderedDict[str, None] = OrderedDict()
         self._direct_subjects: dict[str, str] = {}  # recipient -> its direct subject
+        self._pub_prefixes: dict[str, bytes] = {}  # subject -> b"PUB <subject> "
+        self._direct_frames: dict[str, bytes] = {}  # recipient -> b"PUB <its subject> "
+        self._router: RawRouter | None = None  # takes deliveries before nats-py's Msg
+        self._routes: dict[str, int] = {}  # subject -> its routed subscription id
+        self._writer: DirectWriter | None = None  # publishes onto nats-py's buffer
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether deliveries are taken raw and publishes written directly (nats-py checked)."""
+        return self._router is not None and self._writer is not None
 
     # -- subjects --------------------------------------------------------------
 
@@ -142,7 +168,11 @@ class NatsTransport(Transport):
         return f"{self.namespace}.msg.direct.{subject_token(agent_id)}"
 
     def topic_subject(self, topic_namespace: str) -> str:
-        return f"{self.namespace}.msg.topic.{subject_token(topic_namespace)}"
+        return f"{self._topic_prefix}{subject_token(topic_namespace)}"
+
+    @property
+    def _topic_prefix(self) -> str:
+        return f"{self.namespace}.msg.topic."
 
     @property
     def broadcast_subject(self) -> str:
@@ -166,6 +196,9 @@ class NatsTransport(Transport):
                 f"cannot connect to NATS at {', '.join(self.broker.servers)} within "
                 f"{self.start_timeout_sec} s; is the server running?"
             ) from exc
+        self._router = install_router(self._nc)
+        if direct_write_problem(self._nc) is None:
+            self._writer = DirectWriter(self._nc)
         if self.durable_inbox:
             await self._subscribe_durable_inbox()
         else:
@@ -178,6 +211,12 @@ class NatsTransport(Transport):
     async def _stop(self) -> None:
         nc, self._nc = self._nc, None
         self._subs.clear()
+        self._writer = None
+        router, self._router = self._router, None
+        if router is not None:
+            for sid in self._routes.values():
+                router.routes.pop(sid, None)
+        self._routes.clear()
         if nc is None:
             return
         with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
@@ -227,17 +266,29 @@ class NatsTransport(Transport):
     async def _subscribe_subject(self, subject: str) -> None:
         if subject in self._subs:
             return
-        kwargs: dict[str, Any] = {"cb": self._on_message}
+        kwargs: dict[str, Any] = {"cb": self._on_message}  # nats-py's path, if not routed
         if self.queue_group:
             kwargs["queue"] = self.queue_group
-        self._subs[subject] = await self._client().subscribe(subject, **kwargs)
+        sub = self._subs[subject] = await self._client().subscribe(subject, **kwargs)
+        # No await since the SUB was buffered: nothing can arrive before the route is set.
+        # nats-py subscribes again with the same id after a reconnect, so the route holds.
+        sid = getattr(sub, "_id", None)  # nats-py's private subscription id
+        if self._router is not None and type(sid) is int:
+            is_topic = subject.startswith(self._topic_prefix)
+            handler: RawHandler = self._on_raw_topic if is_topic else self._on_raw
+            self._router.routes[sid] = handler
+            self._routes[subject] = sid
 
     async def _subscribe(self, namespace: str) -> None:
         await self._subscribe_subject(self.topic_subject(namespace))
         await self._flush()
 
     async def _unsubscribe(self, namespace: str) -> None:
-        sub = self._subs.pop(self.topic_subject(namespace), None)
+        subject = self.topic_subject(namespace)
+        sub = self._subs.pop(subject, None)
+        sid = self._routes.pop(subject, None)
+        if self._router is not None and sid is not None:
+            self._router.routes.pop(sid, None)
         if sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
@@ -308,6 +359,36 @@ class NatsTransport(Transport):
             return
         self._deliver(message)
 
+    def _on_raw(self, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
+        """A routed delivery of the direct or broadcast subject (see :mod:`rawroute`)."""
+        message = self._decode(data)
+        if message is None:
+            return None
+        if tracing_enabled():
+            self._deliver_traced(message, subject, headers)
+        else:
+            self._deliver(message)
+        return None
+
+    def _on_raw_topic(self, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
+        """A routed delivery of a topic subject: skipped when another topic brought it."""
+        message = self._decode(data)
+        if message is None or self._is_repeat_topic_message(message):
+            return None
+        if tracing_enabled():
+            self._deliver_traced(message, subject, headers)
+        else:
+            self._deliver(message)
+        return None
+
+    def _deliver_traced(self, message: Message, subject: bytes, headers: bytes | None) -> None:
+        # the sender's trace context came in the headers: the receive is its child
+        context = context_from_headers(parse_delivery_headers(headers) if headers else None)
+        with messaging_span(
+            "receive", subject.decode(errors="replace"), kind=SpanKind.CONSUMER, context=context
+        ):
+            self._deliver(message)
+
     async def _on_inbox_message(self, msg: Any) -> None:
         if self._deliver_bytes(msg.data):
             await msg.ack()
@@ -317,15 +398,24 @@ class NatsTransport(Transport):
     # -- sending ---------------------------------------------------------------
 
     async def _send(self, message: Message, data: bytes) -> None:
-        if message.recipient is not None:
-            subject = self._direct_subjects.get(message.recipient)
-            if subject is None:
-                if len(self._direct_subjects) >= _DIRECT_SUBJECTS:
-                    self._direct_subjects.clear()
-                subject = self._direct_subjects[message.recipient] = self.direct_subject(
-                    message.recipient
-                )
-            subjects = [subject]
+        recipient = message.recipient
+        writer = self._writer
+        if recipient is not None and writer is not None and not tracing_enabled():
+            # the common case, a direct message: one frame onto nats-py's buffer
+            prefix = self._direct_frames.get(recipient)
+            if prefix is None:
+                prefix = self._pub_prefix(self._direct_subject_of(recipient))
+                if len(self._direct_frames) >= _DIRECT_SUBJECTS:
+                    self._direct_frames.clear()
+                self._direct_frames[recipient] = prefix
+            try:
+                if writer.write(b"%s%d\r\n%s\r\n" % (prefix, len(data), data), len(data)):
+                    await writer.flush()
+            except (nats.errors.Error, OSError) as exc:
+                raise self._send_error(message, self._direct_subject_of(recipient), exc) from exc
+            return
+        if recipient is not None:
+            subjects = [self._direct_subject_of(recipient)]
         elif message.topics:
             subjects = list(dict.fromkeys(self.topic_subject(t.namespace) for t in message.topics))
         else:
@@ -333,11 +423,39 @@ class NatsTransport(Transport):
         nc = self._client()
         # the send span's context, for the receiver's spans
         trace_headers = current_trace_headers() if tracing_enabled() else None
+        if trace_headers is not None:
+            writer = None
         try:
             for subject in subjects:
-                await nc.publish(subject, data, headers=trace_headers)
+                if writer is None:
+                    await nc.publish(subject, data, headers=trace_headers)
+                elif writer.write(
+                    b"%s%d\r\n%s\r\n" % (self._pub_prefix(subject), len(data), data), len(data)
+                ):
+                    await writer.flush()
         except (nats.errors.Error, OSError) as exc:
-            self.stats.send_errors += 1
-            raise TransportError(
-                f"cannot publish message {message.id} to {subjects[0]}: {exc!r}"
-            ) from exc
+            raise self._send_error(message, subjects[0], exc) from exc
+
+    def _direct_subject_of(self, recipient: str) -> str:
+        subject = self._direct_subjects.get(recipient)
+        if subject is None:
+            if len(self._direct_subjects) >= _DIRECT_SUBJECTS:
+                self._direct_subjects.clear()
+            subject = self._direct_subjects[recipient] = self.direct_subject(recipient)
+        return subject
+
+    def _pub_prefix(self, subject: str) -> bytes:
+        """The start of the ``PUB`` frame nats-py's ``publish`` writes for ``subject``.
+
+        Without nats-py's subject check: the transport's subjects are valid by construction.
+        """
+        prefix = self._pub_prefixes.get(subject)
+        if prefix is None:
+            if len(self._pub_prefixes) >= _DIRECT_SUBJECTS:
+                self._pub_prefixes.clear()
+            prefix = self._pub_prefixes[subject] = f"PUB {subject} ".encode()
+        return prefix
+
+    def _send_error(self, message: Message, subject: str, exc: BaseException) -> TransportError:
+        self.stats.send_errors += 1
+        return TransportError(f"cannot publish message {message.id} to {subject}: {exc!r}")
