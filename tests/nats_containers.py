@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker" / "docker-compose.yml"
 NATS_DOCKERFILE = REPO / "docker" / "nats.Dockerfile"
 LABEL = "converge.tests"
+AGENTS_TAG = "converge-agents:test"
 CLIENT_PORT = 4222
 CLUSTER_PORT = 6222
 HTTP_PORT = 8222
@@ -366,3 +367,24 @@ class NatsCluster:
             self.network.remove()
         except Exception as exc:  # never created, or already gone
             logger.warning("removing network %s: %s", self.network.name, exc)
+
+
+def build_agents_image(context: Path, python_image: str, tag: str) -> list[str]:
+    """Build docker/Dockerfile from ``context`` as ``tag``; return the build's output lines.
+
+    Builds use the host's network: the engine here may give containers no route out.
+    """
+    client = docker_client()
+    try:
+        _, logs = client.images.build(
+            path=str(context),
+            dockerfile="docker/Dockerfile",
+            tag=tag,
+            buildargs={"PYTHON_IMAGE": python_image},
+            network_mode="host",
+            rm=True,
+            labels={LABEL: "image"},
+        )
+    finally:
+        client.close()
+    return [str(chunk.get("stream", "")).strip() for chunk in logs if chunk.get("stream")]

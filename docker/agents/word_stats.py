@@ -3,7 +3,13 @@
     converge run word_stats:WordStats=2
 
 The agents' image puts /home/converge/agents on PYTHONPATH; compose mounts this folder
-there. WordStats takes the demo's text-analysis tasks beside the demo workers.
+there. WordStats takes `analyze-text` tasks in no pool, for example from the host:
+
+    converge tasks submit analyze-text --input '{"text": "hello there"}' \
+      --url nats://127.0.0.1:4222
+
+Agents named on the command line join no pool, so the demo's tasks (pool `demo`) are
+left to the demo workers; a config file's `agents:` list gives served agents a pool.
 """
 
 from __future__ import annotations

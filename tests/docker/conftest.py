@@ -8,9 +8,11 @@ container fixtures): without an engine it is skipped with the reason, or fails w
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +132,23 @@ def docker_cluster(nats_image: str) -> Iterator[NatsCluster]:
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def agents_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of what the agents' image is built from (tests may edit it)."""
+    context = tmp_path_factory.mktemp("agents-context")
+    for name in ("pyproject.toml", "README.md", ".dockerignore"):
+        shutil.copy2(REPO / name, context / name)
+    for name in ("converge", "events", "projections", "docker"):
+        shutil.copytree(REPO / name, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return context
+
+
+@pytest.fixture(scope="session")
+def agents_image(python_image: str, agents_context: Path) -> tuple[str, list[str]]:
+    """The agents' image (docker/Dockerfile) built once from the tree: its tag and the
+    build's output lines. The agents' tests and the compose stack's run it."""
+    return nats_containers.AGENTS_TAG, nats_containers.build_agents_image(
+        agents_context, python_image, nats_containers.AGENTS_TAG
+    )

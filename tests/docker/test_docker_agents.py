@@ -13,9 +13,7 @@ import asyncio
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import nats
 import nats.errors
@@ -24,30 +22,12 @@ import pytest
 
 import nats_containers
 from events.subjects import stream_name
-from nats_containers import REPO, NatsContainer
+from nats_containers import NatsContainer, build_agents_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-AGENTS_TAG = "converge-agents:test"
+EDITED_TAG = "converge-agents:test-edited"
 RUN = ["run", "--agents", "2", "--tasks", "0", "--duration", "600"]
-
-
-def _build(context: Path, python_image: str) -> list[str]:
-    """Build the agents' image from ``context``; return the build's output lines."""
-    client = nats_containers.docker_client()
-    try:
-        _, logs = client.images.build(
-            path=str(context),
-            dockerfile="docker/Dockerfile",
-            tag=AGENTS_TAG,
-            buildargs={"PYTHON_IMAGE": python_image},
-            network_mode="host",
-            rm=True,
-            labels={nats_containers.LABEL: "image"},
-        )
-    finally:
-        client.close()
-    return [str(chunk.get("stream", "")).strip() for chunk in logs if chunk.get("stream")]
 
 
 def _steps(lines: list[str]) -> dict[str, bool]:
@@ -64,23 +44,25 @@ def _steps(lines: list[str]) -> dict[str, bool]:
 
 
 @pytest.fixture(scope="module")
-def agents_image(python_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The agents' image built twice: from the tree, then after a source edit."""
-    context = tmp_path_factory.mktemp("agents-context")
-    for name in ("pyproject.toml", "README.md", ".dockerignore"):
-        shutil.copy2(REPO / name, context / name)
-    for name in ("converge", "events", "projections", "docker"):
-        shutil.copytree(REPO / name, context / name, ignore=shutil.ignore_patterns("__pycache__"))
-    first = _build(context, python_image)
-    with (context / "converge" / "__init__.py").open("a") as f:
+def rebuilt(
+    agents_image: tuple[str, list[str]], agents_context: Path, python_image: str
+) -> tuple[dict[str, bool], dict[str, bool]]:
+    """The steps of the agents' image build from the tree, then after a source edit."""
+    _, first = agents_image
+    edited = agents_context.parent / "agents-context-edited"
+    if not edited.exists():
+        shutil.copytree(agents_context, edited)
+    with (edited / "converge" / "__init__.py").open("a") as f:
         # unique per run: an edit built before (an earlier run) would come from the cache
         f.write(f"\n# an edit of the source: {uuid.uuid4().hex}\n")
-    second = _build(context, python_image)
-    yield _steps(first), _steps(second)
+    second = build_agents_image(edited, python_image, EDITED_TAG)
+    return _steps(first), _steps(second)
 
 
-def test_a_source_edit_keeps_the_dependency_layer(agents_image: Any) -> None:
-    _, second = agents_image
+def test_a_source_edit_keeps_the_dependency_layer(
+    rebuilt: tuple[dict[str, bool], dict[str, bool]],
+) -> None:
+    _, second = rebuilt
     dependencies = next(step for step in second if 'pip install ".[server,cli]"' in step)
     assert second[dependencies] is True, second  # taken from the cache
     source = next(step for step in second if step.startswith("COPY converge"))
@@ -89,11 +71,11 @@ def test_a_source_edit_keeps_the_dependency_layer(agents_image: Any) -> None:
 
 
 def test_converge_run_in_a_container_stops_cleanly_on_sigterm(
-    agents_image: Any, docker_broker: NatsContainer, namespace: str
+    agents_image: tuple[str, list[str]], docker_broker: NatsContainer, namespace: str
 ) -> None:
     client = nats_containers.docker_client()
     container = client.containers.run(
-        AGENTS_TAG,
+        agents_image[0],
         [*RUN, "--url", docker_broker.url, "--namespace", namespace],
         detach=True,
         init=True,

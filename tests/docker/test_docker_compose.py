@@ -6,12 +6,14 @@ The file checks need no engine; the compose test needs an engine and a compose C
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ import pytest
 import yaml
 
 import nats_containers
+from events import JetStreamEventLog, TaskReported, TaskSubmitted
+from events.testing import collect
 from nats_containers import COMPOSE_FILE, REPO, cluster_node_command, free_ports, nats_version
 
 NODES = ["nats-1", "nats-2", "nats-3"]
@@ -147,3 +151,128 @@ def test_compose_cluster_serves_converge_run(
     )
     assert info.returncode == 0, info.stderr
     assert orjson.loads(info.stdout)["replicas"] == 3
+
+
+def _compose_run(
+    base: list[str], env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*base, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _exit_codes(base: list[str], env: dict[str, str]) -> dict[str, tuple[str, int]]:
+    """Each service's container state and exit code (``compose ps -a``)."""
+    ps = _compose_run(base, env, "ps", "--all", "--format", "json")
+    assert ps.returncode == 0, ps.stderr
+    text = ps.stdout.strip()
+    rows = (
+        orjson.loads(text) if text.startswith("[") else [orjson.loads(x) for x in text.splitlines()]
+    )
+    return {row["Service"]: (row["State"], int(row["ExitCode"])) for row in rows}
+
+
+def _summary(base: list[str], env: dict[str, str], service: str) -> dict[str, Any]:
+    """The JSON summary a service's `converge run` printed last."""
+    logs = _compose_run(base, env, "logs", "--no-log-prefix", "--no-color", service)
+    assert logs.returncode == 0, logs.stderr
+    last = [line for line in logs.stdout.splitlines() if line.startswith("{")][-1]
+    summary: dict[str, Any] = orjson.loads(last)
+    return summary
+
+
+async def _read_tasks(url: str, namespace: str) -> list[Any]:
+    log = await JetStreamEventLog.connect(url, namespace=namespace, replicas=3)
+    try:
+        return await collect(log, stream="tasks")
+    finally:
+        await log.close()
+
+
+@pytest.mark.docker
+@pytest.mark.nats
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_whole_stack_runs_every_agent_service_to_the_end(
+    compose: tuple[list[str], dict[str, str]],
+    agents_image: tuple[str, list[str]],
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """`up` of every service (the image the suite built): the two demo services each
+    finish their 50 tasks and exit 0, my-agents serves a task from the host and stops
+    cleanly; every task in the stream is done exactly once."""
+    base, env = compose
+    env = dict(env, CONVERGE_IMAGE=agents_image[0], CONVERGE_NAMESPACE=namespace)
+    started = time.monotonic()
+    up = _compose_run(base, env, "up", "--detach", "--no-build")
+    assert up.returncode == 0, up.stderr
+    demos = ["agents-a", "agents-b"]
+    waited = _compose_run(base, env, "wait", *demos, timeout=600)
+    codes = _exit_codes(base, env)
+    for service in demos:
+        if codes[service] != ("exited", 0):  # a restart (restart: on-failure) counts too
+            logs = _compose_run(base, env, "logs", "--tail", "40", "--no-color", *demos)
+            pytest.fail(f"{codes} {waited.stderr}\n{logs.stdout[-6000:]}", pytrace=False)
+    demo_sec = time.monotonic() - started
+    summaries = {service: _summary(base, env, service) for service in demos}
+    for service, summary in summaries.items():
+        assert summary["states"] == {"completed": 50}, (service, summary)
+        assert summary["rejected_events"] == 0, (service, summary)
+
+    # my-agents (docker/agents/word_stats.py) serves a task submitted from the host (in
+    # no pool: agents served from the command line join none; the demo's are in "demo").
+    url = f"nats://127.0.0.1:{env['NATS_PORT']}"
+    host = ["--url", url, "--namespace", namespace]
+    host_env = dict(
+        env, CONVERGE_CONFIG="", CONVERGE_REPLICAS="3", CONVERGE_DATA_DIR=str(tmp_path / "host")
+    )
+    text = '{"text": "a stack of containers"}'
+    submit = subprocess.run(
+        [*CONVERGE, "tasks", "submit", "analyze-text", "--input", text, *host],
+        env=host_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert submit.returncode == 0, submit.stderr
+    task_id = submit.stdout.strip()
+    wait = subprocess.run(
+        [*CONVERGE, "tasks", "wait", task_id, "--timeout", "120", "--json", *host],
+        env=host_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert wait.returncode == 0, (wait.stdout, wait.stderr)
+    assert orjson.loads(wait.stdout)["result"] == {
+        "words": 4,
+        "longest": "containers",
+        "by": "word_stats",
+    }
+    stop = _compose_run(base, env, "stop", "--timeout", "60", "my-agents")
+    assert stop.returncode == 0, stop.stderr
+    assert _exit_codes(base, env)["my-agents"] == ("exited", 0)  # drained, not killed
+    mine = _summary(base, env, "my-agents")
+    assert mine["still_assigned"] == []
+
+    records = asyncio.run(_read_tasks(url, namespace))
+    submitted = {r.event.task["id"] for r in records if isinstance(r.event, TaskSubmitted)}
+    reports = Counter(r.event.task_id for r in records if isinstance(r.event, TaskReported))
+    by_service = Counter(
+        next(
+            (s for s, sm in summaries.items() if r.event.agent_id[:12] in sm["per_worker"]),
+            "my-agents" if r.event.agent_id in mine["agent_ids"] else "?",
+        )
+        for r in records
+        if isinstance(r.event, TaskReported)
+    )
+    lost = len(submitted - set(reports))
+    duplicated = sum(1 for n in reports.values() if n > 1)
+    print(  # noqa: T201 (the figures this test exists to show; run with -s or -rP)
+        f"compose stack: tasks={len(submitted)} lost={lost} duplicated={duplicated} "
+        f"done_by={dict(by_service)} demo_services_done_in={demo_sec:.0f}s "
+        f"(up included) run_seconds={[s['seconds'] for s in summaries.values()]}"
+    )
+    assert len(submitted) == 2 * 50 + 1
+    assert lost == 0
+    assert duplicated == 0
+    assert "?" not in by_service
