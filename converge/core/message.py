@@ -252,10 +252,11 @@ class Message:
                 value = _unpackb(data, raw=False, strict_map_key=True, timestamp=0)
             except Exception:  # malformed: the checked path names the error
                 value = None
-            if type(value) is dict and value.keys() == _WIRE_KEYS:
+            # eight keys, each of them read by _build_fast: exactly the wire keys
+            if type(value) is dict and len(value) == _WIRE_KEY_COUNT:
                 try:
                     return cls._build_fast(value)
-                except _NotFast:
+                except (_NotFast, KeyError):
                     pass
         return cls._from_bytes_checked(data, max_size=max_size)
 
@@ -271,7 +272,10 @@ class Message:
 
     @classmethod
     def _build_fast(cls, data: dict[str, Any]) -> Message:
-        """Build the message of :meth:`from_bytes` from decoded msgpack; raise ``_NotFast``."""
+        """Build the message of :meth:`from_bytes` from decoded msgpack; raise ``_NotFast``.
+
+        A missing key raises ``KeyError``, which also sends the input the checked way.
+        """
         sender = data["sender"]
         recipient = data["recipient"]
         task_id = data["task_id"]
@@ -323,9 +327,7 @@ class _NotFast(Exception):
     """Raised inside :meth:`Message._build_fast` for input only the checked path handles."""
 
 
-_WIRE_KEYS = frozenset(
-    ("id", "payload", "recipient", "sender", "signature", "task_id", "timestamp", "topics")
-)
+_WIRE_KEY_COUNT = 8  # id, payload, recipient, sender, signature, task_id, timestamp, topics
 _new_object = object.__new__
 _POOL_SIZE = 8
 _KEY_BYTES = 32

@@ -389,7 +389,8 @@ class Transport(AsyncService):
         Raises ``ConvergeTimeoutError`` (a builtin ``TimeoutError``) at the timeout,
         ``NotStartedError`` before ``start()`` and ``ClosedError`` once stopped.
         """
-        self._require_running("receive")
+        if self._state is not TransportState.RUNNING:
+            self._require_running("receive")
         if timeout is not None and timeout <= 0:
             try:
                 item = self._queue.get_nowait()
