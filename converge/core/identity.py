@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
+from nacl.exceptions import BadSignatureError
 
 from converge.errors import DecodeError, VerificationError
 
@@ -55,6 +56,9 @@ class Identity:
     fingerprint: str = ""
     _public: ed25519.Ed25519PublicKey = field(init=False, repr=False, compare=False)
     _private: ed25519.Ed25519PrivateKey | None = field(init=False, repr=False, compare=False)
+    # libsodium's form of the private key: it signs and checks in about half OpenSSL's
+    # time here, with the same (deterministic) signatures and the stricter check.
+    _secret: bytes | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         public_raw = _check_key(self.public_key, "public key")
@@ -79,6 +83,8 @@ class Identity:
         object.__setattr__(self, "fingerprint", expected)
         object.__setattr__(self, "_public", public)
         object.__setattr__(self, "_private", private)
+        secret = None if private_raw is None else crypto_sign_seed_keypair(private_raw)[1]
+        object.__setattr__(self, "_secret", secret)
 
     @classmethod
     def generate(cls) -> Identity:
@@ -129,12 +135,12 @@ class Identity:
         Raises ``MissingPrivateKeyError`` (a ``VerificationError`` and ``ValueError``) when
         this identity has no private key.
         """
-        if self._private is None:
+        if self._secret is None:
             raise MissingPrivateKeyError(
                 f"identity {self.fingerprint} has no private key and cannot sign; "
                 "use Identity.generate() or Identity.from_private_key()"
             )
-        return self._private.sign(bytes(data))
+        return crypto_sign(bytes(data), self._secret)[:SIGNATURE_SIZE]
 
     def verify(self, data: bytes, signature: bytes) -> bool:
         """Return whether ``signature`` is this identity's signature of ``data``.
@@ -146,7 +152,7 @@ class Identity:
         if not isinstance(data, bytes | bytearray | memoryview):
             return False
         try:
-            self._public.verify(bytes(signature), bytes(data))
-        except InvalidSignature:
+            crypto_sign_open(bytes(signature) + bytes(data), self.public_key)
+        except (BadSignatureError, ValueError):
             return False
         return True
