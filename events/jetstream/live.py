@@ -44,8 +44,8 @@ from events.jetstream.jsapi import (
     create_consumer,
     delete_consumer_nowait,
     delivery_metadata,
-    parse_headers,
 )
+from events.jetstream.rawbuffer import RawDelivery, RawDeliveryBuffer
 from events.jetstream.rawroute import RawRouter, parse_delivery_headers
 from events.jetstream.retry import ride_out
 
@@ -58,8 +58,6 @@ logger = logging.getLogger(__name__)
 
 LIVE_BUFFER_SIZE = 4096  # deliveries buffered before flow control pauses the server
 LIVE_INACTIVE_THRESHOLD_SEC = 300.0  # the server drops a consumer nobody listens to
-
-_RawDelivery = tuple[bytes, bytes, bytes, bytes]
 
 
 def live_consumer_config(
@@ -83,8 +81,11 @@ def live_consumer_config(
     }
 
 
-class RawLiveConsumer:
+class RawLiveConsumer(RawDeliveryBuffer):
     """Feed ``sub`` from a raw ordered push consumer on ``filter_subject`` of ``stream_name``."""
+
+    def _buffer_limit(self) -> int:
+        return LIVE_BUFFER_SIZE  # read at each use: a test may lower it
 
     def __init__(
         self,
@@ -110,14 +111,7 @@ class RawLiveConsumer:
         self._api_timeout_sec = api_timeout_sec
         self._api_retry_sec = api_retry_sec
         self._resend = resend
-        self._loop = asyncio.get_running_loop()
-        # fed by the delivery handler (no await between its reads and writes)
-        self._buffer: list[_RawDelivery] = []
-        self._waiter: asyncio.Future[None] | None = None
-        self._held_reply: str | None = None
-        self._received = 0  # data deliveries of the current consumer
-        self._gap = False  # deliveries were lost (or the broker restarted): recreate
-        self._last_activity = self._loop.time()
+        self._init_buffer(asyncio.get_running_loop())
         self._psub: Any = None
         self._sid = 0
         self._consumer = ""
@@ -156,41 +150,6 @@ class RawLiveConsumer:
             raise error
 
     # -- delivery side (called by the router, synchronously) -------------------------------
-
-    def on_delivery(self, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> str | None:
-        """Buffer one delivery; return a reply to publish (flow control, stall) or None."""
-        self._last_activity = self._loop.time()
-        if not data and headers[8:9] == b" ":  # a status: control message
-            return self._on_control(reply, headers)
-        self._received += 1
-        self._buffer.append((subject, reply, data, headers))
-        self._wake()
-        return None
-
-    def _on_control(self, reply: bytes, raw_headers: bytes) -> str | None:
-        if raw_headers.startswith(b"NATS/1.0 100 Flow"):
-            answer = reply.decode() if reply else None
-        elif raw_headers.startswith(b"NATS/1.0 100 Idle"):
-            headers = parse_headers(raw_headers)
-            answer = headers.get("Nats-Consumer-Stalled") or None
-            last_delivered = headers.get("Nats-Last-Consumer")
-            if (
-                last_delivered is not None
-                and last_delivered.isdigit()
-                and int(last_delivered) != self._received
-            ):
-                self._gap = True
-                self._wake()
-        else:
-            return None
-        if answer is not None and len(self._buffer) >= LIVE_BUFFER_SIZE:
-            self._held_reply, answer = answer, None  # sent once the pump catches up
-        return answer
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     # -- consumer --------------------------------------------------------------------------
 
@@ -305,7 +264,7 @@ class RawLiveConsumer:
         finally:
             self._waiter = None
 
-    async def _hand_on(self, batch: list[_RawDelivery]) -> None:
+    async def _hand_on(self, batch: list[RawDelivery]) -> None:
         """Hand the deliveries of ``batch`` to the subscription, in order."""
         sub = self._sub
         known = sub.applied_through

@@ -46,8 +46,8 @@ from events.jetstream.jsapi import (
     create_consumer,
     delete_consumer_nowait,
     delivery_metadata,
-    parse_headers,
 )
+from events.jetstream.rawbuffer import RawDelivery, RawDeliveryBuffer
 from events.jetstream.rawroute import FastPathUnavailable, RawRouter, parse_delivery_headers
 from events.jetstream.retry import ride_out
 from events.jetstream.subscribe import unsubscribe
@@ -64,7 +64,6 @@ READ_INACTIVE_THRESHOLD_SEC = 30.0  # the server drops a read's consumer left be
 POLL_SEC = 0.5
 
 #: A read's raw delivery: ``(subject, reply, body, header block)`` as the parser saw them.
-RawDelivery = tuple[bytes, bytes, bytes, bytes]
 
 #: ``(subjects, bodies, header dicts or None, stream sequences, times) -> records``.
 RawBatchDecoder = Callable[
@@ -116,7 +115,7 @@ class Phase(enum.Enum):
     DONE = "done"
 
 
-class OrderedRead:
+class OrderedRead(RawDeliveryBuffer):
     """One bounded read of ``filter_subject`` from ``first`` up to ``end``.
 
     :meth:`run` yields non-empty lists of records in stream order. It starts by
@@ -127,6 +126,9 @@ class OrderedRead:
     once it returns one. The consumer's subscription is in ``active`` while the
     read runs, so the owner can unsubscribe it on stop.
     """
+
+    def _buffer_limit(self) -> int:
+        return READ_BUFFER_SIZE  # read at each use: a test may lower it
 
     def __init__(
         self,
@@ -150,7 +152,7 @@ class OrderedRead:
     ) -> None:
         self._nc = nc
         self._resend = resend
-        self._loop = asyncio.get_running_loop()
+        self._init_buffer(asyncio.get_running_loop())
         self._router = router
         self._filter = filter_subject
         self._stream = stream_name
@@ -163,13 +165,6 @@ class OrderedRead:
         self._closed_error = closed_error
         self._active = active
         self.phase = Phase.OPEN
-        # fed by the delivery handler (no await between its reads and writes)
-        self._buffer: list[RawDelivery] = []
-        self._waiter: asyncio.Future[None] | None = None  # set while WAIT awaits
-        self._held_reply: str | None = None  # flow-control reply held back while full
-        self._received = 0  # data deliveries of the current consumer
-        self._gap = False  # a delivery was lost: restart after `_resume`
-        self._last_activity = self._loop.time()
         # the current consumer
         self._sub: Any = None
         self._sid = 0
@@ -181,47 +176,16 @@ class OrderedRead:
     # -- delivery side (called by the router, synchronously) ------------------------------
 
     def on_delivery(self, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> str | None:
-        """Buffer one delivery; return a reply to publish (flow control, stall) or None."""
+        """Buffer one delivery (none once the read is done); see the base class."""
         if self.phase is Phase.DONE:
             return None
-        self._last_activity = self._loop.time()
-        if not data and headers[8:9] == b" ":  # a status: control message
-            return self._on_control(reply, headers)
-        self._received += 1
-        self._buffer.append((subject, reply, data, headers))
-        self._wake()
-        return None
-
-    def _on_control(self, reply: bytes, raw_headers: bytes) -> str | None:
-        if raw_headers.startswith(b"NATS/1.0 100 Flow"):
-            answer = reply.decode() if reply else None
-        elif raw_headers.startswith(b"NATS/1.0 100 Idle"):
-            headers = parse_headers(raw_headers)
-            answer = headers.get("Nats-Consumer-Stalled") or None
-            last_delivered = headers.get("Nats-Last-Consumer")
-            if (
-                last_delivered is not None
-                and last_delivered.isdigit()
-                and int(last_delivered) != self._received
-            ):
-                self._gap = True
-                self._wake()
-        else:
-            return None
-        if answer is not None and len(self._buffer) >= READ_BUFFER_SIZE:
-            self._held_reply, answer = answer, None  # sent once the reader catches up
-            logger.debug("read of %s holds back flow control", self._stream)
-        return answer
+        return super().on_delivery(subject, reply, data, headers)
 
     def reconnected(self) -> None:
         """The connection is back after a disconnect: restart the consumer now."""
         if self.phase is not Phase.DONE:
             self._gap = True
             self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
     # -- consumer ------------------------------------------------------------------------
 
