@@ -29,7 +29,6 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
 )
@@ -148,38 +147,30 @@ class EventSigner:
     Raises :class:`ConfigError` for any other key or an empty ``key_id``.
     """
 
-    __slots__ = ("_key", "_key_header", "_secret", "key_id", "public_key")
+    __slots__ = ("_key_header", "_secret", "key_id", "public_key")
 
     def __init__(
         self, private_key: bytes | Ed25519PrivateKey, *, key_id: str | None = None
     ) -> None:
         if isinstance(private_key, Ed25519PrivateKey):
-            key = private_key
+            seed = private_key.private_bytes_raw()
         elif isinstance(private_key, bytes | bytearray) and len(private_key) == _KEY_BYTES:
-            key = Ed25519PrivateKey.from_private_bytes(bytes(private_key))
+            seed = bytes(private_key)
         else:
             raise ConfigError(
                 "private_key must be 32 raw Ed25519 private-key bytes or an "
                 f"Ed25519PrivateKey, got {type(private_key).__name__}"
             )
+        # Signatures are made with libsodium (PyNaCl), about a third cheaper per event
+        # than OpenSSL's through ``cryptography``; Ed25519 is deterministic, so both give
+        # the same bytes (tests/events/test_signing_libsodium.py checks it).
+        public_key, self._secret = crypto_sign_seed_keypair(seed)
         #: The 32 raw public-key bytes, as an identity registry keeps them.
-        self.public_key: bytes = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        self.public_key: bytes = public_key
         if key_id is None:
             key_id = key_fingerprint(self.public_key)
         if not isinstance(key_id, str) or not key_id or any(c in key_id for c in "\r\n"):
             raise ConfigError(f"key_id must be a non-empty one-line string, got {key_id!r}")
-        self._key = key
-        # Signatures are made with libsodium (PyNaCl), about a third cheaper per event
-        # than OpenSSL's through ``cryptography``; Ed25519 is deterministic, so both give
-        # the same bytes (tests/events/test_eventlog_signing.py checks it).
-        seed = key.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-        self._secret: bytes = crypto_sign_seed_keypair(seed)[1]
         self._key_header = _b64(self.public_key)
         self.key_id = key_id
 

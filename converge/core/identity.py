@@ -54,21 +54,18 @@ class Identity:
     public_key: bytes
     private_key: bytes | None = field(default=None, repr=False)
     fingerprint: str = ""
-    _public: ed25519.Ed25519PublicKey = field(init=False, repr=False, compare=False)
-    _private: ed25519.Ed25519PrivateKey | None = field(init=False, repr=False, compare=False)
-    # libsodium's form of the private key: it signs and checks in about half OpenSSL's
-    # time here, with the same (deterministic) signatures and the stricter check.
+    # libsodium's form of the private key (seed and public key): it signs and checks in
+    # about half OpenSSL's time here, with the same (deterministic) signatures.
     _secret: bytes | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         public_raw = _check_key(self.public_key, "public key")
-        public = ed25519.Ed25519PublicKey.from_public_bytes(public_raw)
-        private: ed25519.Ed25519PrivateKey | None = None
         private_raw: bytes | None = None
+        secret: bytes | None = None
         if self.private_key is not None:
             private_raw = _check_key(self.private_key, "private key")
-            private = ed25519.Ed25519PrivateKey.from_private_bytes(private_raw)
-            if private.public_key().public_bytes_raw() != public_raw:
+            derived_public, secret = crypto_sign_seed_keypair(private_raw)
+            if derived_public != public_raw:
                 raise VerificationError("private key does not match the public key")
         expected = hashlib.sha256(public_raw).hexdigest()
         if not isinstance(self.fingerprint, str):
@@ -81,9 +78,6 @@ class Identity:
         object.__setattr__(self, "public_key", public_raw)
         object.__setattr__(self, "private_key", private_raw)
         object.__setattr__(self, "fingerprint", expected)
-        object.__setattr__(self, "_public", public)
-        object.__setattr__(self, "_private", private)
-        secret = None if private_raw is None else crypto_sign_seed_keypair(private_raw)[1]
         object.__setattr__(self, "_secret", secret)
 
     @classmethod
@@ -116,7 +110,7 @@ class Identity:
     @property
     def can_sign(self) -> bool:
         """Whether this identity holds a private key."""
-        return self._private is not None
+        return self._secret is not None
 
     def private_key_bytes(self) -> bytes:
         """Return the 32 raw private key bytes, for persistence.

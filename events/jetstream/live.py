@@ -149,8 +149,6 @@ class RawLiveConsumer(RawDeliveryBuffer):
         if error is not None:
             raise error
 
-    # -- delivery side (called by the router, synchronously) -------------------------------
-
     # -- consumer --------------------------------------------------------------------------
 
     async def _drop_consumer(self) -> None:

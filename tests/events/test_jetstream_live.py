@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
@@ -27,29 +27,6 @@ async def log(nats_url: str, namespace: str) -> AsyncIterator[JetStreamEventLog]
     ) as log:
         yield log
         await log.delete_streams()
-
-
-def _drop_live_delivery(monkeypatch: pytest.MonkeyPatch, stream_seq: int) -> list[int]:
-    """Make routed deliveries lose the first delivery of ``stream_seq``; return what was lost."""
-    dropped: list[int] = []
-    original = rawroute.RawRouter.process_msg
-
-    async def lossy(
-        self: rawroute.RawRouter,
-        sid: int,
-        subject: bytes,
-        reply: bytes,
-        data: bytes,
-        headers: bytes,
-    ) -> None:
-        tokens = reply.split(b".")
-        if sid in self.routes and not dropped and len(tokens) == 9 and int(tokens[5]) == stream_seq:
-            dropped.append(stream_seq)
-            return
-        await original(self, sid, subject, reply, data, headers)
-
-    monkeypatch.setattr(rawroute.RawRouter, "process_msg", lossy)
-    return dropped
 
 
 async def _append(log: JetStreamEventLog, n: int, start: int = 0) -> None:
@@ -82,9 +59,11 @@ async def test_a_subscription_takes_the_raw_path_and_sees_every_event_once(
 
 
 async def test_a_lost_delivery_recreates_the_consumer_without_loss_or_duplicate(
-    log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    log: JetStreamEventLog,
+    drop_delivery: Callable[[int], list[int]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    dropped = _drop_live_delivery(monkeypatch, 5)
+    dropped = drop_delivery(5)
     await log.stop()
     await log.start()  # a new connection: its router takes the lossy dispatch
     seen = Collector()
@@ -100,9 +79,9 @@ async def test_a_lost_delivery_recreates_the_consumer_without_loss_or_duplicate(
 
 
 async def test_a_heartbeat_that_reports_a_lost_last_delivery_recreates_the_consumer(
-    log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch
+    log: JetStreamEventLog, drop_delivery: Callable[[int], list[int]]
 ) -> None:
-    dropped = _drop_live_delivery(monkeypatch, 12)
+    dropped = drop_delivery(12)
     await log.stop()
     await log.start()
     seen = Collector()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
@@ -64,29 +64,6 @@ async def any_path_log(
         await log.delete_streams()
 
 
-def _drop_delivery(monkeypatch: pytest.MonkeyPatch, stream_seq: int) -> list[int]:
-    """Make reads lose the first delivery of ``stream_seq``; return the dropped seqs."""
-    dropped: list[int] = []
-    original = rawroute.RawRouter.process_msg
-
-    async def lossy(
-        self: rawroute.RawRouter,
-        sid: int,
-        subject: bytes,
-        reply: bytes,
-        data: bytes,
-        headers: bytes,
-    ) -> None:
-        tokens = reply.split(b".")
-        if sid in self.routes and not dropped and len(tokens) == 9 and int(tokens[5]) == stream_seq:
-            dropped.append(stream_seq)
-            return
-        await original(self, sid, subject, reply, data, headers)
-
-    monkeypatch.setattr(rawroute.RawRouter, "process_msg", lossy)
-    return dropped
-
-
 async def _append(log: JetStreamEventLog, n: int) -> None:
     await log.append_many([(task_event(f"t{i}"), f"tasks.t{i}") for i in range(n)])
 
@@ -94,10 +71,12 @@ async def _append(log: JetStreamEventLog, n: int) -> None:
 @pytest.mark.nats
 @pytest.mark.asyncio
 async def test_a_read_restarts_after_a_lost_delivery(
-    log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    log: JetStreamEventLog,
+    drop_delivery: Callable[[int], list[int]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await _append(log, 20)
-    dropped = _drop_delivery(monkeypatch, 5)
+    dropped = drop_delivery(5)
     await log.stop()
     await log.start()  # a new connection: its router takes the lossy dispatch
     with caplog.at_level(logging.INFO, logger="events.jetstream"):
@@ -110,10 +89,12 @@ async def test_a_read_restarts_after_a_lost_delivery(
 @pytest.mark.nats
 @pytest.mark.asyncio
 async def test_a_read_restarts_when_a_heartbeat_reports_a_lost_last_delivery(
-    log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    log: JetStreamEventLog,
+    drop_delivery: Callable[[int], list[int]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await _append(log, 12)
-    dropped = _drop_delivery(monkeypatch, 12)
+    dropped = drop_delivery(12)
     await log.stop()
     await log.start()
     with caplog.at_level(logging.INFO, logger="events.jetstream"):

@@ -180,8 +180,8 @@ async def test_an_agent_acts_for_itself_without_any_registry(
 def test_a_key_that_is_not_the_signers_is_refused(service: EventSigner) -> None:
     """The header key must hash to the signer id: no claiming a fingerprint with another key."""
     victim = Identity.generate()
-    mallory = EventSigner.from_identity(Identity.generate())
-    posing = EventSigner(mallory._key, key_id=victim.fingerprint)  # mallory's key, victim's id
+    mallory = Identity.generate()
+    posing = EventSigner(mallory.private_key_bytes(), key_id=victim.fingerprint)  # victim's id
     event = TaskReported(task_id="t1", agent_id=victim.fingerprint, result=1)
     body, headers = encode_event(event)
     posing.add_headers(headers, "tasks.t1", body, event)

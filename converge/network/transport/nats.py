@@ -362,24 +362,20 @@ class NatsTransport(Transport):
     def _on_raw(self, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
         """A routed delivery of the direct or broadcast subject (see :mod:`rawroute`)."""
         message = self._decode(data)
-        if message is None:
-            return None
-        if tracing_enabled():
-            self._deliver_traced(message, subject, headers)
-        else:
-            self._deliver(message)
-        return None
+        if message is not None:
+            self._deliver_raw(message, subject, headers)
 
     def _on_raw_topic(self, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
         """A routed delivery of a topic subject: skipped when another topic brought it."""
         message = self._decode(data)
-        if message is None or self._is_repeat_topic_message(message):
-            return None
+        if message is not None and not self._is_repeat_topic_message(message):
+            self._deliver_raw(message, subject, headers)
+
+    def _deliver_raw(self, message: Message, subject: bytes, headers: bytes) -> None:
         if tracing_enabled():
             self._deliver_traced(message, subject, headers)
         else:
             self._deliver(message)
-        return None
 
     def _deliver_traced(self, message: Message, subject: bytes, headers: bytes | None) -> None:
         # the sender's trace context came in the headers: the receive is its child
