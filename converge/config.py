@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,6 +33,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -134,7 +136,9 @@ class ConvergeConfig(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     verify: bool = True
     require_signatures: bool = True
-    trusted_signers: list[str] = Field(default_factory=list)
+    # NoDecode: the environment's value reaches _signer_ids as it is, so a comma-separated
+    # list works as well as a JSON one.
+    trusted_signers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     signing_key: Path | None = None
 
     @field_validator("namespace", "pool_id")
@@ -148,6 +152,20 @@ class ConvergeConfig(BaseSettings):
                 f"is {len(value)} characters long; at most {limit} fit JetStream's names"
             )
         return value
+
+    @field_validator("trusted_signers", mode="before")
+    @classmethod
+    def _signer_ids(cls, value: object) -> object:
+        """Take ``id1,id2`` (or spaces) as well as a JSON list ``["id1", "id2"]``."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"is not a JSON list of key ids ({exc})") from None
+        return [part for part in re.split(r"[\s,]+", text) if part]
 
     @field_validator("agents", mode="before")
     @classmethod

@@ -161,6 +161,7 @@ class EventSecurity:
         require_signatures: bool = True,
         trusted_signers: Iterable[str] = (),
         strict: bool = False,
+        warn_untrusted: bool = True,
     ) -> SignaturePolicy | None:
         """Read the namespace's policy (with ``record``: write it first when absent).
 
@@ -171,7 +172,9 @@ class EventSecurity:
         When the policy does not trust this process's service key, its service events
         (pool creation, sweeps, cancels) will be refused by every verifying process: a
         warning, or with ``strict`` a ``ConfigError`` (a process that depends on them,
-        such as ``converge run``, would otherwise wait for them forever).
+        such as ``converge run``, would otherwise wait for them forever). A process that
+        only writes events acting for its own key (``converge tasks submit``) passes
+        ``warn_untrusted=False``: those are accepted, trusted or not.
         """
         pinned = frozenset(trusted_signers)
         pins = pinned | ({self.service_id} if self.service_id and pinned else set())
@@ -195,7 +198,8 @@ class EventSecurity:
             problem = self._untrusted_service(log.namespace, service, policy)
             if strict:
                 raise ConfigError(problem)
-            logger.warning("%s", problem)
+            if warn_untrusted:
+                logger.warning("%s", problem)
         return policy
 
     def _untrusted_service(self, namespace: str, service: str, policy: SignaturePolicy) -> str:
@@ -207,7 +211,7 @@ class EventSecurity:
             f"service key {service}{where}, so its pool creation, sweeps and cancels would "
             f"be refused (it trusts {trusted}); use the trusted key file (signing_key, "
             "CONVERGE_SIGNING_KEY, or a data_dir sharing its keys/), or list this id in "
-            "trusted_signers (CONVERGE_TRUSTED_SIGNERS, a JSON list) of the process that "
+            "trusted_signers (CONVERGE_TRUSTED_SIGNERS, comma-separated) of the process that "
             "records the policy of a new namespace"
         )
 

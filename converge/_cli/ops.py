@@ -57,14 +57,22 @@ async def _tasks(cfg: ConvergeConfig, log: EventLog) -> dict[str, Task]:
 
 
 @contextlib.asynccontextmanager
-async def _task_service(cfg: ConvergeConfig) -> AsyncIterator[TaskManager]:
-    """Yield a started TaskManager whose events the service key signs, verifying."""
+async def _task_service(
+    cfg: ConvergeConfig, *, service_acts: bool = True
+) -> AsyncIterator[TaskManager]:
+    """Yield a started TaskManager whose events the service key signs, verifying.
+
+    ``service_acts=False``: its events act only for the service key itself (a submission),
+    which every verifier accepts, so an untrusted key is not worth a warning.
+    """
     from converge.coordination.task_manager import TaskManager
     from converge.security import EventSecurity
 
     security = EventSecurity.signing(cfg.signing_key_path, verify=cfg.verify)
     async with event_log(cfg, signer=security.ring) as log:
-        await security.load_policy(log, record=False, trusted_signers=cfg.trusted_signers)
+        await security.load_policy(
+            log, record=False, trusted_signers=cfg.trusted_signers, warn_untrusted=service_acts
+        )
         async with TaskManager(log, verifier=security.verifier()) as tm:
             yield tm
 
@@ -74,7 +82,7 @@ async def submit_tasks(cfg: ConvergeConfig, tasks: list[Task]) -> list[str]:
     from converge.security import load_or_create_key
 
     signer_id = load_or_create_key(cfg.signing_key_path).fingerprint
-    async with _task_service(cfg) as tm:
+    async with _task_service(cfg, service_acts=False) as tm:
         # submitted as the service key's own act: accepted in any namespace that
         # verifies, trusted or not; its id is in the events
         return [await tm.submit(task, actor=signer_id) for task in tasks]

@@ -80,3 +80,34 @@ def test_sharing_the_key_file_or_trusting_the_id_lets_a_second_service_run(
     first = _run(nats_url, fresh, tmp_path / "first", CONVERGE_TRUSTED_SIGNERS=trusting)
     assert _completed(first) == {"completed": 3}
     assert _completed(_run(nats_url, fresh, tmp_path / "other")) == {"completed": 3}
+
+
+def test_submitting_with_an_untrusted_key_is_accepted_without_a_warning(
+    nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    assert _completed(_run(nats_url, namespace, tmp_path / "first")) == {"completed": 3}
+
+    def converge(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *[sys.executable, "-m", "converge", *args],
+                *["--url", nats_url, "--namespace", namespace],
+                *["--data-dir", str(tmp_path / "host")],
+            ],
+            env=dict(os.environ, CONVERGE_CONFIG=""),
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_SEC,
+        )
+
+    # The host's own key signs a submission acting for itself: every verifier accepts it.
+    submitted = converge("tasks", "submit", "host-job", "--input", '{"n": 1}')
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    assert "does not trust" not in submitted.stderr, submitted.stderr
+    task_id = submitted.stdout.strip()
+    shown = converge("tasks", "show", task_id, "--json")
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert orjson.loads(shown.stdout)["state"] == "pending"
+    # A cancel is a service act: the untrusted key is still worth the warning.
+    cancelled = converge("tasks", "cancel", task_id)
+    assert "does not trust" in cancelled.stderr, cancelled.stderr

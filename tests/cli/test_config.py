@@ -79,3 +79,30 @@ def test_bad_env(env: dict[str, str], match: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml", env={})
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['["k1", "k2"]', "k1,k2", "k1, k2", " k1 k2 ", "k1,\nk2,"],
+)
+def test_trusted_signers_from_the_environment_as_json_or_comma_separated(value: str) -> None:
+    cfg = load_config(env={"CONVERGE_TRUSTED_SIGNERS": value})
+    assert cfg.trusted_signers == ["k1", "k2"]
+
+
+def test_trusted_signers_in_a_file_as_a_list_or_a_string(tmp_path: Path) -> None:
+    listed = tmp_path / "listed.toml"
+    listed.write_text('trusted_signers = ["k1", "k2"]\n')
+    joined = tmp_path / "joined.toml"
+    joined.write_text('trusted_signers = "k1,k2"\n')
+    assert load_config(listed, env={}).trusted_signers == ["k1", "k2"]
+    assert load_config(joined, env={}).trusted_signers == ["k1", "k2"]
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [("[k1", "CONVERGE_TRUSTED_SIGNERS.*not a JSON list"), ("[1]", "valid string")],
+)
+def test_bad_trusted_signers_name_the_variable(value: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(env={"CONVERGE_TRUSTED_SIGNERS": value})
