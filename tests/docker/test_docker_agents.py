@@ -96,7 +96,7 @@ def test_converge_run_in_a_container_stops_cleanly_on_sigterm(
         summary = orjson.loads(logs.strip().splitlines()[-1])
         assert summary["namespace"] == namespace
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)  # and the anonymous volumes it made
         client.close()
 
 
