@@ -246,6 +246,10 @@ class EmbeddedNatsServer:
         # server lives, even if this process is killed.
         assert lock.fd is not None
         # Errors before the log file opens (a bad config file) go to stderr: keep them.
+        # Its own process group: a Ctrl-C in the terminal signals the whole foreground
+        # group, and a server stopped that way would be gone while this process still
+        # drains its agents (they release claims and record their last events through it),
+        # which then waited out every reconnect. stop() ends the server after them instead.
         with self.log_path.open("ab") as early_log:
             self._proc = subprocess.Popen(  # noqa: ASYNC220
                 args,
@@ -253,6 +257,7 @@ class EmbeddedNatsServer:
                 stdout=subprocess.DEVNULL,
                 stderr=early_log,
                 pass_fds=(lock.fd,),
+                process_group=0,
             )
         lock.write(pid=os.getpid(), server_pid=self._proc.pid, url=None)
         try:

@@ -208,7 +208,10 @@ _EMBEDDED: list[Any] = []  # embedded servers this process runs (stopped on a fo
 
 @contextlib.contextmanager
 def stop_signals(stop: asyncio.Event, limit_sec: float) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``stop``; the shutdown that follows has ``limit_sec`` to finish.
+    """SIGINT/SIGTERM/SIGHUP set ``stop``; the shutdown that follows has ``limit_sec`` to finish.
+
+    The embedded server runs in its own process group, so a terminal's Ctrl-C (or hang-up)
+    reaches only this process, which stops its agents first and the server last.
 
     Past the limit, or on a second signal, the process stops its embedded server
     (SIGTERM: JetStream flushes), prints one line and exits with status 1.
@@ -234,7 +237,7 @@ def stop_signals(stop: asyncio.Event, limit_sec: float) -> Iterator[None]:
             timer.append(loop.call_later(limit_sec, _force))
 
     installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, _on_signal)
             installed.append(sig)
