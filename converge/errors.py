@@ -41,6 +41,7 @@ __all__ = [
     "NotFoundError",
     "NotStartedError",
     "PolicyError",
+    "StorageFullError",
     "StreamMismatchError",
     "TransportError",
     "VerificationError",
@@ -124,6 +125,10 @@ class FrameTooLargeError(TransportError):
 
 class EventLogError(ConvergeError):
     """The event log failed: broker unreachable, stream missing, storage error."""
+
+
+class StorageFullError(EventLogError):
+    """The broker refused an append for lack of storage (disk full, or ``max_file_store``)."""
 
 
 class StreamMismatchError(EventLogError):

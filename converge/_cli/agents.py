@@ -17,7 +17,7 @@ from converge._cli.loader import LoadedSpec
 from converge._cli.output import ProgressReporter
 from converge.config import ConvergeConfig
 from converge.core.agent import Agent
-from converge.errors import ConfigError, ConvergeError
+from converge.errors import ConfigError, ConvergeError, StorageFullError
 from converge.network.transport.mesh import start_mesh
 from events import EventLog, RecordedEvent
 
@@ -156,6 +156,7 @@ async def run_agents(
 
         tm.add_listener(settle)
         looks = 0
+        refused: StorageFullError | None = None
         submitting: AgentRuntime | None = runtimes[
             -1
         ]  # the submitter's: done once all its tasks are stored
@@ -175,12 +176,23 @@ async def run_agents(
                 progress.update(done)
                 if total and done == total:
                     break
+                full = getattr(log, "storage_full", None)
+                if isinstance(full, StorageFullError):
+                    # Every append fails alike until space is freed: end the run in one
+                    # line rather than retry (served agents, which have no end, go on).
+                    refused = full
+                    break
                 if duration is not None and time.monotonic() - started >= duration:
                     break
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.2):
                         await stop.wait()
         tm.remove_listener(settle)
+        if refused is not None:
+            raise StorageFullError(
+                f"{refused}; the demo stopped with {total - len(open_ids)}/{total} tasks "
+                "done, and what was stored is kept"
+            )
         states = Counter(
             task.state.value
             for task_id in submitter.task_ids

@@ -50,7 +50,9 @@ def setup(config: Path | None, **overrides: Any) -> ConvergeConfig:
     from converge.observability.logging import configure_logging
 
     log_format = _log_format_override or cfg.log_format
-    configure_logging(cfg.log_level, json=log_format == "json")
+    # A full disk or a lost broker fails every append and reconnect alike: one line of
+    # each cause per 10 s, with a count of the ones held back.
+    configure_logging(cfg.log_level, json=log_format == "json", collapse_repeats_sec=10.0)
     from converge.observability.otel import configure_tracing
 
     try:

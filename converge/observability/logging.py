@@ -9,8 +9,10 @@ The library never installs handlers; applications (and the CLI) call
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
@@ -18,7 +20,7 @@ import orjson
 
 from converge.errors import ConfigError
 
-__all__ = ["JsonFormatter", "configure_logging", "get_logger", "log_struct"]
+__all__ = ["JsonFormatter", "RepeatFilter", "configure_logging", "get_logger", "log_struct"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _RECORD_FIELDS = frozenset(
@@ -102,6 +104,48 @@ def _level(level: int | str) -> int:
     raise ConfigError(f"unknown log level {level!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
 
+# Ids, hashes, UUIDs, ports, counts: what differs between records of one cause.
+_VARYING = re.compile(r"[0-9A-Fa-f]{8,}(?:-[0-9A-Fa-f]{4,})*|\d+")
+
+
+class RepeatFilter(logging.Filter):
+    """Pass one of each run of similar warnings (and worse) per ``window_sec``.
+
+    Records are similar when their logger, level and message agree once ids, hashes,
+    UUIDs and numbers are masked: a full disk refuses every append of every agent, and
+    a broker that went away fails every reconnect, each with its own ids. The first
+    record of a cause passes; the others within the window are counted, and the next one
+    to pass says how many were held back. Records below WARNING always pass.
+    """
+
+    def __init__(
+        self, window_sec: float = 10.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.window_sec = window_sec
+        self._clock = clock
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # key -> [passed at, held]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        message = record.getMessage()
+        key = (record.name, record.levelno, _VARYING.sub("*", message))
+        now = self._clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.window_sec:
+            seen[1] += 1
+            return False
+        if len(self._seen) >= 1024:  # bounded: forget the causes of long ago
+            self._seen.clear()
+        self._seen[key] = [now, 0]
+        if seen is not None and seen[1]:
+            held = int(seen[1])
+            record.msg = f"{message} ({held} similar held back since the last one)"
+            record.args = None
+        return True
+
+
 def configure_logging(
     level: int | str = logging.INFO,
     *,
@@ -109,13 +153,16 @@ def configure_logging(
     json_format: bool | None = None,
     stream: IO[str] | None = None,
     logger_name: str | None = None,
+    collapse_repeats_sec: float | None = None,
 ) -> logging.Handler:
     """Send log records of ``logger_name`` (default: the root logger) to ``stream``.
 
     ``json=True`` formats them with :class:`JsonFormatter`, otherwise as text
     (``json_format`` is the older name). ``stream`` defaults to ``sys.stderr``.
-    Calling it again replaces the handler it installed before, never others.
-    Returns the handler. Raises ``ConfigError`` for an unknown level.
+    Calling it again replaces the handler it installed before, never others. With
+    ``collapse_repeats_sec`` the handler passes one of each run of similar warnings per
+    that many seconds (:class:`RepeatFilter`). Returns the handler. Raises
+    ``ConfigError`` for an unknown level.
     """
     if json is not None and json_format is not None and json != json_format:
         raise ConfigError("give json or its older name json_format, not both")
@@ -128,6 +175,8 @@ def configure_logging(
             handler.close()
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if as_json else logging.Formatter(_TEXT_FORMAT))
+    if collapse_repeats_sec is not None:
+        handler.addFilter(RepeatFilter(collapse_repeats_sec))
     setattr(handler, _MARK, True)
     target.addHandler(handler)
     return handler

@@ -21,6 +21,7 @@ import asyncio
 import inspect
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -373,10 +374,12 @@ class StandardExecutor:
             else:
                 await self.decision_log.append_many([(event, where) for event in events])
         except (ConvergeError, OSError) as exc:
+            kinds = Counter(event.decision for event in events)
             logger.error(
-                "agent %s: could not record decisions %s: %s",
+                "agent %s: could not record %d decision(s) (%s): %s",
                 self.agent_id,
-                ", ".join(event.decision for event in events),
+                len(events),
+                ", ".join(f"{kind} x{n}" if n > 1 else kind for kind, n in kinds.items()),
                 exc,
             )
 

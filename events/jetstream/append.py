@@ -46,6 +46,7 @@ from converge.errors import (
     ConvergeTimeoutError,
     DecodeError,
     EventLogError,
+    StorageFullError,
 )
 from events.base import Event
 from events.codec import HDR_MSG_ID, encode_event
@@ -428,7 +429,7 @@ class Appender:
                     await asyncio.sleep(min(0.005 * 2**in_process, 0.5))
                     continue
                 if refused.err_code in _STORAGE_FULL_CODES:
-                    raise EventLogError(
+                    raise StorageFullError(
                         f"disk full: JetStream refused event {event.id} on {subject!r} "
                         f"({refused.description}, err_code {refused.err_code}); free space on "
                         "the broker's disk or raise its max_file_store, then retry"

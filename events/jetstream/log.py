@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Literal
 
-from converge.errors import ClosedError, ConfigError
+from converge.errors import ClosedError, ConfigError, StorageFullError
 from converge.lifecycle import AsyncService
 from events.base import Event
 from events.codec import EventRegistry, default_registry
@@ -48,7 +48,12 @@ class JetStreamEventLog(AsyncService):
     :class:`~events.signing.SignerRing` signing as each event's acting agent) every
     appended event carries its signature
     headers (see :mod:`events.signing`).
+
+    ``storage_full`` is the :class:`~converge.errors.StorageFullError` of the last append
+    the broker refused for lack of storage, until an append is stored again (``None``).
     """
+
+    storage_full: StorageFullError | None = None
 
     def __init__(
         self,
@@ -337,9 +342,15 @@ class JetStreamEventLog(AsyncService):
         append it again, it will not be stored twice), :class:`EventLogError` when
         JetStream refuses it, :class:`ClosedError` on a closed connection.
         """
-        return await self._appender.append(
-            event, subject=subject, expected_version=expected_version
-        )
+        try:
+            recorded = await self._appender.append(
+                event, subject=subject, expected_version=expected_version
+            )
+        except StorageFullError as exc:
+            self.storage_full = exc
+            raise
+        self.storage_full = None
+        return recorded
 
     async def append_many(self, items: Sequence[AppendItem]) -> list[RecordedEvent]:
         """Append items pipelined (up to ``max_inflight`` unacknowledged at once).
@@ -348,7 +359,13 @@ class JetStreamEventLog(AsyncService):
         raised after every item settled; the others may be stored. Items that
         needed a retry may land after later items of the batch.
         """
-        return await self._appender.append_many(items)
+        try:
+            recorded = await self._appender.append_many(items)
+        except StorageFullError as exc:
+            self.storage_full = exc
+            raise
+        self.storage_full = None
+        return recorded
 
     def read(
         self,

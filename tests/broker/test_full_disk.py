@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from converge.errors import EventLogError
@@ -135,3 +136,38 @@ async def test_full_disk_is_refused_at_once_and_sigterm_ends_every_process(
         if idle is not None and idle.returncode is None:
             idle.kill()
             await idle.wait()
+
+
+@pytest.mark.asyncio
+async def test_a_demo_the_disk_fills_under_stops_in_one_line_without_a_flood(
+    small_disk: tuple[Path, dict[str, str]],
+) -> None:
+    """Every append fails alike once the store is full: the run ends, logs stay short."""
+    data, extra = small_disk
+    env = _env(extra)
+    run = await _spawn("run", "--data-dir", str(data), "--agents", "2", "--tasks", "20000", env=env)
+    try:
+        _out, raw = await asyncio.wait_for(run.communicate(), WAIT_SEC)
+    finally:
+        if run.returncode is None:
+            run.kill()
+            await run.wait()
+    err = raw.decode()
+    lines = err.strip().splitlines()
+    assert run.returncode == 1, err[-3000:]
+    last = lines[-1]
+    assert last.startswith("error: disk full: JetStream refused event"), last
+    done = re.search(r"the demo stopped with (\d+)/20000 tasks done", last)
+    assert done, last
+    # Thousands of refused appends (each agent's, each retry) used to log a line each.
+    warnings = [line for line in lines if " - WARNING - " in line or " - ERROR - " in line]
+    assert len(warnings) < 40, "\n".join(warnings[:60])
+    assert max(len(line) for line in lines) < 2000  # no line listing every decision
+
+    # What was stored stays readable: every task the run counted as done is completed.
+    ls = await _spawn("tasks", "ls", "--data-dir", str(data), "--json", env=env)
+    out, listing_err = await asyncio.wait_for(ls.communicate(), WAIT_SEC)
+    assert ls.returncode == 0, listing_err.decode()[-3000:]
+    rows = orjson.loads(out)
+    completed = sum(1 for row in rows if row["state"] == "completed")
+    assert completed >= int(done.group(1)) > 0

@@ -10,7 +10,13 @@ from collections.abc import Iterator
 import pytest
 
 from converge.errors import ConfigError
-from converge.observability.logging import JsonFormatter, configure_logging, get_logger, log_struct
+from converge.observability.logging import (
+    JsonFormatter,
+    RepeatFilter,
+    configure_logging,
+    get_logger,
+    log_struct,
+)
 from converge.observability.tracing import trace
 
 
@@ -138,3 +144,64 @@ def test_bad_level(level: object) -> None:
 def test_conflicting_json_flags() -> None:
     with pytest.raises(ConfigError, match="not both"):
         configure_logging(json=True, json_format=False, logger_name="converge.test.bad")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _record(
+    msg: str, *args: object, level: int = logging.WARNING, name: str = "a"
+) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, msg, args, None)
+
+
+def test_repeat_filter_passes_one_of_a_run_of_similar_warnings_per_window() -> None:
+    clock = _Clock()
+    repeats = RepeatFilter(10.0, clock=clock)
+    refused = "worker %s: claim of %s failed: disk full: event %s (err_code 10023)"
+    first = _record(refused, "ab" * 32, "2f66bd72-31c9-45eb-92f2-52b099719894", "548b62d94908")
+    assert repeats.filter(first)
+    held = [
+        _record(refused, "cd" * 32, f"{i:08x}-31c9-45eb-92f2-52b099719894", f"{i:012x}")
+        for i in range(500)
+    ]
+    assert not any(repeats.filter(r) for r in held)
+    # another cause, another logger, another level, or a DEBUG line: each passes
+    assert repeats.filter(_record("nats connection error: refused port %d", 4222))
+    assert repeats.filter(_record(refused, "x", "y", "z", name="b"))
+    assert repeats.filter(_record(refused, "x", "y", "z", level=logging.ERROR))
+    assert all(
+        repeats.filter(_record(refused, "x", "y", "z", level=logging.DEBUG)) for _ in range(3)
+    )
+    clock.now += 10.0
+    after = _record(refused, "ef" * 32, "0" * 8, "1" * 12)
+    assert repeats.filter(after)
+    assert after.getMessage().endswith("(500 similar held back since the last one)")
+    again = _record(refused, "ef" * 32, "0" * 8, "1" * 12)
+    assert not repeats.filter(again)
+
+
+def test_configure_logging_collapses_repeats_only_when_asked() -> None:
+    stream = io.StringIO()
+    logger = get_logger("converge.test.repeats")
+    logger.propagate = False
+    try:
+        configure_logging("WARNING", stream=stream, logger_name=logger.name)
+        for i in range(5):
+            logger.warning("append of event %s refused", f"{i:032x}")
+        assert stream.getvalue().count("refused") == 5
+        configure_logging(
+            "WARNING", stream=stream, logger_name=logger.name, collapse_repeats_sec=60.0
+        )
+        for i in range(5):
+            logger.warning("append of event %s refused", f"{i:032x}")
+        assert stream.getvalue().count("refused") == 6
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
