@@ -443,7 +443,12 @@ async def _cpu_line(proc: asyncio.subprocess.Process) -> float:
 
 
 async def across_processes(
-    url: str, workers: int, n: int, profile_dir: str | None = None, server_pid: int | None = None
+    url: str,
+    workers: int,
+    n: int,
+    profile_dir: str | None = None,
+    server_pid: int | None = None,
+    agents: int = 1,
 ) -> dict[str, object]:
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     me = [sys.executable, os.path.abspath(__file__), "--url", url, "--namespace", namespace]
@@ -451,7 +456,9 @@ async def across_processes(
         me += ["--profile", profile_dir]
     pipe = asyncio.subprocess.PIPE
     procs = [
-        await asyncio.create_subprocess_exec(*me, "--role", "worker", stdout=pipe)
+        await asyncio.create_subprocess_exec(
+            *me, "--role", "worker", "--agents", str(agents), stdout=pipe
+        )
         for _ in range(workers)
     ]
     cpu_by_role: dict[str, float] = {}
@@ -580,20 +587,29 @@ async def main(
                     + f", {figures['cpu_us_per_task']:,.0f} us CPU/task"
                 )
         if "processes" in phases:
-            figures = await across_processes(url, 3, n, profile_dir, server.pid)
-            print(
-                _row("3 worker processes + submitter", figures)
-                + f", {figures['cpu_us_per_task']:,.0f} us CPU/task (all processes)"
-            )
-            by_role = figures["cpu_by_role"]
-            assert isinstance(by_role, dict)
-            print(
-                "  CPU us/task by process: "
-                + ", ".join(f"{role} {cpu / n * 1e6:,.0f}" for role, cpu in by_role.items())
-                + f"; nats-server {figures['server_us_per_task']:,.0f}"
-                + f"; workers lost {figures['lost_races']} claim races, "
-                f"read {figures['gap_reads']} gaps from the log"
-            )
+            # The shape (three worker processes, one agent each), then the same four
+            # agents in one worker process: each process folds every event, so on a small
+            # machine fewer, fuller processes leave more CPU to the work.
+            for workers, agents in ((3, 1), (1, 4)):
+                figures = await across_processes(url, workers, n, profile_dir, server.pid, agents)
+                shape = (
+                    f"{workers} worker processes"
+                    if agents == 1
+                    else f"{workers} worker process x {agents} agents"
+                )
+                print(
+                    _row(f"{shape} + submitter", figures)
+                    + f", {figures['cpu_us_per_task']:,.0f} us CPU/task (all processes)"
+                )
+                by_role = figures["cpu_by_role"]
+                assert isinstance(by_role, dict)
+                print(
+                    "  CPU us/task by process: "
+                    + ", ".join(f"{role} {cpu / n * 1e6:,.0f}" for role, cpu in by_role.items())
+                    + f"; nats-server {figures['server_us_per_task']:,.0f}"
+                    + f"; workers lost {figures['lost_races']} claim races, "
+                    f"read {figures['gap_reads']} gaps from the log"
+                )
         if "raw" in phases:
             raw = await raw_pipelined(url, 20_000)
             print(f"raw nats-py pipelined publish      {raw:>9,.0f} msgs/s")
