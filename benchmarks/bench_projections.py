@@ -1,6 +1,7 @@
 """Projection figures on an embedded nats-server: rebuild rate, memory, claim throughput.
 
-Run: ``python benchmarks/bench_projections.py [--events 100000] [--tasks 2000]``
+Run: ``python benchmarks/bench_projections.py [--events 100000] [--tasks 2000]
+[--only read,claim,fold] [--fold-tasks 3000] [--rounds 1]``
 
 1. Writes ``--events`` ``task.submitted`` events with ``append_many``.
 2. Reads the same stream with a raw nats-py ordered consumer (no decoding), with
@@ -8,6 +9,11 @@ Run: ``python benchmarks/bench_projections.py [--events 100000] [--tasks 2000]``
    ``ProjectionRunner(TaskProjection()).rebuild()``; prints the rates and the ratio.
 3. Prints the resident memory the rebuilt projection holds per task (psutil).
 4. Prints claim+report throughput for 1 and 4 worker agents sharing one TaskManager.
+5. ``fold``: the CPU a process spends folding another process's task events live. A
+   writer process (this script, ``--role writer``) submits, claims and reports
+   ``--fold-tasks`` tasks through its own TaskManager (the headers a worker process
+   writes: expected subject sequence, actor); this process follows the stream with a
+   TaskManager and prints its own CPU time (``time.process_time``) per event folded.
 
 Each read figure is the best of three rounds; the rounds interleave the three reads
 (raw, read, rebuild), so a change of load on a shared machine affects all of them alike.
@@ -19,6 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
+import sys
 import time
 import uuid
 
@@ -129,8 +137,81 @@ async def claim_and_report(url: str, agents: int, n: int) -> float:
         await log.close()
 
 
-async def main(events: int, tasks: int) -> None:
+async def role_writer(url: str, namespace: str, n: int) -> None:
+    """Wait for a line on stdin, then submit, claim and report ``n`` tasks (``fold``)."""
+    log = await JetStreamEventLog.connect(url, namespace=namespace)
+    try:
+        async with TaskManager(log) as tm:
+            print("ready", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            for base in range(0, n, 500):
+                ids = [f"f{i}" for i in range(base, min(n, base + 500))]
+                await asyncio.gather(*(tm.submit(Task("fold", {"i": i}, id=i)) for i in ids))
+
+            async def agent(k: int) -> None:
+                for i in range(k, n, 4):
+                    assert await tm.claim(f"agent-{k}", f"f{i}")
+                    await tm.report(f"agent-{k}", f"f{i}", {"ok": True})
+
+            await asyncio.gather(*(agent(k) for k in range(4)))
+    finally:
+        await log.close()
+
+
+async def foreign_fold(url: str, n: int) -> float:
+    """Return this process's CPU us per task event another process writes and it folds."""
+    namespace = f"fold{uuid.uuid4().hex[:8]}"
+    me = [sys.executable, os.path.abspath(__file__), "--url", url, "--namespace", namespace]
+    pipe = asyncio.subprocess.PIPE
+    writer = await asyncio.create_subprocess_exec(
+        *me, "--role", "writer", "--tasks", str(n), stdin=pipe, stdout=pipe
+    )
+    log = await JetStreamEventLog.connect(url, namespace=namespace)
+    try:
+        async with TaskManager(log) as tm:
+            total = 3 * n
+            done = asyncio.Event()
+
+            def listener(recorded: object) -> None:
+                if tm.runner.projection.position["tasks"] >= total:
+                    done.set()
+
+            tm.runner.add_listener(listener)
+            assert writer.stdin is not None and writer.stdout is not None
+            async with asyncio.timeout(60):
+                assert (await writer.stdout.readline()).strip() == b"ready"
+            gc.collect()
+            cpu = time.process_time()
+            writer.stdin.write(b"go\n")
+            await writer.stdin.drain()
+            async with asyncio.timeout(600):
+                await done.wait()
+            used = time.process_time() - cpu
+            assert tm.runner.applied_events >= total, tm.runner.applied_events
+        async with asyncio.timeout(60):
+            assert await writer.wait() == 0
+        return used / total * 1e6
+    finally:
+        if writer.returncode is None:
+            writer.kill()
+            await writer.wait()
+        await log.close()
+
+
+async def main(events: int, tasks: int, phases: set[str], fold_tasks: int, rounds: int) -> None:
     async with EmbeddedNatsServer() as server:
+        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if "fold" in phases:
+            figures = [await foreign_fold(server.url, fold_tasks) for _ in range(rounds)]
+            print(
+                f"fold    another process's task events, {fold_tasks} tasks: "
+                f"{min(figures):>6.1f} us CPU per event "
+                f"(runs: {', '.join(f'{f:.1f}' for f in figures)})"
+            )
+        if "read" not in phases:
+            if "claim" in phases:
+                await claims(server.url, tasks)
+            return
         namespace = "bench"
         log = await JetStreamEventLog.connect(server.url, namespace=namespace)
         try:
@@ -166,17 +247,32 @@ async def main(events: int, tasks: int) -> None:
             print(f"memory  resident per task:                  {rss / events:>10,.0f} bytes")
         finally:
             await log.close()
-        for agents in (1, 4):
-            sec = await claim_and_report(server.url, agents, tasks)
-            print(
-                f"claim+report, {agents} agent(s), {tasks} tasks:     "
-                f"{tasks / sec:>10,.0f} tasks/s ({2 * tasks / sec:,.0f} appends/s)"
-            )
+        if "claim" in phases:
+            await claims(server.url, tasks)
+
+
+async def claims(url: str, tasks: int) -> None:
+    for agents in (1, 4):
+        sec = await claim_and_report(url, agents, tasks)
+        print(
+            f"claim+report, {agents} agent(s), {tasks} tasks:     "
+            f"{tasks / sec:>10,.0f} tasks/s ({2 * tasks / sec:,.0f} appends/s)"
+        )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--tasks", type=int, default=2_000)
+    parser.add_argument("--fold-tasks", type=int, default=3_000)
+    parser.add_argument("--rounds", type=int, default=1, help="runs of the fold phase")
+    parser.add_argument("--only", default="read,claim,fold", help="phases: read,claim,fold")
+    parser.add_argument("--role", choices=["writer"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--namespace", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.tasks))
+    if args.role == "writer":
+        asyncio.run(role_writer(args.url, args.namespace, args.tasks))
+    else:
+        chosen = set(args.only.split(","))
+        asyncio.run(main(args.events, args.tasks, chosen, args.fold_tasks, args.rounds))

@@ -27,7 +27,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 
 import annotated_types
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from converge.errors import ConfigError, DecodeError
 from events.base import Event
@@ -306,43 +306,84 @@ def _fast_builder(cls: type[Event]) -> _Builder | None:
     if envelope:
         typed = [item for item in typed if item not in _ENVELOPE_CHECKS]
         min_lengths.remove(("id", 1))
-    names = frozenset(cls.model_fields)
-    new = object.__new__
-    setattr_ = object.__setattr__
+    return _compile_builder(cls, envelope, typed, min_lengths, str_lists)
 
-    def build(data: dict[str, Any]) -> Event | None:
-        if data.keys() != names:
-            return None
-        if envelope:
-            value = data["id"]
-            if type(value) is not str or not value or type(data["occurred_at"]) is not float:
-                return None
-            value = data["actor"]
-            if value is not None and type(value) is not str:
-                return None
-            value = data["correlation_id"]
-            if value is not None and type(value) is not str:
-                return None
-            value = data["causation_id"]
-            if value is not None and type(value) is not str:
-                return None
-        for name, types in typed:
-            if type(data[name]) not in types:
-                return None
-        for name, min_length in min_lengths:
-            if len(data[name]) < min_length:
-                return None
-        for name in str_lists:
-            value = data[name]
-            if type(value) is not list or not all(type(item) is str for item in value):
-                return None
-        event = new(cls)
-        setattr_(event, "__dict__", data)
-        setattr_(event, "__pydantic_fields_set__", set(names))
-        setattr_(event, "__pydantic_extra__", None)
-        setattr_(event, "__pydantic_private__", None)
-        return event
 
+def _compile_builder(
+    cls: type[Event],
+    envelope: bool,
+    typed: list[tuple[str, tuple[type, ...]]],
+    min_lengths: list[tuple[str, int]],
+    str_lists: list[str],
+) -> _Builder:
+    """Write the builder of :func:`_fast_builder` as straight-line code for ``cls``.
+
+    The same checks as a loop over the fields, unrolled (as ``dataclasses`` writes
+    ``__init__``): about 0.9 us instead of 1.7 for ``task.claimed`` (CPU time, best of 5
+    x 100,000, a loaded 2-core machine). The dict has exactly the class's fields when
+    it has as many keys and each field is found. The instance's slots are set with
+    their descriptors (what ``object.__setattr__`` looks up each time).
+    """
+    names = list(cls.model_fields)
+    local = {name: f"v{i}" for i, name in enumerate(names)}
+    env: dict[str, Any] = {
+        "cls": cls,
+        "new": object.__new__,
+        "field_names": frozenset(names),
+        "KeyError": KeyError,
+        "len": len,
+        "type": type,
+        "set": set,
+        "all": all,
+        "str": str,
+        "float": float,
+        "list": list,
+        "set_dict": vars(BaseModel)["__dict__"].__set__,
+        "set_fields_set": vars(BaseModel)["__pydantic_fields_set__"].__set__,
+        "set_extra": vars(BaseModel)["__pydantic_extra__"].__set__,
+        "set_private": vars(BaseModel)["__pydantic_private__"].__set__,
+    }
+    lines = [
+        "def build(data):",
+        f"    if len(data) != {len(names)}:",
+        "        return None",
+        "    try:",
+        *(f"        {local[name]} = data[{name!r}]" for name in names),
+        "    except KeyError:",
+        "        return None",
+    ]
+    checks: list[str] = []
+    if envelope:
+        checks.append(f"type({local['id']}) is not str or not {local['id']}")
+        checks.append(f"type({local['occurred_at']}) is not float")
+        for name in ("actor", "correlation_id", "causation_id"):
+            checks.append(f"({local[name]} is not None and type({local[name]}) is not str)")
+    for k, (name, types) in enumerate(typed):
+        var = local[name]
+        kinds = [kind for kind in types if kind is not _NONE_TYPE]
+        if len(kinds) == 1 and kinds[0] in (str, float) and len(types) <= 2:
+            test = f"type({var}) is not {kinds[0].__name__}"
+            checks.append(test if len(types) == 1 else f"({var} is not None and {test})")
+        else:
+            env[f"types{k}"] = types
+            checks.append(f"type({var}) not in types{k}")
+    for name, min_length in min_lengths:
+        checks.append(f"len({local[name]}) < {min_length}")
+    for name in str_lists:
+        var = local[name]
+        checks.append(f"type({var}) is not list or not all(type(item) is str for item in {var})")
+    for check in checks:
+        lines += [f"    if {check}:", "        return None"]
+    lines += [
+        "    event = new(cls)",
+        "    set_dict(event, data)",
+        "    set_fields_set(event, set(field_names))",
+        "    set_extra(event, None)",
+        "    set_private(event, None)",
+        "    return event",
+    ]
+    exec("\n".join(lines), env)  # the code above, written from field names only
+    build: _Builder = env["build"]
     return build
 
 

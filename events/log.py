@@ -67,6 +67,39 @@ class RecordedEvent:
     body: bytes | None = field(default=None, compare=False, repr=False)
 
 
+_new_object = object.__new__
+_SET_SLOTS = tuple(
+    getattr(RecordedEvent, name).__set__
+    for name in ("event", "stream", "subject", "sequence", "time", "headers", "body")
+)
+
+
+def recorded_event(
+    event: Event,
+    stream: str,
+    subject: str,
+    sequence: int,
+    time: float,
+    headers: Mapping[str, str] | None,
+    body: bytes | None,
+) -> RecordedEvent:
+    """``RecordedEvent(event, stream, subject, sequence, time, headers, body)``, faster.
+
+    The frozen dataclass's ``__init__`` sets each slot through ``object.__setattr__``;
+    this sets them through their descriptors: 0.47 us instead of 0.97 a record.
+    """
+    recorded: RecordedEvent = _new_object(RecordedEvent)
+    set_event, set_stream, set_subject, set_sequence, set_time, set_headers, set_body = _SET_SLOTS
+    set_event(recorded, event)
+    set_stream(recorded, stream)
+    set_subject(recorded, subject)
+    set_sequence(recorded, sequence)
+    set_time(recorded, time)
+    set_headers(recorded, headers)
+    set_body(recorded, body)
+    return recorded
+
+
 Handler = Callable[[RecordedEvent], Awaitable[None]]
 AppendItem = tuple[Event, str] | tuple[Event, str, int | None]
 

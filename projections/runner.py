@@ -132,6 +132,9 @@ class ProjectionRunner(Generic[P]):
         self.applied_events = 0
         self.resyncs = 0
         self._listeners: list[Callable[[RecordedEvent], None]] = []
+        self._calls: tuple[Callable[[RecordedEvent], None], ...] = ()  # _listeners, to call
+        # applied events after which a snapshot may be due (None: no snapshot store)
+        self._snapshot_due = snapshot_every if self._snapshots.enabled else None
         self._seen: dict[str, int] = {}  # highest sequence known stored, per stream
 
     # -- properties --------------------------------------------------------------------
@@ -311,11 +314,13 @@ class ProjectionRunner(Generic[P]):
         Catch-up and rebuild reads do not call them.
         """
         self._listeners.append(listener)
+        self._calls = tuple(self._listeners)
 
     def remove_listener(self, listener: Callable[[RecordedEvent], None]) -> None:
         """Stop calling ``listener``; no-op when it was not added."""
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
+        self._calls = tuple(self._listeners)
 
     async def apply_ack(self, recorded: RecordedEvent) -> bool:
         """Apply an append acknowledgement exactly once; return whether it was new.
@@ -359,7 +364,7 @@ class ProjectionRunner(Generic[P]):
                 continue
             if self._projection.apply(recorded):
                 applied += 1
-                for listener in tuple(self._listeners):
+                for listener in self._calls:
                     try:
                         listener(recorded)
                     except Exception:  # a listener never stops the projection
@@ -589,7 +594,7 @@ class ProjectionRunner(Generic[P]):
         if applied:
             self.applied_events += 1
             self._snapshots.pending += 1
-            for listener in tuple(self._listeners):
+            for listener in self._calls:
                 try:
                     listener(recorded)
                 except Exception:  # a listener never stops the projection
@@ -616,18 +621,23 @@ class ProjectionRunner(Generic[P]):
     async def _on_event(self, recorded: RecordedEvent) -> None:
         if self._failure is not None or self._state is not RunnerState.RUNNING:
             return
-        self._saw(recorded.stream, recorded.sequence)
-        position = self._projection.position.get(recorded.stream)
-        if position is None or recorded.sequence <= position:
+        stream = recorded.stream
+        sequence = recorded.sequence
+        if sequence > self._seen.get(stream, 0):
+            self._seen[stream] = sequence
+        position = self._projection.position.get(stream)
+        if position is None or sequence <= position:
             return
         try:
-            if recorded.sequence == position + 1 and not self._lock.locked():
+            if sequence == position + 1 and not self._lock.locked():
                 # the next event and nobody reading a range: no await, so no lock needed
                 self._apply_one(recorded)
             else:
                 async with self._lock:
                     await self._apply_in_order(recorded, delivered=True)
-            await self._maybe_snapshot()
+            due = self._snapshot_due
+            if due is not None and self._snapshots.pending >= due:
+                await self._maybe_snapshot()
         except Exception as exc:
             self._fail(exc)
 

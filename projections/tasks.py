@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from converge.core.task import Task, TaskState
 from converge.errors import DecodeError, InvalidStateError
 from events import (
+    Event,
     RecordedEvent,
     TaskCancelled,
     TaskClaimed,
@@ -126,84 +127,96 @@ class TaskProjection(Projection):
 
     def fold(self, recorded: RecordedEvent) -> None:
         event = recorded.event
-        if isinstance(event, TaskSubmitted):
-            # the same task (or DecodeError) as Task.from_dict, without its slow path
-            task = Task._from_dict_fast(event.task)
-            task_id = task.id
-            if self.tasks.setdefault(task_id, task) is not task:  # one lookup, not two
-                raise InvalidStateError(f"task {task_id!r} was already submitted")
-            if task.state is TaskState.PENDING:
-                self._pending[task_id] = None
-            headers = recorded.headers
-            if headers is not None and "traceparent" in headers and not task.state.is_terminal:
-                self._traces[task_id] = {k: headers[k] for k in TRACE_HEADERS if k in headers}
-            return
-        if isinstance(event, TaskClaimed):
-            task = self._task(event.task_id)
+        fold = _FOLDS.get(type(event))
+        if fold is None:  # a subclass of a task event, or not a task event
+            fold = next((f for cls, f in _FOLDS.items() if isinstance(event, cls)), None)
+            if fold is None:
+                raise DecodeError(f"{event.type} is not a task event")
+        fold(self, recorded, event)
+
+    def _submitted(self, recorded: RecordedEvent, event: TaskSubmitted) -> None:
+        # the same task (or DecodeError) as Task.from_dict, without its slow path
+        task = Task._from_dict_fast(event.task)
+        task_id = task.id
+        if self.tasks.setdefault(task_id, task) is not task:  # one lookup, not two
+            raise InvalidStateError(f"task {task_id!r} was already submitted")
+        if task.state is TaskState.PENDING:
+            self._pending[task_id] = None
+        headers = recorded.headers
+        if headers is not None and "traceparent" in headers and not task.state.is_terminal:
+            self._traces[task_id] = {k: headers[k] for k in TRACE_HEADERS if k in headers}
+
+    def _claimed(self, recorded: RecordedEvent, event: TaskClaimed) -> None:
+        task = self._task(event.task_id)
+        if task.state is not TaskState.PENDING:
             self._expect(task, TaskState.PENDING, event.type)
-            task.state = TaskState.ASSIGNED
-            task.assigned_to = event.agent_id
-            task.claimed_at = event.claimed_at
-            self._pending.pop(task.id, None)
-            self._held.setdefault(event.agent_id, {})[task.id] = None
-            ttl = event.claim_ttl_sec if event.claim_ttl_sec is not None else task.claim_ttl_sec
-            if ttl is not None:
-                self._leases[task.id] = (event.claimed_at + ttl, ttl)
-        elif isinstance(event, TaskClaimExtended):
-            task = self._task(event.task_id)
+        agent_id = event.agent_id
+        task._set_claim(TaskState.ASSIGNED, agent_id, event.claimed_at)
+        task_id = task.id
+        self._pending.pop(task_id, None)
+        held = self._held.get(agent_id)
+        if held is None:
+            held = self._held[agent_id] = {}
+        held[task_id] = None
+        ttl = event.claim_ttl_sec
+        if ttl is None:
+            ttl = task.claim_ttl_sec
+        if ttl is not None:
+            self._leases[task_id] = (event.claimed_at + ttl, ttl)
+
+    def _claim_extended(self, recorded: RecordedEvent, event: TaskClaimExtended) -> None:
+        task = self._task(event.task_id)
+        self._expect(task, TaskState.ASSIGNED, event.type, agent_id=event.agent_id)
+        lease = self._leases.get(task.id)
+        if lease is not None:
+            expires, ttl = lease
+            self._leases[task.id] = (max(expires, event.extended_at + ttl), ttl)
+
+    def _reported(self, recorded: RecordedEvent, event: TaskReported) -> None:
+        task = self._task(event.task_id)
+        if task.state is not TaskState.ASSIGNED or task.assigned_to != event.agent_id:
             self._expect(task, TaskState.ASSIGNED, event.type, agent_id=event.agent_id)
-            lease = self._leases.get(task.id)
-            if lease is not None:
-                expires, ttl = lease
-                self._leases[task.id] = (max(expires, event.extended_at + ttl), ttl)
-        elif isinstance(event, TaskReported):
-            task = self._task(event.task_id)
-            self._expect(task, TaskState.ASSIGNED, event.type, agent_id=event.agent_id)
-            task.state = TaskState.COMPLETED
-            task.result = event.result
-            self._unassign(task)
-            self._traces.pop(task.id, None)
-        elif isinstance(event, TaskRetryScheduled):
-            task = self._task(event.task_id)
-            self._expect(task, TaskState.ASSIGNED, event.type, agent_id=event.agent_id)
-            self._unassign(task)
-            task.state = TaskState.PENDING
-            task.assigned_to = None
-            task.claimed_at = None
-            self._attempts[task.id] = max(self._attempts.get(task.id, 0), event.attempt)
-            self._pending[task.id] = None
-        elif isinstance(event, TaskFailed):
-            task = self._task(event.task_id)
-            self._expect_open(task, event.type)
-            if event.agent_id is not None and task.assigned_to != event.agent_id:
-                raise InvalidStateError(
-                    f"task {task.id!r} is not assigned to {event.agent_id!r}; {event.type} ignored"
-                )
-            self._unassign(task)
-            task.state = TaskState.FAILED
-            task.result = event.reason if event.details is None else event.details
-            self._traces.pop(task.id, None)
-            task.claimed_at = None
-            self._pending.pop(task.id, None)
-        elif isinstance(event, TaskCancelled):
-            task = self._task(event.task_id)
-            self._expect_open(task, event.type)
-            self._unassign(task)
-            task.state = TaskState.CANCELLED
-            self._traces.pop(task.id, None)
-            task.assigned_to = None
-            task.claimed_at = None
-            self._pending.pop(task.id, None)
-        elif isinstance(event, TaskClaimReleased):
-            task = self._task(event.task_id)
-            self._expect(task, TaskState.ASSIGNED, event.type, agent_id=event.agent_id)
-            self._unassign(task)
-            task.state = TaskState.PENDING
-            task.assigned_to = None
-            task.claimed_at = None
-            self._pending[task.id] = None
-        else:
-            raise DecodeError(f"{event.type} is not a task event")
+        task._set_outcome(TaskState.COMPLETED, event.result)
+        self._unassign(task)
+        self._traces.pop(task.id, None)
+
+    def _retry_scheduled(self, recorded: RecordedEvent, event: TaskRetryScheduled) -> None:
+        task = self._task(event.task_id)
+        self._expect(task, TaskState.ASSIGNED, event.type, agent_id=event.agent_id)
+        self._unassign(task)
+        task._set_claim(TaskState.PENDING, None, None)
+        self._attempts[task.id] = max(self._attempts.get(task.id, 0), event.attempt)
+        self._pending[task.id] = None
+
+    def _failed(self, recorded: RecordedEvent, event: TaskFailed) -> None:
+        task = self._task(event.task_id)
+        self._expect_open(task, event.type)
+        if event.agent_id is not None and task.assigned_to != event.agent_id:
+            raise InvalidStateError(
+                f"task {task.id!r} is not assigned to {event.agent_id!r}; {event.type} ignored"
+            )
+        self._unassign(task)
+        task._set_outcome(
+            TaskState.FAILED, event.reason if event.details is None else event.details
+        )
+        self._traces.pop(task.id, None)
+        task.claimed_at = None
+        self._pending.pop(task.id, None)
+
+    def _cancelled(self, recorded: RecordedEvent, event: TaskCancelled) -> None:
+        task = self._task(event.task_id)
+        self._expect_open(task, event.type)
+        self._unassign(task)
+        task._set_claim(TaskState.CANCELLED, None, None)
+        self._traces.pop(task.id, None)
+        self._pending.pop(task.id, None)
+
+    def _claim_released(self, recorded: RecordedEvent, event: TaskClaimReleased) -> None:
+        task = self._task(event.task_id)
+        self._expect(task, TaskState.ASSIGNED, event.type, agent_id=event.agent_id)
+        self._unassign(task)
+        task._set_claim(TaskState.PENDING, None, None)
+        self._pending[task.id] = None
 
     def _unassign(self, task: Task) -> None:
         """Drop ``task`` from the holder and lease indexes (before its state changes)."""
@@ -282,3 +295,17 @@ class TaskProjection(Projection):
             }
         self._leases = {str(k): (float(v[0]), float(v[1])) for k, v in leases.items()}
         self._attempts = {str(k): int(v) for k, v in state.get("attempts", {}).items()}
+
+
+_Fold = Callable[[TaskProjection, RecordedEvent, Any], None]
+#: the fold of each task event class (looked up by the event's exact class)
+_FOLDS: dict[type[Event], _Fold] = {
+    TaskSubmitted: TaskProjection._submitted,
+    TaskClaimed: TaskProjection._claimed,
+    TaskClaimExtended: TaskProjection._claim_extended,
+    TaskReported: TaskProjection._reported,
+    TaskRetryScheduled: TaskProjection._retry_scheduled,
+    TaskFailed: TaskProjection._failed,
+    TaskCancelled: TaskProjection._cancelled,
+    TaskClaimReleased: TaskProjection._claim_released,
+}

@@ -6,9 +6,10 @@ import logging
 from collections.abc import Mapping
 
 from converge.errors import DecodeError
+from events.base import Event
 from events.codec import decode_event
 from events.jetstream.connection import LogOptions
-from events.log import RecordedEvent
+from events.log import RecordedEvent, recorded_event
 
 __all__ = ["RecordDecoder"]
 
@@ -20,6 +21,7 @@ class RecordDecoder:
 
     def __init__(self, opts: LogOptions) -> None:
         self._opts = opts
+        self._cut = len(opts.namespace) + 1  # namespace and dot, before the relative subject
         self.skipped = 0
 
     def decode_msg(
@@ -36,6 +38,13 @@ class RecordDecoder:
         ``headers`` is kept as the record's headers (nats-py builds a new dict per message).
         """
         opts = self._opts
+        if type(headers) is dict and type(data) is bytes:
+            # the fast path of decode_event, taken here so that it is not tried twice
+            event: Event | None = opts.registry.decode_current(data, headers)
+            if event is not None:
+                return recorded_event(
+                    event, kind, full_subject[self._cut :], seq, when, headers, data
+                )
         try:
             event = decode_event(data, headers, opts.registry)
         except DecodeError as exc:
@@ -48,8 +57,8 @@ class RecordDecoder:
                 extra={"stream": kind, "seq": seq},
             )
             return None
-        return RecordedEvent(
-            event, kind, full_subject[len(opts.namespace) + 1 :], seq, when, headers or None, data
+        return recorded_event(
+            event, kind, full_subject[self._cut :], seq, when, headers or None, data
         )
 
     def decode_batch(
@@ -67,7 +76,7 @@ class RecordDecoder:
         :meth:`EventRegistry.decode_current`; the others the checked path.
         """
         decode_current = self._opts.registry.decode_current
-        cut = len(self._opts.namespace) + 1
+        cut = self._cut
         records: list[RecordedEvent] = []
         append = records.append
         for subject, data, hdrs, seq, when in zip(
@@ -75,7 +84,7 @@ class RecordDecoder:
         ):
             event = decode_current(data, hdrs) if hdrs is not None else None
             if event is not None:
-                append(RecordedEvent(event, kind, subject[cut:], seq, when, hdrs, data))
+                append(recorded_event(event, kind, subject[cut:], seq, when, hdrs, data))
             else:
                 recorded = self.decode_msg(kind, subject, seq, when, data, hdrs)
                 if recorded is not None:

@@ -60,36 +60,73 @@ RawHandler = Callable[[bytes, bytes, bytes, bytes], str | None]
 _ASCII_SPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes
 
 
-_MSG_ID_LINE = b"NATS/1.0\r\nNats-Msg-Id: "
-_ID_AT = len(_MSG_ID_LINE)
-_SUFFIX_CACHE_SIZE = 256
-_suffixes: dict[bytes, dict[str, str] | None] = {}
+_NATS_LINE = b"NATS/1.0\r\n"
+_LINE_CACHE_SIZE = 1024
+_NAME_CACHE_SIZE = 256
+_lines: dict[bytes, tuple[str, str]] = {}  # a whole header line -> its name and value
+_names: dict[bytes, str] = {}  # the bytes before a line's colon -> the header name
+#: names whose values differ from event to event: their lines are not kept
+_VARYING = frozenset(
+    {
+        b"Nats-Msg-Id",
+        b"Nats-Expected-Last-Subject-Sequence",
+        b"Converge-Signature",
+        b"traceparent",
+        b"tracestate",
+    }
+)
 
 
 def parse_delivery_headers(raw: bytes) -> dict[str, str] | None:
     """Parse a delivery's header block as nats-py does; ``None`` when it holds none.
 
-    An event's block starts with its ``Nats-Msg-Id`` (the event id) and the rest
-    repeats from event to event of one type, so the rest is parsed once and kept (a
-    few hundred blocks at most): about 1 us a block instead of 4.
+    nats-py parses each line on its own (``Client._parse_header_lines``): the name
+    before the first colon, stripped, skipped when not ASCII or holding whitespace; the
+    value stripped and decoded as UTF-8 with replacement; a later line of a name wins.
+    Lines repeat from event to event (type, version, content type, actor, signer), so
+    whole lines are kept with their name and value (1,024 at most) and, for lines whose
+    value changes every event (message id, expected sequence, signature, trace), the
+    checked name is: about 1.9 us a block of seven lines instead of 2.6 (6.6 in
+    nats-py), 2.8 instead of 6.2 when signed and traced.
     """
-    if raw.startswith(_MSG_ID_LINE):
-        end = raw.find(b"\r\n", _ID_AT)
-        msg_id = raw[_ID_AT:end]
-        if end > _ID_AT and msg_id.isalnum():  # ASCII letters and digits: nothing to strip
-            suffix = raw[end + 2 :]
-            try:
-                rest = _suffixes[suffix]
-            except KeyError:
-                rest = _parse_block(b"NATS/1.0\r\n" + suffix)
-                if len(_suffixes) >= _SUFFIX_CACHE_SIZE:
-                    _suffixes.clear()
-                _suffixes[suffix] = rest
-            out = {"Nats-Msg-Id": msg_id.decode("ascii")}
-            if rest:
-                out.update(rest)
-            return out
-    return _parse_block(raw)
+    if not raw.startswith(_NATS_LINE):
+        return _parse_block(raw)
+    out: dict[str, str] = {}
+    lines = _lines
+    names = _names
+    for line in raw[10:].split(b"\r\n"):
+        found = lines.get(line)
+        if found is not None:
+            out[found[0]] = found[1]
+            continue
+        name, colon, raw_value = line.partition(b":")
+        if not colon:
+            continue
+        key = names.get(name)
+        if key is None:
+            key = _header_name(name)
+            if key is None:
+                continue
+            if len(names) >= _NAME_CACHE_SIZE:
+                names.clear()
+            names[name] = key
+        value = out[key] = raw_value.strip().decode("utf-8", "replace")
+        if name not in _VARYING:
+            if len(lines) >= _LINE_CACHE_SIZE:
+                lines.clear()
+            lines[line] = (key, value)
+    return out or None
+
+
+def _header_name(name: bytes) -> str | None:
+    """Return the header name of the bytes before a line's colon; ``None``: nats-py skips it."""
+    try:
+        key = name.strip().decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if any(c.isspace() for c in key):
+        return None
+    return key
 
 
 def _parse_block(raw: bytes) -> dict[str, str] | None:

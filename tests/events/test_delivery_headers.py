@@ -1,5 +1,5 @@
-"""Delivery header blocks parse exactly as nats-py parses them, also on the path that
-keeps the part of a block after its ``Nats-Msg-Id`` line."""
+"""Delivery header blocks parse exactly as nats-py parses them, also from the lines and
+names kept from earlier blocks."""
 
 from __future__ import annotations
 
@@ -40,6 +40,36 @@ def test_blocks_parse_like_nats_py(block: bytes) -> None:
     assert parse_delivery_headers(block) == _nats_py(block)  # again, from the kept part
 
 
+_pool_lines = st.sampled_from(
+    [
+        "Converge-Event-Type: task.claimed",
+        "Converge-Event-Type:task.reported",
+        " Converge-Event-Type : task.claimed ",
+        "Converge-Event-Version: 1",
+        "Converge-Actor: agent-1",
+        "Converge-Actor:\tagent-2\t",
+        "Content-Type: application/json",
+        "Nats-Expected-Last-Subject-Sequence: 7",
+        "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "Bad Name: x",
+        "Converge-Actor",
+        "Ünicode: x",
+        "Value: \u00e9t\u00e9",
+        "",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_pool_lines | st.builds(lambda n, v: f"{n}:{v}", _names, _values))))
+def test_blocks_of_recurring_lines_parse_like_nats_py(blocks_lines: list[list[str]]) -> None:
+    """Lines and names kept from one block give the same result in the next."""
+    for lines in blocks_lines:
+        text = "NATS/1.0\r\n" + "".join(line + "\r\n" for line in lines) + "\r\n"
+        block = text.encode("utf-8", "surrogatepass")
+        assert parse_delivery_headers(block) == _nats_py(block)
+
+
 @pytest.mark.parametrize(
     "block",
     [
@@ -57,8 +87,12 @@ def test_blocks_led_by_a_message_id_parse_like_nats_py(block: bytes) -> None:
     assert parse_delivery_headers(block) == _nats_py(block)
 
 
-def test_the_kept_parts_stay_bounded() -> None:
-    for i in range(rawroute._SUFFIX_CACHE_SIZE * 2):
-        block = f"NATS/1.0\r\nNats-Msg-Id: id{i}\r\ntraceparent: 00-{i:032x}-01\r\n\r\n".encode()
+def test_the_kept_lines_and_names_stay_bounded() -> None:
+    for i in range(rawroute._LINE_CACHE_SIZE * 2):
+        block = (
+            f"NATS/1.0\r\nNats-Msg-Id: id{i}\r\nX-{i % 300}: {i}\r\ntraceparent: 00-{i:032x}-01"
+            "\r\n\r\n"
+        ).encode()
         assert parse_delivery_headers(block) == _nats_py(block)
-    assert len(rawroute._suffixes) <= rawroute._SUFFIX_CACHE_SIZE
+    assert len(rawroute._lines) <= rawroute._LINE_CACHE_SIZE
+    assert len(rawroute._names) <= rawroute._NAME_CACHE_SIZE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from events.codec import (
     HDR_TRACEPARENT,
     current_traceparent,
 )
+from events.log import RecordedEvent, recorded_event
 from events.subjects import decode_token, stream_name, subject, subject_matches
 
 
@@ -365,3 +367,16 @@ def test_a_body_alone_says_what_it_is() -> None:
     # bodies stored before the type moved into them read as before
     old_body = orjson.dumps(event.model_dump())
     assert events.decode_event(old_body, headers) == event
+
+
+def test_recorded_event_builds_what_the_dataclass_builds() -> None:
+    event = events.TaskClaimed(task_id="t", agent_id="a", claimed_at=1.5)
+    headers = {"Nats-Msg-Id": event.id}
+    fast = recorded_event(event, "tasks", "tasks.t", 7, 2.5, headers, b"{}")
+    slow = RecordedEvent(event, "tasks", "tasks.t", 7, 2.5, headers, b"{}")
+    assert fast == slow and repr(fast) == repr(slow) and hash(fast) == hash(slow)
+    assert [getattr(fast, f) for f in RecordedEvent.__slots__] == [
+        getattr(slow, f) for f in RecordedEvent.__slots__
+    ]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.sequence = 8  # type: ignore[misc]

@@ -91,6 +91,23 @@ def test_events_that_do_not_fit_are_skipped_but_move_the_position() -> None:
     assert p.task_version("t") == 8
 
 
+class _SubclassedClaim(TaskClaimed):
+    """A task event subclassed outside the library (folded as its base class)."""
+
+
+def test_folds_go_by_event_class_and_subclasses_fold_as_their_base() -> None:
+    p = TaskProjection()
+    feed = Feed("tasks")
+    p.apply(feed(TaskSubmitted(task=Task("o", id="t").to_dict()), "t"))
+    p.apply(feed(_SubclassedClaim(task_id="t", agent_id="a", claimed_at=1.0), "t"))
+    p.apply(feed(TrustUpdated(agent_id="a", trust=0.5), "t"))  # not a task event
+    task = p.get("t")
+    assert task is not None and (task.state, task.assigned_to) == (TaskState.ASSIGNED, "a")
+    assert p.held_by("a") == [task]
+    assert p.skipped_events == 1
+    assert "is not a task event" in p.recent_skips[-1].reason
+
+
 def test_fail_and_cancel() -> None:
     p = TaskProjection()
     feed = Feed("tasks")

@@ -112,3 +112,46 @@ def test_fast_path_falls_back_for_other_input() -> None:
     big = dict(_MINIMAL, inputs={"n": 2**70})
     with pytest.raises(DecodeError, match="64-bit"):
         Task._from_dict_fast(big)
+
+
+_transition_values = _json_values | st.sampled_from(
+    [*TaskState, "assigned", "agent-1", 1.5, 2, float("inf"), float("nan"), True]
+)
+
+
+def _assigned(task: Task, **values: Any) -> tuple[str, Any]:
+    try:
+        for name, value in values.items():
+            setattr(task, name, value)
+    except DecodeError as exc:
+        return "error", (str(exc), repr(task))
+    return "task", repr(task)
+
+
+def _transition(set_values: Any, task: Task, *args: Any) -> tuple[str, Any]:
+    try:
+        set_values(task, *args)
+    except DecodeError as exc:
+        return "error", (str(exc), repr(task))
+    return "task", repr(task)
+
+
+@settings(max_examples=300, deadline=None)
+@given(state=_transition_values, agent=_transition_values, at=_transition_values)
+def test_claim_transition_matches_assignments(state: Any, agent: Any, at: Any) -> None:
+    """``Task._set_claim`` changes a task as assigning its three fields in turn does."""
+    expected = _assigned(Task("o", id="t"), state=state, assigned_to=agent, claimed_at=at)
+    assert _transition(Task._set_claim, Task("o", id="t"), state, agent, at) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(state=_transition_values, result=_transition_values)
+def test_outcome_transition_matches_assignments(state: Any, result: Any) -> None:
+    """``Task._set_outcome`` changes a task as assigning state, then result, does."""
+    expected = _assigned(Task("o", id="t"), state=state, result=result)
+    got = _transition(Task._set_outcome, Task("o", id="t"), state, result)
+    assert got == expected
+    if got[0] == "task" and isinstance(result, dict | list):
+        task = Task("o", id="t")
+        task._set_outcome(TaskState.COMPLETED, result)
+        assert task.result == result and task.result is not result  # a copy, as assigned
