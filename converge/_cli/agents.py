@@ -54,7 +54,8 @@ async def run(
     if agents is not None:
         limit = max(limit, drain_timeout_sec + 5.0)
     with stop_signals(stop, limit):
-        async with connected(cfg, signer=security.ring) as (log, url):
+        # A run outlives the owner of a shared data directory: it takes the server over.
+        async with connected(cfg, signer=security.ring, take_over=True) as (log, url):
             await security.load_policy(
                 log,
                 record=True,

@@ -45,11 +45,13 @@ logger = logging.getLogger("converge.cli")
 
 
 @contextlib.asynccontextmanager
-async def broker(cfg: ConvergeConfig) -> AsyncIterator[str]:
+async def broker(cfg: ConvergeConfig, *, take_over: bool = False) -> AsyncIterator[str]:
     """Yield the broker URL: ``cfg.nats_url`` or an embedded server on the data dir.
 
     When another process owns the data directory (a ``converge server`` or another
-    run), its server is used if it answers; otherwise the command fails naming it.
+    run), its server is used if it answers; otherwise the command fails naming it. With
+    ``take_over`` (long-running commands) this process serves the directory itself, on
+    the same port, when that owner stops first (see ``EmbeddedNatsServer``).
     """
     if cfg.nats_url is not None:
         yield cfg.nats_url
@@ -63,6 +65,7 @@ async def broker(cfg: ConvergeConfig) -> AsyncIterator[str]:
         reuse_running=True,
         max_file_store=cfg.nats_max_file_store,
         config_file=cfg.nats_server_config,
+        take_over=take_over,
     )
     url = await server.start()
     _EMBEDDED.append(server)
@@ -109,14 +112,16 @@ async def connected(
     retry: bool = True,
     read_only: bool = False,
     signer: SignerRing | None = None,
+    take_over: bool = False,
 ) -> AsyncIterator[tuple[EventLog, str]]:
     """Yield a started JetStream event log and the broker URL it uses.
 
     With ``retry`` an unreachable broker is retried with exponential backoff (0.2 s
     doubling to 2 s) for up to ``cfg.startup_timeout_sec``, each retry logged in one
     line; then the last reason is raised, naming the limit. ``signer`` signs appends.
+    ``take_over``: see :func:`broker`.
     """
-    async with broker(cfg) as url:
+    async with broker(cfg, take_over=take_over) as url:
         limit = cfg.startup_timeout_sec if retry and cfg.nats_url is not None else 0.0
         log = await _with_startup_retries(
             limit, url, lambda: _open_log(cfg, url, read_only, signer)

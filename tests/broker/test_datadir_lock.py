@@ -173,3 +173,51 @@ async def test_a_holder_that_does_not_answer_is_named_and_refused(tmp_path: Path
     lock = DataDirLock(data)
     assert lock.acquire()  # the kernel dropped the holder's lock with its process
     lock.release()
+
+
+@pytest.mark.asyncio
+async def test_a_guest_that_takes_over_serves_the_directory_on_the_same_port(
+    tmp_path: Path,
+) -> None:
+    from events import JetStreamEventLog, TaskSubmitted
+
+    owner = EmbeddedNatsServer(data_dir=tmp_path / "nats")
+    url = await owner.start()
+    guest = EmbeddedNatsServer(data_dir=tmp_path / "nats", reuse_running=True, take_over=True)
+    try:
+        assert await guest.start() == url and guest.reused is not None
+        log = await JetStreamEventLog.connect(url, namespace="takeover")
+        try:
+            await log.append(TaskSubmitted(task={"id": "before"}), subject="tasks.before")
+            await owner.stop()  # the owner goes first; the guest's log is still open
+            # The append waits out the gap: the guest serves the same store on the same port.
+            await log.append(TaskSubmitted(task={"id": "after"}), subject="tasks.after")
+            assert guest.reused is None and guest.is_running and guest.url == url
+            ids = [r.event.task["id"] async for r in log.read(stream="tasks")]  # type: ignore[attr-defined]
+            assert ids == ["before", "after"]
+        finally:
+            await log.close()
+        assert not DataDirLock(tmp_path / "nats").acquire()  # the guest owns it now
+    finally:
+        await guest.stop()
+        await owner.stop()
+    assert not guest.is_running
+    lock = DataDirLock(tmp_path / "nats")
+    assert lock.acquire()  # released with the guest's server
+    lock.release()
+
+
+@pytest.mark.asyncio
+async def test_a_guest_that_stops_first_leaves_the_owner_alone(tmp_path: Path) -> None:
+    owner = EmbeddedNatsServer(data_dir=tmp_path / "nats")
+    url = await owner.start()
+    try:
+        guest = EmbeddedNatsServer(data_dir=tmp_path / "nats", reuse_running=True, take_over=True)
+        assert await guest.start() == url
+        await guest.stop()  # its watch ends with it: nothing is taken over later
+        assert owner.is_running
+    finally:
+        await owner.stop()
+    lock = DataDirLock(tmp_path / "nats")
+    assert lock.acquire()
+    lock.release()
