@@ -69,12 +69,26 @@ def signed_payload(subject: str, body: bytes, event_type: str) -> bytes:
     return b"".join((subject.encode(), b"\n", event_type.encode(), b"\n", body))
 
 
+# Verifying folds every event's signer key header: a process meets few keys, again and
+# again, so their decoded bytes and fingerprints are kept (bounded; cleared when full).
+_CACHE_LIMIT = 4096
+_fingerprints: dict[bytes, str] = {}
+_public_keys: dict[str, bytes | None] = {}
+
+
 def key_fingerprint(public_key: bytes) -> str:
     """Return the fingerprint (agent id) of a raw public key: its hex SHA-256.
 
     The same value as ``converge.core.identity.fingerprint_of``.
     """
-    return hashlib.sha256(bytes(public_key)).hexdigest()
+    raw = bytes(public_key)
+    found = _fingerprints.get(raw)
+    if found is None:
+        found = hashlib.sha256(raw).hexdigest()
+        if len(_fingerprints) >= _CACHE_LIMIT:
+            _fingerprints.clear()
+        _fingerprints[raw] = found
+    return found
 
 
 def is_fingerprint(key_id: str) -> bool:
@@ -99,7 +113,17 @@ def _unb64(text: object, size: int) -> bytes | None:
 
 def decode_public_key(text: object) -> bytes | None:
     """Return the raw public key of a ``Converge-Signer-Key`` header, or ``None``."""
-    return _unb64(text, _KEY_BYTES)
+    if not isinstance(text, str):
+        return None
+    try:
+        return _public_keys[text]
+    except KeyError:
+        pass
+    raw = _unb64(text, _KEY_BYTES)
+    if len(_public_keys) >= _CACHE_LIMIT:
+        _public_keys.clear()
+    _public_keys[text] = raw
+    return raw
 
 
 def _field(event: Event, name: str) -> object:
@@ -185,9 +209,9 @@ class EventSigner:
     def sign(self, subject: str, body: bytes, event_type: str) -> str:
         """Return the base64url signature (no padding) of ``subject``, type and ``body``."""
         payload = signed_payload(subject, body, event_type)
-        signature = crypto_sign(payload, self._secret)[:_SIGNATURE_BYTES]
-        _SIGNED_HERE.remember(signature, self.public_key, payload)
-        return _b64(signature)
+        text = _b64(crypto_sign(payload, self._secret)[:_SIGNATURE_BYTES])
+        _SIGNED_HERE.remember(text, self.public_key, payload)
+        return text
 
     def headers(self, subject: str, body: bytes, event_type: str) -> dict[str, str]:
         """Return the signature headers for an event stored on ``subject`` with ``body``."""
@@ -304,15 +328,17 @@ class _SignedHere:
 
     def __init__(self, limit: int = 16_384) -> None:
         self._limit = limit
-        self._entries: dict[bytes, tuple[bytes, bytes]] = {}
+        # keyed by the signature as its header carries it (base64url): an own event is
+        # recognised before anything is decoded
+        self._entries: dict[str, tuple[bytes, bytes]] = {}
 
-    def remember(self, signature: bytes, public_key: bytes, payload: bytes) -> None:
+    def remember(self, signature: str, public_key: bytes, payload: bytes) -> None:
         entries = self._entries
         if len(entries) >= self._limit:
             del entries[next(iter(entries))]  # dicts keep insertion order: the oldest
         entries[signature] = (public_key, hashlib.blake2b(payload, digest_size=16).digest())
 
-    def vouches(self, signature: bytes, public_key: bytes, payload: bytes) -> bool:
+    def vouches(self, signature: str, public_key: bytes, payload: bytes) -> bool:
         known = self._entries.get(signature)
         return (
             known is not None
@@ -344,13 +370,13 @@ def verify_event_signature(
 
     Never raises: a malformed signature or key gives ``False``.
     """
-    signature = _unb64(signature_b64, _SIGNATURE_BYTES)
-    if signature is None or not isinstance(public_key, bytes | bytearray):
-        return False
-    if len(public_key) != _KEY_BYTES:
+    if not isinstance(public_key, bytes | bytearray) or len(public_key) != _KEY_BYTES:
         return False
     raw_key = bytes(public_key)
     payload = signed_payload(subject, body, event_type)
-    if _SIGNED_HERE.vouches(signature, raw_key, payload):
+    if isinstance(signature_b64, str) and _SIGNED_HERE.vouches(signature_b64, raw_key, payload):
         return True
+    signature = _unb64(signature_b64, _SIGNATURE_BYTES)
+    if signature is None:
+        return False
     return _verify(signature, payload, raw_key)

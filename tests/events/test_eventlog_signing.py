@@ -94,10 +94,11 @@ def test_own_signatures_skip_the_curve_and_any_other_is_verified(
 def test_the_memory_of_own_signatures_is_bounded() -> None:
     memory = signing._SignedHere(limit=2)
     for n in range(3):
-        memory.remember(bytes([n]) * 64, b"k" * 32, b"payload %d" % n)
-    assert not memory.vouches(bytes([0]) * 64, b"k" * 32, b"payload 0")  # the oldest went
-    assert memory.vouches(bytes([2]) * 64, b"k" * 32, b"payload 2")
-    assert not memory.vouches(bytes([2]) * 64, b"k" * 32, b"payload 1")
+        memory.remember(f"sig{n}", b"k" * 32, b"payload %d" % n)
+    assert not memory.vouches("sig0", b"k" * 32, b"payload 0")  # the oldest went
+    assert memory.vouches("sig2", b"k" * 32, b"payload 2")
+    assert not memory.vouches("sig2", b"k" * 32, b"payload 1")
+    assert not memory.vouches("sig2", b"j" * 32, b"payload 2")
 
 
 @pytest.mark.parametrize("bad", ["", "!!!", "abc", "A" * 200, "AAAA" * 10])
