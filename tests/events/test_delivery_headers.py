@@ -12,8 +12,15 @@ from events.jetstream import rawroute
 from events.jetstream.rawroute import parse_delivery_headers
 
 
-def _nats_py(block: bytes) -> dict[str, str] | None:
-    return Client._parse_header_lines(block[10:]) or None
+def _nats_py(block: bytes) -> list[tuple[str, str]] | None:
+    """nats-py's headers of ``block``, as items: the order of the keys counts too."""
+    found = Client._parse_header_lines(block[10:])
+    return list(found.items()) if found else None
+
+
+def _parsed(block: bytes) -> list[tuple[str, str]] | None:
+    found = parse_delivery_headers(block)
+    return None if found is None else list(found.items())
 
 
 _names = st.sampled_from(
@@ -36,8 +43,8 @@ def blocks(draw: st.DrawFn) -> bytes:
 @settings(max_examples=400, deadline=None)
 @given(blocks())
 def test_blocks_parse_like_nats_py(block: bytes) -> None:
-    assert parse_delivery_headers(block) == _nats_py(block)
-    assert parse_delivery_headers(block) == _nats_py(block)  # again, from the kept part
+    assert _parsed(block) == _nats_py(block)
+    assert _parsed(block) == _nats_py(block)  # again, from the kept part
 
 
 _pool_lines = st.sampled_from(
@@ -55,6 +62,7 @@ _pool_lines = st.sampled_from(
         "Converge-Actor",
         "Ünicode: x",
         "Value: \u00e9t\u00e9",
+        " Nats-Msg-Id : other",
         "",
     ]
 )
@@ -64,10 +72,11 @@ _pool_lines = st.sampled_from(
 @given(st.lists(st.lists(_pool_lines | st.builds(lambda n, v: f"{n}:{v}", _names, _values))))
 def test_blocks_of_recurring_lines_parse_like_nats_py(blocks_lines: list[list[str]]) -> None:
     """Lines and names kept from one block give the same result in the next."""
-    for lines in blocks_lines:
-        text = "NATS/1.0\r\n" + "".join(line + "\r\n" for line in lines) + "\r\n"
+    for k, lines in enumerate(blocks_lines):
+        head = f"NATS/1.0\r\nNats-Msg-Id: id{k % 2}\r\n" if k % 3 else "NATS/1.0\r\n"
+        text = head + "".join(line + "\r\n" for line in lines) + "\r\n"
         block = text.encode("utf-8", "surrogatepass")
-        assert parse_delivery_headers(block) == _nats_py(block)
+        assert _parsed(block) == _nats_py(block)
 
 
 @pytest.mark.parametrize(
@@ -83,8 +92,8 @@ def test_blocks_of_recurring_lines_parse_like_nats_py(blocks_lines: list[list[st
     ],
 )
 def test_blocks_led_by_a_message_id_parse_like_nats_py(block: bytes) -> None:
-    assert parse_delivery_headers(block) == _nats_py(block)
-    assert parse_delivery_headers(block) == _nats_py(block)
+    assert _parsed(block) == _nats_py(block)
+    assert _parsed(block) == _nats_py(block)
 
 
 def test_the_kept_lines_and_names_stay_bounded() -> None:
@@ -93,6 +102,6 @@ def test_the_kept_lines_and_names_stay_bounded() -> None:
             f"NATS/1.0\r\nNats-Msg-Id: id{i}\r\nX-{i % 300}: {i}\r\ntraceparent: 00-{i:032x}-01"
             "\r\n\r\n"
         ).encode()
-        assert parse_delivery_headers(block) == _nats_py(block)
+        assert _parsed(block) == _nats_py(block)
     assert len(rawroute._lines) <= rawroute._LINE_CACHE_SIZE
     assert len(rawroute._names) <= rawroute._NAME_CACHE_SIZE
