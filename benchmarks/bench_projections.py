@@ -14,6 +14,9 @@ Run: ``python benchmarks/bench_projections.py [--events 100000] [--tasks 2000]
    ``--fold-tasks`` tasks through its own TaskManager (the headers a worker process
    writes: expected subject sequence, actor); this process follows the stream with a
    TaskManager and prints its own CPU time (``time.process_time``) per event folded.
+6. ``replay`` (only when asked): the deliveries of one ``fold`` run, captured raw, handed
+   on again through the live consumer's hand-on into a fresh TaskManager, without the
+   broker (CPU us per event, best of ``max(--rounds, 7)``).
 
 Each read figure is the best of three rounds; the rounds interleave the three reads
 (raw, read, rebuild), so a change of load on a shared machine affects all of them alike.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import os
 import sys
@@ -35,8 +39,22 @@ import psutil  # type: ignore[import-untyped]
 
 from converge.coordination import TaskManager
 from converge.core import Task
-from events import EmbeddedNatsServer, JetStreamEventLog, TaskSubmitted, stream_name
+from events import (
+    EmbeddedNatsServer,
+    JetStreamEventLog,
+    MemoryEventLog,
+    Subscription,
+    TaskSubmitted,
+    default_registry,
+    stream_name,
+)
+from events.jetstream.connection import LogOptions
+from events.jetstream.decoding import RecordDecoder
+from events.jetstream.live import RawLiveConsumer
+from events.jetstream.rawbuffer import RawDelivery, RawDeliveryBuffer
+from events.jetstream.streams import StreamSettings
 from projections import ProjectionRunner, TaskProjection
+from projections.runner import RunnerState
 
 CHUNK = 1_000
 ROUNDS = 3  # best of: the machine is shared, the minimum is the least disturbed run
@@ -158,11 +176,23 @@ async def role_writer(url: str, namespace: str, n: int) -> None:
         await log.close()
 
 
-async def foreign_fold(url: str, n: int) -> float:
-    """Return this process's CPU us per task event another process writes and it folds."""
+async def foreign_fold(url: str, n: int, captured: list[RawDelivery] | None = None) -> float:
+    """Return this process's CPU us per task event another process writes and it folds.
+
+    With ``captured``, the raw deliveries of the run are appended to it (for ``replay``).
+    """
     namespace = f"fold{uuid.uuid4().hex[:8]}"
     me = [sys.executable, os.path.abspath(__file__), "--url", url, "--namespace", namespace]
     pipe = asyncio.subprocess.PIPE
+    on_delivery = RawDeliveryBuffer.on_delivery
+    if captured is not None:  # before the TaskManager subscribes (it binds on_delivery)
+
+        def capture(buffer: RawDeliveryBuffer, *delivery: bytes) -> str | None:
+            if delivery[2]:
+                captured.append(delivery)  # type: ignore[arg-type]
+            return on_delivery(buffer, *delivery)  # type: ignore[arg-type]
+
+        RawDeliveryBuffer.on_delivery = capture  # type: ignore[method-assign,assignment]
     writer = await asyncio.create_subprocess_exec(
         *me, "--role", "writer", "--tasks", str(n), stdin=pipe, stdout=pipe
     )
@@ -192,10 +222,59 @@ async def foreign_fold(url: str, n: int) -> float:
             assert await writer.wait() == 0
         return used / total * 1e6
     finally:
+        RawDeliveryBuffer.on_delivery = on_delivery  # type: ignore[method-assign]
         if writer.returncode is None:
             writer.kill()
             await writer.wait()
         await log.close()
+
+
+async def replay(deliveries: list[RawDelivery], namespace: str) -> float:
+    """Return the CPU us per event of handing ``deliveries`` on to a fresh TaskManager.
+
+    The live consumer's hand-on (reply, header block, decoding, subscription, runner,
+    projection and listeners) without the broker: a consumer that never connects is fed
+    the captured deliveries one at a time, as its pump would.
+    """
+    log = MemoryEventLog(namespace=namespace)
+    tm = TaskManager(log)
+    runner = tm.runner
+    runner._state = RunnerState.RUNNING  # following, as start() would leave it
+    sub = Subscription(runner._on_event, stream="tasks", subject=None, start_seq=1)
+    sub.applied_through = functools.partial(runner._applied, "tasks")
+    decoder = RecordDecoder(
+        LogOptions(
+            namespace=namespace,
+            settings=StreamSettings(),
+            registry=default_registry,
+            publish_timeout_sec=5.0,
+            publish_retries=0,
+            api_timeout_sec=5.0,
+            max_inflight=1,
+            idle_heartbeat_sec=5.0,
+        )
+    )
+    consumer = RawLiveConsumer(
+        None,  # type: ignore[arg-type]  # never connects
+        None,  # type: ignore[arg-type]
+        sub,  # type: ignore[arg-type]
+        stream_name="replay",
+        filter_subject="replay",
+        decode=functools.partial(decoder.decode_msg, "tasks"),
+        idle_heartbeat_sec=5.0,
+        api_timeout_sec=5.0,
+        api_retry_sec=5.0,
+    )
+    gc.collect()
+    cpu = time.process_time()
+    for delivery in deliveries:
+        consumer.on_delivery(*delivery)
+        batch, consumer._buffer = consumer._buffer, []
+        await consumer._hand_on(batch)
+    used = time.process_time() - cpu
+    assert runner.applied_events == len(deliveries), runner.applied_events
+    assert runner.projection.skipped_events == 0
+    return used / len(deliveries) * 1e6
 
 
 async def main(events: int, tasks: int, phases: set[str], fold_tasks: int, rounds: int) -> None:
@@ -207,6 +286,16 @@ async def main(events: int, tasks: int, phases: set[str], fold_tasks: int, round
                 f"fold    another process's task events, {fold_tasks} tasks: "
                 f"{min(figures):>6.1f} us CPU per event "
                 f"(runs: {', '.join(f'{f:.1f}' for f in figures)})"
+            )
+        if "replay" in phases:
+            captured: list[RawDelivery] = []
+            await foreign_fold(server.url, fold_tasks, captured)
+            namespace = captured[0][0].split(b".", 1)[0].decode()
+            figures = [await replay(captured, namespace) for _ in range(max(rounds, 7))]
+            print(
+                f"replay  the hand-on of {len(captured)} captured deliveries: "
+                f"{min(figures):>6.2f} us CPU per event "
+                f"(runs: {', '.join(f'{f:.2f}' for f in figures)})"
             )
         if "read" not in phases:
             if "claim" in phases:
@@ -266,7 +355,7 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=2_000)
     parser.add_argument("--fold-tasks", type=int, default=3_000)
     parser.add_argument("--rounds", type=int, default=1, help="runs of the fold phase")
-    parser.add_argument("--only", default="read,claim,fold", help="phases: read,claim,fold")
+    parser.add_argument("--only", default="read,claim,fold", help="phases: read,claim,fold,replay")
     parser.add_argument("--role", choices=["writer"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--namespace", help=argparse.SUPPRESS)
