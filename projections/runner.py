@@ -341,9 +341,16 @@ class ProjectionRunner(Generic[P]):
             and stream not in self._projection.filters  # filtered: sequences have holes
         ):
             await self._wait_position(stream, recorded.sequence - 1, self._grace)
-        async with self._lock:
-            applied = await self._apply_in_order(recorded)
-        await self._maybe_snapshot()
+            position = self._projection.position[stream]
+        if recorded.sequence == position + 1 and not self._lock.locked():
+            # the next event and nobody reading a range: no await, so no lock needed
+            applied = self._apply_one(recorded)
+        else:
+            async with self._lock:
+                applied = await self._apply_in_order(recorded)
+        due = self._snapshot_due
+        if due is not None and self._snapshots.pending >= due:
+            await self._maybe_snapshot()
         return applied
 
     def apply_now(self, records: Iterable[RecordedEvent]) -> int:
