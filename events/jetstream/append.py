@@ -13,7 +13,18 @@ original expected version, is refused with "wrong last sequence" (err_code
 10071), not acknowledged as a duplicate. On 10071 the appender looks at the
 subject's messages after the expected sequence for the same event id and returns
 that record if it is there; only otherwise is it a
-:class:`~converge.errors.ConcurrencyError`.
+:class:`~converge.errors.ConcurrencyError`. That lookup (one or two round trips
+through the retrying API path, several times the cost of the append) is made only
+when the event may be stored already: this call published it before (a timeout, a
+lost connection, a duplicate in process), this appender published an event with
+its id before (remembered for the latest :data:`_SENT_MEMORY` to
+``2 * _SENT_MEMORY`` ids), or the event occurred before what that memory covers
+(before the appender started, or before the latest id it forgot). A fresh event,
+the usual loser of a race, is a conflict at once; the subject's last sequence is
+read from the refusal ("wrong last sequence: N"). Not covered: an event published
+by *another* log (another connection or process), created after this appender
+started, and appended again here with a stale expected version; it is then stored
+once all the same, and this append raises ``ConcurrencyError``.
 
 A publish written to a connection that is then lost (a broker killed or restarted)
 gets no acknowledgement. Rather than wait out ``publish_timeout_sec``, the appends
@@ -32,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -82,8 +94,14 @@ _STORAGE_FULL_CODES = frozenset({10023, 10047})
 
 _MAX_CONFLICT_SCAN = 256  # lookups after a lost race with a stale expected version
 _IN_PROCESS_RETRIES = 20
+# Ids of the events an appender published, in two generations of this many: a refused
+# append of an event not among them (and newer than what they forgot) is a plain conflict.
+_SENT_MEMORY = 8192
+# "wrong last sequence: 42" (err_code 10071); the constant form (10164) names none
+_LAST_SEQ_IN_REFUSAL = re.compile(r"wrong last sequence: (\d+)")
 
-_Prepared = tuple[Event, str, str, bytes, dict[str, str], int | None]
+# event, subject, kind, body, headers, expected version, published before (maybe stored)
+_Prepared = tuple[Event, str, str, bytes, dict[str, str], int | None, bool]
 _Reply = tuple[bytes, str]  # an acknowledgement's body and status header
 
 
@@ -123,6 +141,13 @@ class Appender:
         self._ack_sid: int | None = None
         # deadline slot -> its timer and the tokens sent in it
         self._deadlines: dict[int, tuple[asyncio.TimerHandle, list[int]]] = {}
+        # ids this appender published (newest generation, previous one), the latest
+        # occurred_at in each, and the occurred_at up to which ids may be forgotten
+        self._sent: set[str] = set()
+        self._sent_before: set[str] = set()
+        self._sent_latest = -math.inf
+        self._sent_before_latest = -math.inf
+        self._forgotten_until = time.time()
 
     # -- acknowledgement inbox ------------------------------------------------------------
 
@@ -260,6 +285,24 @@ class Appender:
 
     # -- appends --------------------------------------------------------------------------
 
+    def _published_before(self, event: Event) -> bool:
+        """Whether ``event`` may be stored already; remember that it is published now."""
+        event_id, occurred = event.id, event.occurred_at
+        if (
+            event_id in self._sent
+            or event_id in self._sent_before
+            or not occurred > self._forgotten_until  # NaN too: look it up
+        ):
+            return True
+        if len(self._sent) >= _SENT_MEMORY:  # forget the older generation
+            self._forgotten_until = max(self._forgotten_until, self._sent_before_latest)
+            self._sent_before, self._sent = self._sent, set()
+            self._sent_before_latest, self._sent_latest = self._sent_latest, -math.inf
+        self._sent.add(event_id)
+        if occurred > self._sent_latest:
+            self._sent_latest = occurred
+        return False
+
     def _prepare(
         self, event: Event, subject: str, expected: int | None, *, span: bool = True
     ) -> _Prepared:
@@ -276,7 +319,8 @@ class Appender:
             self._signer.add_headers(headers, subject, body, event)
         if expected is not None:
             headers[HDR_EXPECTED_SUBJECT_SEQ] = str(expected)
-        return event, subject, kind_of(subject), body, headers, expected
+        maybe_stored = self._published_before(event)
+        return event, subject, kind_of(subject), body, headers, expected, maybe_stored
 
     async def append(
         self, event: Event, *, subject: str, expected_version: int | None = None
@@ -321,7 +365,7 @@ class Appender:
             chunk = prepared[start : start + max_inflight]
             sent: list[tuple[int, asyncio.Future[_Reply]]] = []
             try:
-                for _, subj, _, body, headers, _ in chunk:
+                for _, subj, _, body, headers, _, _ in chunk:
                     sent.append(await self._send(nc, prefix + subj, body, headers))
                 await asyncio.wait(
                     [f for _, f in sent], timeout=self._conn.opts.publish_timeout_sec
@@ -371,15 +415,17 @@ class Appender:
         self, nc: NatsClient, item: _Prepared, done: asyncio.Future[_Reply] | None
     ) -> RecordedEvent:
         """Drive one publish to a final outcome: stored, original found, or an error."""
-        event, subject, kind, body, headers, expected = item
+        event, subject, kind, body, headers, expected, maybe_stored = item
         opts = self._conn.opts
         full = f"{opts.namespace}.{subject}"
+        sends = 0
         timeouts = 0
         in_process = 0
         reprovisioned = False
         unavailable = 0
         unavailable_until: float | None = None
         while True:
+            sends += 1
             if done is None:
                 lost = False
                 try:
@@ -411,9 +457,14 @@ class Appender:
                 ack = parse_ack(*reply)
             except PublishRefused as refused:
                 if refused.err_code in _CONFLICT_CODES and expected is not None:
-                    original, actual = await self._find_after(kind, full, event.id, expected)
-                    if original is not None:
-                        return original
+                    found = _LAST_SEQ_IN_REFUSAL.search(refused.description)
+                    actual = None if found is None else int(found.group(1))
+                    if maybe_stored or sends > 1 or actual is None:
+                        original, actual = await self._find_after(
+                            kind, full, event.id, expected, actual
+                        )
+                        if original is not None:
+                            return original
                     raise ConcurrencyError(
                         f"append to {subject!r} expected last sequence {expected}, but it is "
                         f"{actual}; reload the entity and retry",
@@ -484,21 +535,32 @@ class Appender:
         )
 
     async def _find_after(
-        self, kind: str, full_subject: str, event_id: str, expected: int
+        self, kind: str, full_subject: str, event_id: str, expected: int, last_seq: int | None
     ) -> tuple[RecordedEvent | None, int]:
-        """Look for ``event_id`` on the subject after ``expected``; return it and the last seq."""
-        last = await self._admin.get_msg(kind, last_by_subj=full_subject)
-        if last is None:
-            return None, 0
-        candidates = [last]
+        """Look for ``event_id`` on the subject after ``expected``; return it and the last seq.
+
+        ``last_seq``: the subject's last sequence when the refusal named it; the scan then
+        starts after ``expected`` (a resend's original is usually the next message), else
+        at the subject's last message.
+        """
+        candidates: list[StoredMsg] = []  # the subject's messages after ``expected``
+        known_last = last_seq is not None
+        if last_seq is None:
+            last = await self._admin.get_msg(kind, last_by_subj=full_subject)
+            if last is None:
+                return None, 0
+            candidates.append(last)
+            last_seq = last.seq
         seq = expected
         for _ in range(_MAX_CONFLICT_SCAN):
-            if candidates[-1].headers.get(HDR_MSG_ID) == event_id:
+            if candidates and candidates[-1].headers.get(HDR_MSG_ID) == event_id:
                 break
             nxt = await self._admin.get_msg(kind, seq=seq + 1, next_by_subj=full_subject)
-            if nxt is None or nxt.seq >= last.seq:
-                break
+            if nxt is None or nxt.seq > last_seq or (nxt.seq == last_seq and not known_last):
+                break  # (the last message was looked up first)
             candidates.append(nxt)
+            if nxt.seq == last_seq:
+                break
             seq = nxt.seq
         for stored in candidates:
             if stored.headers.get(HDR_MSG_ID) == event_id and stored.seq > expected:
@@ -511,5 +573,5 @@ class Appender:
                         stored.seq,
                         extra={"stream": kind, "seq": stored.seq},
                     )
-                    return recorded, last.seq
-        return None, last.seq
+                    return recorded, last_seq
+        return None, last_seq

@@ -126,6 +126,57 @@ async def test_retry_with_the_same_id_is_stored_once(log: JetStreamEventLog) -> 
     assert (info.value.expected, info.value.actual) == (first.sequence, second.sequence)
 
 
+@pytest.mark.asyncio
+async def test_a_fresh_event_that_lost_a_race_is_a_conflict_without_a_lookup(
+    log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    winner = await log.append(task_event("fresh"), subject="tasks.fresh", expected_version=0)
+    lookups: list[dict[str, Any]] = []
+    get_msg = log._admin.get_msg
+
+    async def counted(kind: str, **request: Any) -> Any:
+        lookups.append(request)
+        return await get_msg(kind, **request)
+
+    monkeypatch.setattr(log._admin, "get_msg", counted)
+    with pytest.raises(ConcurrencyError) as info:  # the refusal names the last sequence
+        await log.append(task_event("fresh"), subject="tasks.fresh", expected_version=0)
+    assert (info.value.expected, info.value.actual) == (0, winner.sequence)
+    assert lookups == []
+    # an event this log published before may be the one stored: it is looked up
+    again = await log.append(winner.event, subject="tasks.fresh", expected_version=0)
+    assert again.sequence == winner.sequence
+    assert len(lookups) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_resend_is_recognised_after_its_id_was_forgotten(
+    log: JetStreamEventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("events.jetstream.append._SENT_MEMORY", 2)
+    event = task_event("early")
+    first = await log.append(event, subject="tasks.early", expected_version=0)
+    for i in range(6):  # three generations of two ids: the first id is forgotten
+        await log.append(task_event(f"later{i}"), subject=f"tasks.later{i}")
+    assert event.id not in log._appender._sent | log._appender._sent_before
+    again = await log.append(event, subject="tasks.early", expected_version=0)
+    assert again.sequence == first.sequence
+
+
+@pytest.mark.asyncio
+async def test_an_event_from_before_the_log_started_is_looked_up(
+    nats_url: str, namespace: str
+) -> None:
+    event = task_event("elsewhere")
+    async with await JetStreamEventLog.connect(nats_url, namespace=namespace) as other:
+        first = await other.append(event, subject="tasks.elsewhere", expected_version=0)
+    async with await JetStreamEventLog.connect(nats_url, namespace=namespace) as log:
+        await log.append(task_event("elsewhere"), subject="tasks.elsewhere", expected_version=1)
+        again = await log.append(event, subject="tasks.elsewhere", expected_version=0)
+        assert again.sequence == first.sequence
+        assert len(await collect(log, subject="tasks.elsewhere")) == 2
+
+
 class ItemTitled(events.Event):
     type: ClassVar[str] = "test.item_titled"
     version: ClassVar[int] = 2
