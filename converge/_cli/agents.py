@@ -189,6 +189,10 @@ async def run_agents(
                     async with asyncio.timeout(0.2):
                         await stop.wait()
         tm.remove_listener(settle)
+        # Stop (drain) the agents before the summary: a task they were running when a
+        # signal came is reported or released by then, and counted as what it became.
+        for runtime in reversed(runtimes):
+            await runtime.stop()
         if refused is not None:
             raise StorageFullError(
                 f"{refused}; the demo stopped with {total - len(open_ids)}/{total} tasks "
