@@ -16,15 +16,15 @@ that record if it is there; only otherwise is it a
 :class:`~converge.errors.ConcurrencyError`. That lookup (one or two round trips
 through the retrying API path, several times the cost of the append) is made only
 when the event may be stored already: this call published it before (a timeout, a
-lost connection, a duplicate in process), this appender published an event with
-its id before (remembered for the latest :data:`_SENT_MEMORY` to
+lost connection, a duplicate in process), this process published an event with its
+id before, through any log (remembered for the latest :data:`_SENT_MEMORY` to
 ``2 * _SENT_MEMORY`` ids), or the event occurred before what that memory covers
-(before the appender started, or before the latest id it forgot). A fresh event,
+(before this module was imported, or before the latest id it forgot). A fresh event,
 the usual loser of a race, is a conflict at once; the subject's last sequence is
 read from the refusal ("wrong last sequence: N"). Not covered: an event published
-by *another* log (another connection or process), created after this appender
-started, and appended again here with a stale expected version; it is then stored
-once all the same, and this append raises ``ConcurrencyError``.
+by *another process*, created after this one imported this module, and appended
+again here with a stale expected version; it is then stored once all the same, and
+this append raises ``ConcurrencyError``.
 
 A publish written to a connection that is then lost (a broker killed or restarted)
 gets no acknowledgement. Rather than wait out ``publish_timeout_sec``, the appends
@@ -117,6 +117,47 @@ _DEADLINE_SLOT_SEC = 0.01
 _SLOTS_FROM_SEC = 1.0
 
 
+class _SentIds:
+    """The ids of the events this process published, in two generations.
+
+    One memory for the whole process, not one per log: an event published through one
+    log and appended again through another (two connections of one process) is then
+    looked up, and its original returned, as the contract says.
+    """
+
+    __slots__ = ("_before", "_before_latest", "_forgotten_until", "_latest", "_sent")
+
+    def __init__(self) -> None:
+        # ids published (newest generation, previous one), the latest occurred_at in
+        # each, and the occurred_at up to which ids may be forgotten
+        self._sent: set[str] = set()
+        self._before: set[str] = set()
+        self._latest = -math.inf
+        self._before_latest = -math.inf
+        self._forgotten_until = time.time()
+
+    def published_before(self, event: Event) -> bool:
+        """Whether ``event`` may be stored already; remember that it is published now."""
+        event_id, occurred = event.id, event.occurred_at
+        if (
+            event_id in self._sent
+            or event_id in self._before
+            or not occurred > self._forgotten_until  # NaN too: look it up
+        ):
+            return True
+        if len(self._sent) >= _SENT_MEMORY:  # forget the older generation
+            self._forgotten_until = max(self._forgotten_until, self._before_latest)
+            self._before, self._sent = self._sent, set()
+            self._before_latest, self._latest = self._latest, -math.inf
+        self._sent.add(event_id)
+        if occurred > self._latest:
+            self._latest = occurred
+        return False
+
+
+_SENT = _SentIds()
+
+
 class Appender:
     """The write side of one log: single and pipelined appends, settled one by one."""
 
@@ -141,13 +182,6 @@ class Appender:
         self._ack_sid: int | None = None
         # deadline slot -> its timer and the tokens sent in it
         self._deadlines: dict[int, tuple[asyncio.TimerHandle, list[int]]] = {}
-        # ids this appender published (newest generation, previous one), the latest
-        # occurred_at in each, and the occurred_at up to which ids may be forgotten
-        self._sent: set[str] = set()
-        self._sent_before: set[str] = set()
-        self._sent_latest = -math.inf
-        self._sent_before_latest = -math.inf
-        self._forgotten_until = time.time()
 
     # -- acknowledgement inbox ------------------------------------------------------------
 
@@ -285,24 +319,6 @@ class Appender:
 
     # -- appends --------------------------------------------------------------------------
 
-    def _published_before(self, event: Event) -> bool:
-        """Whether ``event`` may be stored already; remember that it is published now."""
-        event_id, occurred = event.id, event.occurred_at
-        if (
-            event_id in self._sent
-            or event_id in self._sent_before
-            or not occurred > self._forgotten_until  # NaN too: look it up
-        ):
-            return True
-        if len(self._sent) >= _SENT_MEMORY:  # forget the older generation
-            self._forgotten_until = max(self._forgotten_until, self._sent_before_latest)
-            self._sent_before, self._sent = self._sent, set()
-            self._sent_before_latest, self._sent_latest = self._sent_latest, -math.inf
-        self._sent.add(event_id)
-        if occurred > self._sent_latest:
-            self._sent_latest = occurred
-        return False
-
     def _prepare(
         self, event: Event, subject: str, expected: int | None, *, span: bool = True
     ) -> _Prepared:
@@ -319,7 +335,7 @@ class Appender:
             self._signer.add_headers(headers, subject, body, event)
         if expected is not None:
             headers[HDR_EXPECTED_SUBJECT_SEQ] = str(expected)
-        maybe_stored = self._published_before(event)
+        maybe_stored = _SENT.published_before(event)
         return event, subject, kind_of(subject), body, headers, expected, maybe_stored
 
     async def append(

@@ -158,9 +158,27 @@ async def test_a_resend_is_recognised_after_its_id_was_forgotten(
     first = await log.append(event, subject="tasks.early", expected_version=0)
     for i in range(6):  # three generations of two ids: the first id is forgotten
         await log.append(task_event(f"later{i}"), subject=f"tasks.later{i}")
-    assert event.id not in log._appender._sent | log._appender._sent_before
+    from events.jetstream.append import _SENT
+
+    assert event.id not in _SENT._sent | _SENT._before
     again = await log.append(event, subject="tasks.early", expected_version=0)
     assert again.sequence == first.sequence
+
+
+@pytest.mark.asyncio
+async def test_an_event_stored_through_another_log_of_the_process_returns_the_original(
+    nats_url: str, namespace: str
+) -> None:
+    """Two connections of one process: the second append of the event is no conflict."""
+    async with (
+        await JetStreamEventLog.connect(nats_url, namespace=namespace) as first_log,
+        await JetStreamEventLog.connect(nats_url, namespace=namespace) as second_log,
+    ):
+        event = task_event("twice")  # made after both logs started
+        first = await first_log.append(event, subject="tasks.twice", expected_version=0)
+        again = await second_log.append(event, subject="tasks.twice", expected_version=0)
+        assert again.sequence == first.sequence
+        assert len(await collect(second_log, subject="tasks.twice")) == 1
 
 
 @pytest.mark.asyncio
