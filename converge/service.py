@@ -23,11 +23,10 @@ losing every later race against it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -221,51 +220,47 @@ class ProjectedService(AsyncService, Generic[P]):
         commands that a stale projection would refuse (an entity made elsewhere).
         Raises ``ConcurrencyError`` naming ``what`` after :attr:`max_attempts` lost races.
         """
-        await self._ensure_started()
-        last: ConcurrencyError | None = None
-        async with self._entity(subject):
-            if fresh:
-                stream = kind_of(subject)
-                await self._catch_up_to(
-                    subject, await self._log.last_sequence(stream=stream, subject=subject)
-                )
-            for _ in range(self.max_attempts):
-                planned = plan()
-                events, result = await planned if inspect.isawaitable(planned) else planned
-                try:
-                    for event in events:
-                        await self._append(event, subject, self.projection.version(subject))
-                except ConcurrencyError as exc:
-                    last = exc
-                    logger.debug("%s lost a race on %s; catching up", what, subject)
-                    await self._catch_up_after(subject, exc)
-                    continue
-                return result
-        raise ConcurrencyError(
-            f"{what} lost {self.max_attempts} races in a row on {subject!r}; try again",
-            subject=subject,
-        ) from last
-
-    @contextlib.asynccontextmanager
-    async def _entity(self, subject: str) -> AsyncIterator[None]:
-        """Serialise this service's commands on one entity (its subject).
-
-        Commands of one process on one entity then never race each other through the
-        log; only writers in other processes (or other services) can make an append
-        lose. The lock is dropped when no command holds or waits for it.
-        """
-        entry = self._entity_locks.get(subject)
+        if not self._runner.is_running:
+            await self.start()
+        # Commands of this service on one entity (its subject) run one at a time, so
+        # commands of one process never race each other through the log; only writers
+        # in other processes (or other services) can make an append lose. The lock is
+        # dropped when no command holds or waits for it. (Written out rather than as an
+        # async context manager: this runs for every claim and report.)
+        locks = self._entity_locks
+        entry = locks.get(subject)
         if entry is None:
-            entry = self._entity_locks[subject] = (asyncio.Lock(), [0])
+            entry = locks[subject] = (asyncio.Lock(), [0])
         lock, users = entry
         users[0] += 1
         try:
             async with lock:
-                yield
+                if fresh:
+                    stream = kind_of(subject)
+                    await self._catch_up_to(
+                        subject, await self._log.last_sequence(stream=stream, subject=subject)
+                    )
+                last: ConcurrencyError | None = None
+                for _ in range(self.max_attempts):
+                    planned = plan()
+                    events, result = await planned if inspect.isawaitable(planned) else planned
+                    try:
+                        for event in events:
+                            await self._append(event, subject, self.projection.version(subject))
+                    except ConcurrencyError as exc:
+                        last = exc
+                        logger.debug("%s lost a race on %s; catching up", what, subject)
+                        await self._catch_up_after(subject, exc)
+                        continue
+                    return result
         finally:
             users[0] -= 1
             if not users[0]:
-                del self._entity_locks[subject]
+                del locks[subject]
+        raise ConcurrencyError(
+            f"{what} lost {self.max_attempts} races in a row on {subject!r}; try again",
+            subject=subject,
+        ) from last
 
     async def _append(self, event: Event, subject: str, expected_version: int) -> RecordedEvent:
         """Append with a concurrency check and apply the acknowledgement."""

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from converge.compat import resolve_event_log
@@ -50,6 +50,7 @@ from events import (
     TaskSubmitted,
     subject,
 )
+from events.subjects import encode_token
 from projections import TASKS_STREAM, TaskProjection
 from projections.verify import SignatureVerifier
 
@@ -66,6 +67,10 @@ DEFAULT_CLAIM_TTL_SEC = 30.0
 
 def _check_id(value: object, what: str) -> str:
     return check_str(value, what, allow_empty=False)
+
+
+def _task_subject(task_id: str) -> str:
+    return f"{TASKS_STREAM}.{encode_token(task_id)}"  # subject(TASKS_STREAM, task_id), inlined
 
 
 def _capability_names(capabilities: Iterable[object]) -> set[str]:
@@ -257,8 +262,7 @@ class TaskManager(ProjectedService[TaskProjection]):
         agent_id = _check_id(agent_id, "agent_id")
         task_id = _check_id(task_id, "task_id")
 
-        async def plan() -> Plan[bool]:
-            task = await self._find(task_id)
+        def decide(task: Task | None) -> Plan[bool]:
             if task is None or task.state is not TaskState.PENDING:
                 return (), False
             event = TaskClaimed(
@@ -270,9 +274,16 @@ class TaskManager(ProjectedService[TaskProjection]):
             )
             return (event,), True
 
+        async def look_up() -> Plan[bool]:
+            return decide(await self._find(task_id))
+
+        def plan() -> Plan[bool] | Awaitable[Plan[bool]]:
+            task = self.projection.tasks.get(task_id)  # known (the usual case): no coroutine
+            return look_up() if task is None else decide(task)
+
         try:
             return await self._execute(
-                subject(TASKS_STREAM, task_id), plan, what=f"claim of task {task_id!r}"
+                _task_subject(task_id), plan, what=f"claim of task {task_id!r}"
             )
         except ConcurrencyError:
             logger.debug("claim of %s by %s kept losing races", task_id, agent_id)
@@ -534,7 +545,7 @@ class TaskManager(ProjectedService[TaskProjection]):
     ) -> None:
         synced = False
 
-        async def plan() -> Plan[None]:
+        async def look_again() -> Plan[None]:
             nonlocal synced
             while True:
                 task = await self._find(task_id)
@@ -548,9 +559,13 @@ class TaskManager(ProjectedService[TaskProjection]):
                 synced = True  # the projection may lag another process: look again
                 await self.sync()
 
-        await self._execute(
-            subject(TASKS_STREAM, task_id), plan, what=f"{verb} of task {task_id!r}"
-        )
+        def plan() -> Plan[None] | Awaitable[Plan[None]]:
+            task = self.projection.tasks.get(task_id)  # the assignee's (usual): no coroutine
+            if task is not None and self._refusal(task, agent_id, verb) is None:
+                return (make(),), None
+            return look_again()
+
+        await self._execute(_task_subject(task_id), plan, what=f"{verb} of task {task_id!r}")
 
     @staticmethod
     def _refusal(task: Task, agent_id: str | None, verb: str) -> ConvergeError | None:
