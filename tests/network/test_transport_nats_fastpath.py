@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from converge.network.transport.nats import NatsTransport
 from events.connection import BrokerConfig
 from events.jetstream.rawroute import RawRouter
 from events.server import EmbeddedNatsServer
+from nats_containers import free_ports
 
 pytestmark = [pytest.mark.nats, pytest.mark.asyncio]
 
@@ -125,12 +125,6 @@ async def test_forged_signatures_are_dropped_and_the_receiver_keeps_serving(
         assert b.stats.dropped_unverified == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _first_through(a: NatsTransport, b: NatsTransport, message: Message) -> Message:
     """Send copies of ``message`` until one of its kind arrives (clients reconnecting)."""
     async with asyncio.timeout(15):
@@ -146,7 +140,7 @@ async def _first_through(a: NatsTransport, b: NatsTransport, message: Message) -
 
 @pytest.mark.slow
 async def test_raw_routes_survive_a_broker_restart(tmp_path: Path) -> None:
-    port = _free_port()
+    (port,) = free_ports(1)
     server = EmbeddedNatsServer(port=port, data_dir=tmp_path / "nats")
     url = await server.start()
     broker = BrokerConfig(servers=url, reconnect_time_wait_sec=0.1)
