@@ -26,6 +26,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
@@ -329,13 +330,15 @@ class _SignedHere:
     def __init__(self, limit: int = 16_384) -> None:
         self._limit = limit
         # keyed by the signature as its header carries it (base64url): an own event is
-        # recognised before anything is decoded
-        self._entries: dict[str, tuple[bytes, bytes]] = {}
+        # recognised before anything is decoded. An OrderedDict, not a dict: dropping a
+        # plain dict's first key again and again leaves deleted slots at its front that
+        # ``next(iter(d))`` walks over each time (6 us a call when full, against 0.3).
+        self._entries: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
 
     def remember(self, signature: str, public_key: bytes, payload: bytes) -> None:
         entries = self._entries
         if len(entries) >= self._limit:
-            del entries[next(iter(entries))]  # dicts keep insertion order: the oldest
+            entries.popitem(last=False)  # the oldest
         entries[signature] = (public_key, hashlib.blake2b(payload, digest_size=16).digest())
 
     def vouches(self, signature: str, public_key: bytes, payload: bytes) -> bool:
