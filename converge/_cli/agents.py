@@ -142,11 +142,15 @@ async def run_agents(
         open_ids = set(submitter.task_ids)
         tasks = tm.projection
 
+        all_done = asyncio.Event()  # the loop below looks at once, not at its next 0.2 s
+
         def settle(recorded: RecordedEvent) -> None:
             # Each applied task event looks at its one task: no scan of every task per look.
             task_id = getattr(recorded.event, "task_id", None)
             if task_id in open_ids and (task := tasks.get(task_id)) and task.state.is_terminal:
                 open_ids.discard(task_id)
+                if not open_ids:
+                    all_done.set()
 
         def reconcile() -> None:
             # Listeners miss events a runner reads to fill a gap: a look now and then
@@ -185,9 +189,7 @@ async def run_agents(
                     break
                 if duration is not None and time.monotonic() - started >= duration:
                     break
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.2):
-                        await stop.wait()
+                await _first_set((stop, all_done), timeout_sec=0.2)
         tm.remove_listener(settle)
         # Stop (drain) the agents before the summary: a task they were running when a
         # signal came is reported or released by then, and counted as what it became.
@@ -229,6 +231,17 @@ async def run_agents(
             await discovery_service.stop()
         await pm.stop()
         await tm.stop()
+
+
+async def _first_set(events: tuple[asyncio.Event, ...], timeout_sec: float) -> None:
+    """Return once one of ``events`` is set, or after ``timeout_sec``."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout_sec, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 def discovery(cfg: ConvergeConfig, log: EventLog) -> Any:
