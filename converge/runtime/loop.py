@@ -506,8 +506,11 @@ class AgentRuntime(AsyncService):
 
     async def _run_loop(self) -> None:
         self._loop_started.set()
+        first = True  # the first tick runs at once: an agent acts as soon as it is started
         while True:
-            await self.scheduler.wait_for_work(self.tick_interval_sec)
+            if not first:
+                await self.scheduler.wait_for_work(self.tick_interval_sec)
+            first = False
             if self._state not in (RuntimeState.RUNNING, RuntimeState.STARTING):
                 return
             await self.tick()
