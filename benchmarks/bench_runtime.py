@@ -2,12 +2,13 @@
 
 Run: ``python benchmarks/bench_runtime.py [--tasks 2000] [--no-processes]
 [--demo-tasks 5000] [--demo-no-verify] [--only PHASE,...] [--profile DIR]
-[--latency-rate TASKS_PER_SEC]``
+[--latency-rate TASKS_PER_SEC] [--timeline]``
 
 ``--only`` runs some phases (``decide``, ``worker``, ``processes``, ``raw``,
 ``claim``, ``latency``, ``idle``, ``demo``); ``--profile DIR`` writes a cProfile of
 each process of the three-process run (workers, submitter, the script's own
-manager) to ``DIR``.
+manager) to ``DIR``; ``--timeline`` prints, for the process runs, how long the
+submitter took and the tasks completed in each 0.1 s (by broker time).
 
 Every figure is read from the streams as the broker stored them:
 
@@ -226,6 +227,10 @@ async def broker_figures(log: EventLog, ids: set[str]) -> dict[str, object]:
     async for _ in log.read(stream="decisions"):
         decisions += 1
     span = max(reported.values()) - min(submitted.values()) if reported else float("nan")
+    first = min(submitted.values(), default=0.0)
+    timeline = [0] * (int(span * 10) + 1 if reported else 0)
+    for t in reported.values():
+        timeline[min(len(timeline) - 1, int((t - first) * 10))] += 1
     latencies = sorted(reported[t] - submitted[t] for t in reported if t in submitted)
     return {
         "tasks": len(ids),
@@ -235,6 +240,8 @@ async def broker_figures(log: EventLog, ids: set[str]) -> dict[str, object]:
         "rate": len(reported) / span if span else float("nan"),
         "latencies": latencies,
         "decision_events": decisions,
+        "submit_seconds": max(submitted.values(), default=first) - first,
+        "timeline": timeline,
     }
 
 
@@ -566,6 +573,7 @@ PHASES = ("decide", "worker", "processes", "raw", "claim", "latency", "idle", "d
 
 async def main(
     n: int,
+    timeline: bool,
     phases: set[str],
     demo_tasks: int,
     demo_verify: bool,
@@ -610,6 +618,11 @@ async def main(
                     + f"; workers lost {figures['lost_races']} claim races, "
                     f"read {figures['gap_reads']} gaps from the log"
                 )
+                if timeline:
+                    print(
+                        f"  submitted in {figures['submit_seconds']:.2f} s; completed per 0.1 s: "
+                        + " ".join(str(c) for c in figures["timeline"])  # type: ignore[attr-defined]
+                    )
         if "raw" in phases:
             raw = await raw_pipelined(url, 20_000)
             print(f"raw nats-py pipelined publish      {raw:>9,.0f} msgs/s")
@@ -666,6 +679,9 @@ if __name__ == "__main__":
     parser.add_argument("--demo-tasks", type=int, default=5_000, help="0: no demo run")
     parser.add_argument("--demo-no-verify", action="store_true")
     parser.add_argument("--only", help=f"comma-separated phases of {', '.join(PHASES)}")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print completions per 0.1 s of the process runs"
+    )
     parser.add_argument("--profile", help="write cProfile files of the process run here")
     parser.add_argument(
         "--latency-rate",
@@ -686,6 +702,7 @@ if __name__ == "__main__":
         asyncio.run(
             main(
                 args.tasks,
+                args.timeline,
                 chosen,
                 args.demo_tasks,
                 not args.demo_no_verify,

@@ -2,36 +2,45 @@
 
 Woken by the task projection: each event that makes a task PENDING (submitted,
 claim released, retry scheduled) adds its id to the candidates when the worker
-accepts it, so no step walks every task ever seen. The PENDING index is read once at
-start and again when idle for ``rescan_interval_sec`` (events applied by a gap read
-reach no listener).
+accepts it, so no step walks every task ever seen; each claim tells the candidates
+who else claims (:mod:`converge.runtime._candidates` shares the tasks out among the
+claimers, so workers seldom race for one). The PENDING index is read once at start
+and again when idle for ``rescan_interval_sec`` (events applied by a gap read reach
+no listener).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 import logging
-import random
+import time
 from collections.abc import Callable, Collection
 
 from converge.coordination.task_manager import TaskManager
 from converge.core.task import Task, TaskState
 from converge.errors import ConvergeError, DecodeError
+from converge.runtime._candidates import Candidates
 from converge.runtime._tracing import task_span
 from converge.runtime.worker import Worker
-from events import RecordedEvent, TaskClaimReleased, TaskRetryScheduled, TaskSubmitted
+from events import (
+    RecordedEvent,
+    TaskClaimed,
+    TaskClaimReleased,
+    TaskRetryScheduled,
+    TaskSubmitted,
+)
 
 __all__ = ["WorkRunner"]
 
 logger = logging.getLogger("converge.runtime.worker")
 
-# Pick at random among the oldest candidates, so that workers (in this process and in
-# others, which see the same candidates in the same order) seldom race for one task: a
-# lost race costs a round trip and a wait for the winner's event.
-_CLAIM_WINDOW = 128
-_CLAIMS_IN_FLIGHT = 4  # claims one worker awaits at once (besides its handle calls)
+# Claims one worker awaits at once while it knows no other claimer: workers that do not
+# know each other yet pick alike (at random among the oldest), and each claim in flight
+# is one more chance to race. Once they know each other they share the tasks out, and
+# only ``max_concurrency`` bounds the claims in flight (sent together, they are one
+# write and one read for the broker and the process).
+_ALONE_CLAIMS = 4
 
 
 def failure_reason(
@@ -62,15 +71,15 @@ class WorkRunner:
         self._pool_ids = pool_ids
         self._metric = metric
         self._rescan_sec = rescan_interval_sec
-        self._candidates: dict[str, None] = {}
+        self._candidates = Candidates(worker.id)
+        self._rescanned = 0.0
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(worker.max_concurrency)
-        self._claim_gate = asyncio.Semaphore(_CLAIMS_IN_FLIGHT)
+        self._claim_gate = asyncio.Semaphore(_ALONE_CLAIMS)
         self._attempts: set[asyncio.Task[None]] = set()  # claiming, then handling
         self._handling: dict[asyncio.Task[None], str] = {}  # attempt -> task id, once won
         self._loop: asyncio.Task[None] | None = None
         self._intake = False
-        self._rng = random.Random()
         self.completed = 0
         self.failed_attempts = 0
 
@@ -132,6 +141,9 @@ class WorkRunner:
 
     def _on_event(self, recorded: RecordedEvent) -> None:
         event = recorded.event
+        if isinstance(event, TaskClaimed):
+            self._candidates.saw_claim(event.agent_id)
+            return
         if isinstance(event, TaskSubmitted):
             task_id = event.task.get("id")
         elif isinstance(event, TaskClaimReleased | TaskRetryScheduled):
@@ -139,27 +151,21 @@ class WorkRunner:
         else:
             return
         task = self.tasks.get_task(task_id) if isinstance(task_id, str) else None
-        if task is not None and self._takes(task):
-            self._candidates[task.id] = None
+        if task is not None and self._takes(task) and self._candidates.add(task.id):
             self._wake.set()
 
     def _rescan(self) -> None:
+        self._rescanned = time.monotonic()
         for task in self.tasks.list_pending_tasks():
             if self._takes(task):
-                self._candidates[task.id] = None
-        if self._candidates:
+                self._candidates.add(task.id)
+        if len(self._candidates):
             self._wake.set()
 
-    def _pick(self) -> Task | None:
-        """Pop a candidate that is still PENDING, or return ``None`` when none is left."""
-        while self._candidates:
-            at = self._rng.randrange(min(len(self._candidates), _CLAIM_WINDOW))
-            task_id = next(itertools.islice(self._candidates, at, None))
-            del self._candidates[task_id]
-            task = self.tasks.get_task(task_id)
-            if task is not None and self._takes(task):
-                return task
-        return None
+    def _usable(self, task_id: str) -> Task | None:
+        """The task ``task_id`` when this worker can still claim it."""
+        task = self.tasks.get_task(task_id)
+        return task if task is not None and self._takes(task) else None
 
     # -- claiming ------------------------------------------------------------------------
 
@@ -172,22 +178,24 @@ class WorkRunner:
         """
         while self._intake:
             await self._slots.acquire()  # a free slot; stop() cancels these waits
+            gated = False
             try:
-                await self._claim_gate.acquire()
-                try:
-                    task = await self._next_candidate()
-                except BaseException:
-                    self._claim_gate.release()
-                    raise
+                if self._candidates.alone:
+                    await self._claim_gate.acquire()
+                    gated = True
+                task = await self._next_candidate()
             except BaseException:
+                if gated:
+                    self._claim_gate.release()
                 self._slots.release()
                 raise
             if task is None:
-                self._claim_gate.release()
+                if gated:
+                    self._claim_gate.release()
                 self._slots.release()
                 continue
             attempt = asyncio.create_task(
-                self._claim_and_run(task), name=f"converge-claim-{task.id[:8]}"
+                self._claim_and_run(task, gated), name=f"converge-claim-{task.id[:8]}"
             )
             self._attempts.add(attempt)
             attempt.add_done_callback(self._done)
@@ -208,19 +216,25 @@ class WorkRunner:
             )
 
     async def _next_candidate(self) -> Task | None:
+        candidates = self._candidates
         while self._intake:
-            task = self._pick()
+            task = candidates.pick(self._usable)
             if task is not None:
                 return task
             self._wake.clear()
+            # wake for a new candidate, when a peer's task falls due, or to rescan
+            rescan_in = self._rescanned + self._rescan_sec - time.monotonic()
+            steal_in = candidates.steal_in()
+            wait = rescan_in if steal_in is None else min(steal_in, rescan_in)
             try:
-                async with asyncio.timeout(self._rescan_sec):
+                async with asyncio.timeout(max(wait, 0.001)):
                     await self._wake.wait()
             except TimeoutError:
-                self._rescan()
+                if time.monotonic() - self._rescanned >= self._rescan_sec:
+                    self._rescan()
         return None
 
-    async def _claim_and_run(self, task: Task) -> None:
+    async def _claim_and_run(self, task: Task, gated: bool) -> None:
         try:
             with task_span(self.tasks, "claim", task.id, self.worker.id):
                 won = await self.tasks.claim(self.worker.id, task.id)
@@ -228,7 +242,8 @@ class WorkRunner:
             logger.warning("worker %s: claim of %s failed: %s", self.worker.id, task.id, exc)
             return
         finally:
-            self._claim_gate.release()
+            if gated:
+                self._claim_gate.release()
         if not won:
             return
         self._metric("worker_claims_total")
