@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import orjson
 import pytest
 
 from events.server import EmbeddedNatsServer
+from nats_containers import free_ports
 
 pytestmark = [pytest.mark.nats]
 
@@ -27,15 +27,9 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.asyncio
 async def test_run_waits_for_a_broker_that_starts_after_it(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_ports(1)[0]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -76,7 +70,7 @@ async def test_run_gives_up_after_the_stated_limit_with_one_error_line(tmp_path:
         "converge",
         "run",
         "--url",
-        f"nats://127.0.0.1:{_free_port()}",
+        f"nats://127.0.0.1:{free_ports(1)[0]}",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=_env(CONVERGE_STARTUP_TIMEOUT_SEC="1.5"),
@@ -100,7 +94,7 @@ async def test_sigterm_during_retries_exits_within_the_shutdown_limit(tmp_path: 
         "converge",
         "run",
         "--url",
-        f"nats://127.0.0.1:{_free_port()}",
+        f"nats://127.0.0.1:{free_ports(1)[0]}",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=_env(CONVERGE_STARTUP_TIMEOUT_SEC="600", CONVERGE_SHUTDOWN_TIMEOUT_SEC="1"),

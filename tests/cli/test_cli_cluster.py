@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,19 +14,9 @@ from typer.testing import CliRunner
 
 from converge.cli import app
 from events.server import find_nats_server
+from nats_containers import free_ports
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class Node:
@@ -63,7 +52,7 @@ def _wait_healthy(nodes: list[Node], timeout_sec: float = 30.0) -> None:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[Node]]:
     binary = find_nats_server()
-    ports = _free_ports(9)
+    ports = free_ports(9)
     nodes: list[Node] = []
     try:
         for i in range(3):

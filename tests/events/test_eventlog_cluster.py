@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from pathlib import Path
 
 import nats.errors
@@ -16,14 +15,9 @@ from events.jetstream import JetStreamEventLog
 from events.server import EmbeddedNatsServer
 from events.subjects import KNOWN_KINDS, stream_name
 from events.testing import collect, task_event
+from nats_containers import free_ports
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _connect_when_ready(urls: list[str]) -> JetStreamEventLog:
@@ -62,7 +56,7 @@ async def _wait_for_leaders(log: JetStreamEventLog, stream: str, lost: str) -> N
 
 def _cluster(tmp_path: Path) -> list[EmbeddedNatsServer]:
     """Three nats-servers routed to each other on loopback (not started)."""
-    cluster_ports = [_free_port() for _ in range(3)]
+    cluster_ports = free_ports(3)
     servers = []
     for i, port in enumerate(cluster_ports):
         routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports if p != port)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from converge.errors import ConfigError, TransportError
 from converge.network.transport.nats import NatsTransport, subject_token
 from events.connection import BrokerConfig
 from events.server import EmbeddedNatsServer
+from nats_containers import free_ports
 
 pytestmark = pytest.mark.nats
 
@@ -114,16 +114,10 @@ async def test_durable_inbox_keeps_messages_while_offline(nats_url: str, namespa
             assert (await b.receive(TIMEOUT)).id == live.id
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_reconnect_keeps_subscriptions(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_ports(1)[0]
     server = EmbeddedNatsServer(port=port, data_dir=tmp_path / "nats")
     url = await server.start()
     broker = BrokerConfig(servers=url, reconnect_time_wait_sec=0.1)
@@ -152,7 +146,7 @@ async def test_reconnect_keeps_subscriptions(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_unreachable_server_is_a_transport_error() -> None:
-    broker = BrokerConfig(servers=f"nats://127.0.0.1:{_free_port()}", connect_timeout_sec=0.5)
+    broker = BrokerConfig(servers=f"nats://127.0.0.1:{free_ports(1)[0]}", connect_timeout_sec=0.5)
     transport = NatsTransport("a", broker, start_timeout_sec=1.0)
     with pytest.raises(TransportError, match="cannot connect"):
         await transport.start()
