@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection
 from converge.coordination.task_manager import TaskManager
 from converge.core.task import Task, TaskState
 from converge.errors import ConvergeError, DecodeError
+from converge.runtime._beats import Beats
 from converge.runtime._candidates import Candidates
 from converge.runtime._tracing import task_span
 from converge.runtime.worker import Worker
@@ -77,8 +78,9 @@ class WorkRunner:
         self._slots = asyncio.Semaphore(worker.max_concurrency)
         self._claim_gate = asyncio.Semaphore(_ALONE_CLAIMS)
         self._attempts: set[asyncio.Task[None]] = set()  # claiming, then handling
-        self._handling: dict[asyncio.Task[None], str] = {}  # attempt -> task id, once won
+        self._handling: dict[str, None] = {}  # ids of the tasks whose handle runs
         self._loop: asyncio.Task[None] | None = None
+        self._beats = Beats()  # when running attempts start their heartbeats
         self._intake = False
         self.completed = 0
         self.failed_attempts = 0
@@ -119,11 +121,12 @@ class WorkRunner:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=drain_timeout_sec)
+        self._beats.close()
 
     @property
     def running(self) -> list[str]:
         """Ids of the tasks whose ``handle`` runs now."""
-        return list(self._handling.values())
+        return list(self._handling)
 
     # -- candidates ----------------------------------------------------------------------
 
@@ -202,7 +205,6 @@ class WorkRunner:
 
     def _done(self, attempt: asyncio.Task[None]) -> None:
         self._attempts.discard(attempt)
-        self._handling.pop(attempt, None)
         self._slots.release()
         if not attempt.cancelled() and (exc := attempt.exception()) is not None:
             # A bug, not a refusal: say so; the slot is free and the worker goes on.
@@ -247,10 +249,11 @@ class WorkRunner:
         if not won:
             return
         self._metric("worker_claims_total")
-        current = asyncio.current_task()
-        assert current is not None
-        self._handling[current] = task.id
-        await self._run(self.tasks.get_task(task.id) or task)
+        self._handling[task.id] = None
+        try:
+            await self._run(self.tasks.get_task(task.id) or task)
+        finally:
+            self._handling.pop(task.id, None)
 
     # -- running -------------------------------------------------------------------------
 
@@ -263,33 +266,29 @@ class WorkRunner:
         attempt = tasks.projection.attempts(task.id) + 1
         runner = asyncio.current_task()
         assert runner is not None
-        lost = asyncio.Event()
-        # The heartbeat task starts a third of the claim's TTL in: most attempts finish
-        # sooner and then cost one timer instead of a task made, cancelled and awaited.
+        # The heartbeat task starts a third of the claim's TTL in (one timer serves all
+        # attempts): most attempts finish sooner and cost neither a task nor a timer.
         ttl = tasks.projection.claim_ttl(task.id)
-        beat: asyncio.Task[None] | None = None
+        beat = _Beat()
+        if ttl is not None:
 
-        def start_heartbeat() -> None:
-            nonlocal beat
-            assert ttl is not None
-            beat = asyncio.create_task(
-                self._heartbeat(task.id, ttl, runner, lost),
-                name=f"converge-heartbeat-{task.id[:8]}",
-            )
+            def start_heartbeat() -> None:
+                lost = beat.lost = asyncio.Event()
+                beat.task = asyncio.create_task(
+                    self._heartbeat(task.id, ttl, runner, lost),
+                    name=f"converge-heartbeat-{task.id[:8]}",
+                )
 
-        timer = (
-            None if ttl is None else asyncio.get_running_loop().call_later(ttl / 3, start_heartbeat)
-        )
-        log_extra = {"agent_id": worker.id, "task_id": task.id}
+            self._beats.add(runner, ttl / 3, start_heartbeat)
         try:
             result = await self._call_handle(task, attempt)
         except _AttemptFailed as failed:
-            if lost.is_set():
+            if beat.lost is not None and beat.lost.is_set():
                 return
             await self._fail(task, failed.reason)
             return
         except asyncio.CancelledError:
-            if lost.is_set() and self._intake:
+            if beat.lost is not None and beat.lost.is_set() and self._intake:
                 current = asyncio.current_task()
                 if current is not None:
                     current.uncancel()
@@ -297,16 +296,15 @@ class WorkRunner:
                     "worker %s lost its claim on %s; handle cancelled",
                     worker.id,
                     task.id,
-                    extra=log_extra,
+                    extra={"agent_id": worker.id, "task_id": task.id},
                 )
                 return
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
-            if beat is not None:
-                beat.cancel()
-                await asyncio.wait({beat}, timeout=5.0)
+            self._beats.discard(runner)
+            if beat.task is not None:
+                beat.task.cancel()
+                await asyncio.wait({beat.task}, timeout=5.0)
         try:
             await tasks.report(worker.id, task.id, result)
         except DecodeError as exc:
@@ -314,7 +312,11 @@ class WorkRunner:
             return
         except ConvergeError as exc:
             logger.warning(
-                "worker %s: report of %s refused: %s", worker.id, task.id, exc, extra=log_extra
+                "worker %s: report of %s refused: %s",
+                worker.id,
+                task.id,
+                exc,
+                extra={"agent_id": worker.id, "task_id": task.id},
             )
             return
         self.completed += 1
@@ -322,18 +324,22 @@ class WorkRunner:
 
     async def _call_handle(self, task: Task, attempt: int) -> object:
         timeout = task.timeout_sec
-        limit = asyncio.timeout(timeout)
+        limit = None if timeout is None else asyncio.timeout(timeout)
         try:
+            if self.worker.is_async_handle:
+                outcome = self.worker.handle(task)
+                assert inspect.isawaitable(outcome)
+            else:
+                outcome = asyncio.to_thread(self.worker.handle, task)
+            if limit is None:  # no Timeout object per attempt when there is no limit
+                return await outcome
             async with limit:
-                if self.worker.is_async_handle:
-                    outcome = self.worker.handle(task)
-                    assert inspect.isawaitable(outcome)
-                    return await outcome
-                return await asyncio.to_thread(self.worker.handle, task)
+                return await outcome
         except asyncio.CancelledError:
             raise
         except TimeoutError as exc:
-            message = f"handle did not finish within {timeout}s" if limit.expired() else None
+            expired = limit is not None and limit.expired()
+            message = f"handle did not finish within {timeout}s" if expired else None
             raise _AttemptFailed(failure_reason(exc, attempt, message)) from exc
         except Exception as exc:  # handle is user code: its failure fails the attempt
             logger.info(
@@ -370,6 +376,16 @@ class WorkRunner:
                 runner.cancel()
                 return
             await asyncio.sleep(ttl / 3)
+
+
+class _Beat:
+    """An attempt's heartbeat, once started, and whether it found the claim lost."""
+
+    __slots__ = ("lost", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.lost: asyncio.Event | None = None
 
 
 class _AttemptFailed(Exception):
