@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from converge.runtime import _candidates
 from converge.runtime._candidates import Candidates
 
 
@@ -75,6 +76,42 @@ def test_workers_that_know_each_other_own_each_task_once(n: int, task_ids: list[
     assert sorted(t for own in taken for t in own) == sorted(task_ids)
     for own in taken:  # oldest first
         assert own == [t for t in task_ids if t in set(own)]
+
+
+@pytest.mark.parametrize("eager_up_to", [0, 4096])  # 0: every backlog is shared out lazily
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(min_value=2, max_value=5),
+    before=st.integers(min_value=0, max_value=300),
+    after=st.integers(min_value=0, max_value=100),
+)
+def test_peers_learned_after_the_backlog_share_it_out_the_same(
+    eager_up_to: int, n: int, before: int, after: int
+) -> None:
+    """Tasks queued before the peers were known go as if the peers had been known at once."""
+    saved = _candidates._EAGER_RESHAPE
+    _candidates._EAGER_RESHAPE = eager_up_to
+    try:
+        _check_late_peers(n, before, after)
+    finally:
+        _candidates._EAGER_RESHAPE = saved
+
+
+def _check_late_peers(n: int, before: int, after: int) -> None:
+    clock = Clock()
+    ids = [f"task-{i}" for i in range(before + after)]
+    group = workers(n, clock)
+    late = Candidates("worker-0", clock=clock, window=8)
+    for task_id in ids[:before]:
+        late.add(task_id)
+    for k in range(1, n):
+        late.saw_claim(f"worker-{k}")
+    for task_id in ids[before:]:
+        late.add(task_id)
+    for task_id in ids:
+        group[0].add(task_id)
+    assert drain(late) == drain(group[0])  # the same tasks, oldest first
+    assert len(late) == len(group[0])
 
 
 def test_a_worker_that_learns_a_peer_late_disagrees_only_about_its_tasks() -> None:
