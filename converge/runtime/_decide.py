@@ -10,6 +10,7 @@ from converge.core.decisions import Decision, SendMessage
 from converge.core.message import Message
 from converge.core.task import Task
 from converge.errors import ConvergeError
+from converge.runtime._intents import claims_of_others
 from converge.runtime._state import RuntimeContext, logger
 
 __all__ = ["DecidePart"]
@@ -31,11 +32,12 @@ class DecidePart:
         try:
             pm = ctx.deps.pool_manager
             pool_ids = None if pm is None else pm.get_pools_for_agent(agent_id)
-            tasks = list(
-                tm.list_pending_tasks_for_agent(
-                    agent_id, pool_ids=pool_ids, capabilities=ctx.agent.capabilities
-                )
+            tasks = tm.list_pending_tasks_for_agent(
+                agent_id, pool_ids=pool_ids, capabilities=ctx.agent.capabilities
             )
+            others = claims_of_others(tm)
+            if others:  # another agent of this process is about to claim these
+                tasks = [t for t in tasks if others.get(t.id, agent_id) == agent_id]
             tasks.extend(tm.list_tasks_held_by(agent_id))
             return tasks
         except Exception as exc:  # a projection read failing skips this tick's tasks

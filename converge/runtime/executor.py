@@ -61,6 +61,7 @@ from converge.policy.safety import (
     normalize_action,
     validate_safety,
 )
+from converge.runtime._intents import forget_claims, note_claims
 from converge.runtime._tracing import task_span
 from converge.runtime.deps import (
     MetricsSink,
@@ -226,6 +227,21 @@ class StandardExecutor:
         Never raises for a failing decision (it is logged, counted and recorded); only
         cancellation propagates.
         """
+        claims = self._note_claims(decisions)
+        try:
+            return await self._execute(decisions)
+        finally:
+            if claims:
+                forget_claims(self.task_manager, self.agent_id, claims)
+
+    def _note_claims(self, decisions: Sequence[Decision]) -> list[str]:
+        """Note the tick's claims, so the process's other agents are not shown those tasks."""
+        if self.task_manager is None or "claim_task" in self._custom:
+            return []
+        ids = [d.task_id for d in decisions if isinstance(d, ClaimTask)]
+        return note_claims(self.task_manager, self.agent_id, ids) if ids else []
+
+    async def _execute(self, decisions: Sequence[Decision]) -> list[DecisionOutcome]:
         outcomes: list[DecisionOutcome] = []
         if tracing_enabled():  # each record inside its decision's span carries its trace
             for decision in decisions:
