@@ -13,6 +13,9 @@ Consecutive ``SubmitTask`` decisions of one tick run side by side (up to
 ``_SUBMITS_AT_ONCE`` at a time): each submits a task of its own, so none waits on another,
 and their publishes share round trips; their ``task.submitted`` events may then reach the
 stream in a slightly different order than the decisions, their records keep it.
+Consecutive ``ClaimTask`` decisions on distinct tasks run side by side the same way
+(each claim is its own task's command), unless resource limits count the tasks held,
+which a claim must see its predecessors' result for.
 """
 
 from __future__ import annotations
@@ -250,7 +253,7 @@ class StandardExecutor:
         try:
             at = 0
             while at < len(decisions):
-                run = self._submissions_from(decisions, at)
+                run = self._independent_from(decisions, at)
                 if run > 1:
                     await self._run_side_by_side(decisions[at : at + run], outcomes)
                     at += run
@@ -261,13 +264,29 @@ class StandardExecutor:
             await self._record_many(outcomes)
         return outcomes
 
-    def _submissions_from(self, decisions: Sequence[Decision], at: int) -> int:
-        """How many ``SubmitTask`` decisions in a row start at ``at`` (at most a batch)."""
-        if "submit_task" in self._custom:
+    def _independent_from(self, decisions: Sequence[Decision], at: int) -> int:
+        """How many decisions from ``at`` may run side by side (at most a batch).
+
+        A run of ``SubmitTask``, or of ``ClaimTask`` on distinct tasks; ``0`` or ``1``
+        when the decision at ``at`` runs on its own.
+        """
+        kind = type(decisions[at])
+        if kind is SubmitTask:
+            if "submit_task" in self._custom:
+                return 0
+        elif kind is ClaimTask:
+            if "claim_task" in self._custom or self.resource_limits is not None:
+                return 0
+        else:
             return 0
         end = min(len(decisions), at + _SUBMITS_AT_ONCE)
         run = 0
-        while at + run < end and type(decisions[at + run]) is SubmitTask:
+        seen: set[str] = set()
+        while at + run < end and type(decision := decisions[at + run]) is kind:
+            if isinstance(decision, ClaimTask):
+                if decision.task_id in seen:  # a second claim of one task waits for the first
+                    break
+                seen.add(decision.task_id)
             run += 1
         return run
 

@@ -84,3 +84,33 @@ def test_an_intent_belongs_to_the_first_agent_and_only_it_forgets_it() -> None:
     forget_claims(tm, "a", ["t1", "t2"])
     assert dict(claims_of_others(tm)) == {}
     assert claims_of_others(Manager()) == {}
+
+
+@pytest.mark.asyncio
+async def test_a_ticks_claims_run_side_by_side_with_outcomes_and_records_in_order(
+    event_log: EventLog,
+) -> None:
+    from converge.runtime.executor import StandardExecutor
+
+    async with TaskManager(event_log) as tm:
+        ids = [await tm.submit(Task("side-by-side", {"i": i})) for i in range(3)]
+        executor = StandardExecutor("me", None, tm, None, decision_log=event_log)
+        decisions: list[Decision] = [
+            ClaimTask(ids[0]),
+            ClaimTask(ids[1]),
+            ClaimTask(ids[0]),  # the same task again: runs after the first, and loses
+            ClaimTask(ids[2]),
+            ClaimTask("no-such-task"),
+        ]
+        outcomes = await executor.execute(decisions)
+        assert [o.decision for o in outcomes] == decisions
+        assert [o.result for o in outcomes] == [True, True, False, True, False]
+        assert {t.id for t in tm.list_tasks_held_by("me")} == set(ids)
+        recorded = [r.event async for r in event_log.read(stream="decisions")]
+        assert [r.detail.get("task_id") for r in recorded] == [  # type: ignore[attr-defined]
+            ids[0],
+            ids[1],
+            ids[0],
+            ids[2],
+            "no-such-task",
+        ]
