@@ -32,8 +32,11 @@ class DecidePart:
         try:
             pm = ctx.deps.pool_manager
             pool_ids = None if pm is None else pm.get_pools_for_agent(agent_id)
-            tasks = tm.list_pending_tasks_for_agent(
-                agent_id, pool_ids=pool_ids, capabilities=ctx.agent.capabilities
+            # a copy: a task service may hand out a list it keeps, and this one is extended
+            tasks = list(
+                tm.list_pending_tasks_for_agent(
+                    agent_id, pool_ids=pool_ids, capabilities=ctx.agent.capabilities
+                )
             )
             others = claims_of_others(tm)
             if others:  # another agent of this process is about to claim these
